@@ -1,0 +1,156 @@
+"""Events: what is appended (`NewEvent`), what is read back (`RecordedEvent`), and upcasting.
+
+An event's data has a schema version. When a schema changes, register an upcaster that turns
+version N into version N+1; readers always see the newest version, while the log keeps what
+was written.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+#: Largest encoded size (data + metadata, as UTF-8 JSON) accepted for one event.
+MAX_EVENT_BYTES = 64 * 1024
+#: Longest stream id accepted.
+MAX_STREAM_ID_LENGTH = 200
+
+
+class EventValidationError(ValueError):
+    """An event or append request is malformed; nothing was written."""
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to append. `id` makes retries idempotent: the same id is stored once."""
+
+    type: str
+    data: Mapping[str, Any]
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    schema_version: int = 1
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """An event as stored: its place in its stream (`version`) and in the global log."""
+
+    id: str
+    stream_id: str
+    version: int
+    position: int
+    type: str
+    schema_version: int
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    recorded_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "event_id": self.id,
+            "stream_id": self.stream_id,
+            "version": self.version,
+            "position": self.position,
+            "event_type": self.type,
+            "schema_version": self.schema_version,
+            "data": self.data,
+            "metadata": self.metadata,
+            "recorded_at": self.recorded_at.isoformat(),
+        }
+
+
+def validate_stream_id(stream_id: object) -> str:
+    if not isinstance(stream_id, str) or not stream_id.strip():
+        raise EventValidationError(
+            "stream id must be a non-empty string such as 'user-42'; got " + repr(stream_id)
+        )
+    if len(stream_id) > MAX_STREAM_ID_LENGTH:
+        raise EventValidationError(
+            f"stream id is {len(stream_id)} characters; the limit is {MAX_STREAM_ID_LENGTH}"
+        )
+    return stream_id
+
+
+@dataclass(frozen=True)
+class EncodedEvent:
+    """A validated event with its JSON already encoded, ready for a recorder."""
+
+    id: str
+    type: str
+    schema_version: int
+    data_json: str
+    metadata_json: str
+
+
+def encode_event(event: NewEvent) -> EncodedEvent:
+    """Validate and JSON-encode one event, or raise `EventValidationError`."""
+    if not isinstance(event, NewEvent):
+        raise EventValidationError(f"expected a NewEvent, got {type(event).__name__}")
+    if not isinstance(event.type, str) or not event.type:
+        raise EventValidationError("event type must be a non-empty string such as 'UserCreated'")
+    if not isinstance(event.schema_version, int) or event.schema_version < 1:
+        raise EventValidationError("schema_version must be an integer >= 1")
+    try:
+        event_id = str(uuid.UUID(str(event.id)))
+    except ValueError:
+        raise EventValidationError(f"event id must be a UUID; got {event.id!r}") from None
+    try:
+        data_json = json.dumps(dict(event.data), separators=(",", ":"), allow_nan=False)
+        metadata_json = json.dumps(dict(event.metadata), separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise EventValidationError(
+            f"event {event.type!r} is not JSON-serialisable ({exc}); "
+            "use str, int, float, bool, None, lists and dicts only"
+        ) from None
+    size = len(data_json.encode()) + len(metadata_json.encode())
+    if size > MAX_EVENT_BYTES:
+        raise EventValidationError(
+            f"event {event.type!r} is {size} bytes encoded; the limit is {MAX_EVENT_BYTES} bytes. "
+            "Store large payloads elsewhere and put a reference in the event."
+        )
+    return EncodedEvent(event_id, event.type, event.schema_version, data_json, metadata_json)
+
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class UpcasterRegistry:
+    """Functions that lift an event type's data from schema version N to N+1."""
+
+    def __init__(self) -> None:
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
+
+    def register(self, event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+        def decorator(fn: Upcaster) -> Upcaster:
+            self._upcasters[(event_type, from_version)] = fn
+            return fn
+
+        return decorator
+
+    def add(self, event_type: str, from_version: int, fn: Upcaster) -> None:
+        self._upcasters[(event_type, from_version)] = fn
+
+    def remove(self, event_type: str, from_version: int) -> None:
+        self._upcasters.pop((event_type, from_version), None)
+
+    def latest_version(self, event_type: str, version: int = 1) -> int:
+        while (event_type, version) in self._upcasters:
+            version += 1
+        return version
+
+    def upcast(self, event: RecordedEvent) -> RecordedEvent:
+        version, data = event.schema_version, event.data
+        while (fn := self._upcasters.get((event.type, version))) is not None:
+            data = fn(dict(data))
+            version += 1
+        if version == event.schema_version:
+            return event
+        return replace(event, data=data, schema_version=version)
+
+
+#: The registry the stores use unless given another one.
+upcasters = UpcasterRegistry()

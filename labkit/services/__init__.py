@@ -1,0 +1,1 @@
+"""One FastAPI app per service. `labkit.services.registry` lists them all."""

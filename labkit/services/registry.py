@@ -1,0 +1,78 @@
+"""Every process the lab runs: its entrypoint, the settings it reads, and whom it calls.
+
+This table is the contract between the code, the Kubernetes manifests and the local runtime:
+manifests must start exactly these entrypoints with these environment variables, and
+NetworkPolicies must allow exactly these call paths (tests check all three).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Port every HTTP service listens on inside its container (LABKIT_PORT).
+CONTAINER_PORT = 8080
+#: Port every ClusterIP Service exposes (the course's curl commands use port 80).
+SERVICE_PORT = 80
+
+COMMON_ENV = ("LABKIT_HOST", "LABKIT_PORT")
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    #: `python -m <module> <args...>` starts it.
+    module: str
+    args: tuple[str, ...] = ()
+    #: True: an HTTP server with /healthz and /readyz. False: a worker or job.
+    http: bool = True
+    #: Which databases it opens: "events" (PostgreSQL / SQLite), "read" (Redis / SQLite).
+    stores: tuple[str, ...] = ("events",)
+    #: Services it calls over HTTP (each read from LABKIT_<NAME>_URL).
+    calls: tuple[str, ...] = ()
+    #: Route prefixes the gateway sends to it.
+    routes: tuple[str, ...] = ()
+    #: Fault injection endpoints (/faults) when LABKIT_FAULTS=1.
+    faults: bool = False
+    extra_env: tuple[str, ...] = field(default=())
+
+    @property
+    def command(self) -> list[str]:
+        return ["python", "-m", self.module, *self.args]
+
+    @property
+    def env(self) -> tuple[str, ...]:
+        """Every LABKIT_* variable this process reads."""
+        names: list[str] = list(COMMON_ENV) if self.http else []
+        if "events" in self.stores:
+            names.append("LABKIT_PG_URL")
+        if "read" in self.stores:
+            names.append("LABKIT_REDIS_URL")
+        names += ["LABKIT_" + c.upper().replace("-", "_") + "_URL" for c in self.calls]
+        if self.faults:
+            names.append("LABKIT_FAULTS")
+        names += list(self.extra_env)
+        return tuple(names)
+
+
+PARTICIPANTS = ("user-service", "order-service", "inventory-service", "payment-service")
+
+SERVICES: dict[str, ServiceSpec] = {
+    s.name: s
+    for s in [
+        ServiceSpec("user-service", "labkit.services.user", routes=("/api/users",), faults=True),
+        ServiceSpec("order-service", "labkit.services.order", routes=("/api/orders",), faults=True),
+        ServiceSpec("inventory-service", "labkit.services.inventory",
+                    routes=("/api/inventory",), faults=True),
+        ServiceSpec("payment-service", "labkit.services.payment",
+                    routes=("/api/payments",), faults=True),
+        ServiceSpec("command-service", "labkit.services.command", routes=("/api/commands",)),
+        ServiceSpec("query-service", "labkit.services.query", stores=("read",),
+                    routes=("/api/queries",)),
+        ServiceSpec("event-store-api", "labkit.services.eventstore_api",
+                    stores=("events", "read"), routes=("/api/events",)),
+        ServiceSpec("event-processor", "labkit.projections.processor", ("--follow",), http=False,
+                    stores=("events", "read")),
+        ServiceSpec("saga-orchestrator", "labkit.saga", ("run", "--follow"), http=False,
+                    calls=PARTICIPANTS),
+    ]
+}
