@@ -10,9 +10,22 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+_scan_once = json.JSONDecoder().scan_once
+
+
+def _loads(text: str) -> Any:
+    """Decode JSON that labkit itself encoded (compact, no surrounding whitespace).
+
+    Calls the C scanner directly, skipping `json.loads`' whitespace regex and checks.
+    """
+    try:
+        return _scan_once(text, 0)[0]
+    except StopIteration:
+        return json.loads(text)  # unusual input: let the full decoder explain the error
 
 #: Largest encoded size (data + metadata, as UTF-8 JSON) accepted for one event.
 MAX_EVENT_BYTES = 64 * 1024
@@ -35,19 +48,88 @@ class NewEvent:
     schema_version: int = 1
 
 
-@dataclass(frozen=True)
 class RecordedEvent:
-    """An event as stored: its place in its stream (`version`) and in the global log."""
+    """An event as stored: its place in its stream (`version`) and in the global log.
 
-    id: str
-    stream_id: str
-    version: int
-    position: int
-    type: str
-    schema_version: int
-    data: dict[str, Any]
-    metadata: dict[str, Any]
-    recorded_at: datetime
+    Recorders may pass `data` / `metadata` as raw JSON text and `recorded_at` as ISO text: they
+    are decoded on first access, so a replay that never looks at metadata never pays for it.
+    """
+
+    __slots__ = ("_data", "_metadata", "_recorded", "id", "position", "schema_version",
+                 "stream_id", "type", "version")
+
+    def __init__(
+        self,
+        id: str,
+        stream_id: str,
+        version: int,
+        position: int,
+        type: str,
+        schema_version: int,
+        data: dict[str, Any] | str,
+        metadata: dict[str, Any] | str,
+        recorded_at: datetime | str,
+    ) -> None:
+        self.id = id
+        self.stream_id = stream_id
+        self.version = version
+        self.position = position
+        self.type = type
+        self.schema_version = schema_version
+        self._data = data
+        self._metadata = metadata
+        self._recorded = recorded_at
+
+    @property
+    def data(self) -> dict[str, Any]:
+        d = self._data
+        if isinstance(d, str):
+            d = self._data = _loads(d)
+        return d
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        m = self._metadata
+        if isinstance(m, str):
+            m = self._metadata = _loads(m)
+        return m
+
+    @property
+    def recorded_at(self) -> datetime:
+        r = self._recorded
+        if isinstance(r, str):
+            r = self._recorded = datetime.fromisoformat(r)
+        return r
+
+    @property
+    def recorded_iso(self) -> str:
+        """The recorded time as ISO-8601 text in UTC (cheap: no datetime round trip)."""
+        r = self._recorded
+        return r if isinstance(r, str) else r.isoformat()
+
+    def replace(self, **changes: Any) -> RecordedEvent:
+        fields = {
+            "id": self.id, "stream_id": self.stream_id, "version": self.version,
+            "position": self.position, "type": self.type, "schema_version": self.schema_version,
+            "data": self._data, "metadata": self._metadata, "recorded_at": self._recorded,
+        }
+        fields.update(changes)
+        return RecordedEvent(**fields)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecordedEvent):
+            return NotImplemented
+        return (self.id, self.stream_id, self.version, self.position, self.type,
+                self.schema_version, self.data, self.metadata, self.recorded_at) == (
+            other.id, other.stream_id, other.version, other.position, other.type,
+            other.schema_version, other.data, other.metadata, other.recorded_at)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (f"RecordedEvent(position={self.position}, stream_id={self.stream_id!r}, "
+                f"version={self.version}, type={self.type!r}, schema_version={self.schema_version}, "
+                f"data={self.data!r}, id={self.id!r})")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -59,7 +141,7 @@ class RecordedEvent:
             "schema_version": self.schema_version,
             "data": self.data,
             "metadata": self.metadata,
-            "recorded_at": self.recorded_at.isoformat(),
+            "recorded_at": self.recorded_iso,
         }
 
 
@@ -143,13 +225,19 @@ class UpcasterRegistry:
         return version
 
     def upcast(self, event: RecordedEvent) -> RecordedEvent:
-        version, data = event.schema_version, event.data
-        while (fn := self._upcasters.get((event.type, version))) is not None:
+        fns = self._upcasters
+        if not fns:
+            return event
+        version = event.schema_version
+        if (event.type, version) not in fns:
+            return event
+        data = event.data
+        while (fn := fns.get((event.type, version))) is not None:
             data = fn(dict(data))
             version += 1
         if version == event.schema_version:
             return event
-        return replace(event, data=data, schema_version=version)
+        return event.replace(data=data, schema_version=version)
 
 
 #: The registry the stores use unless given another one.

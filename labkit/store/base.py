@@ -19,9 +19,9 @@ from labkit.domain.events import (
     RecordedEvent,
     UpcasterRegistry,
     encode_event,
-    upcasters,
     validate_stream_id,
 )
+from labkit.domain.schemas import default_upcasters
 
 NO_STREAM: Final = "none"
 ANY: Final = "any"
@@ -115,7 +115,7 @@ class EventStore(abc.ABC):
     backend: str = ""
 
     def __init__(self, registry: UpcasterRegistry | None = None) -> None:
-        self.upcasters = registry if registry is not None else upcasters
+        self.upcasters = registry if registry is not None else default_upcasters()
 
     @abc.abstractmethod
     def append(

@@ -6,9 +6,9 @@ positions are committed in order: a reader following `read_all` can never skip a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from itertools import starmap
 from pathlib import Path
 
 from labkit.domain.events import NewEvent, RecordedEvent, UpcasterRegistry
@@ -37,22 +37,8 @@ CREATE TABLE IF NOT EXISTS events (
 );
 """
 
+# In RecordedEvent's argument order: rows become events directly (JSON and time decode lazily).
 COLUMNS = "event_id, stream_id, version, position, type, schema_version, data, metadata, recorded_at"
-
-
-def row_to_event(row: tuple) -> RecordedEvent:
-    event_id, stream_id, version, position, type_, schema_version, data, meta, recorded = row
-    return RecordedEvent(
-        id=event_id,
-        stream_id=stream_id,
-        version=version,
-        position=position,
-        type=type_,
-        schema_version=schema_version,
-        data=json.loads(data),
-        metadata=json.loads(meta),
-        recorded_at=datetime.fromisoformat(recorded),
-    )
 
 
 class SqliteEventStore(EventStore):
@@ -114,7 +100,7 @@ class SqliteEventStore(EventStore):
             f"SELECT {COLUMNS} FROM events WHERE stream_id = ? AND version >= ? ORDER BY version",
             (stream_id, from_version),
         )
-        return [row_to_event(r) for r in rows]
+        return list(starmap(RecordedEvent, rows))
 
     def _read_all(
         self, after_position: int, limit: int, stream_prefix: str | None, types: Sequence[str] | None
@@ -129,7 +115,7 @@ class SqliteEventStore(EventStore):
             args += list(types)
         sql += " ORDER BY position LIMIT ?"
         args.append(limit)
-        return [row_to_event(r) for r in self._conns.get().execute(sql, args)]
+        return list(starmap(RecordedEvent, self._conns.get().execute(sql, args)))
 
     def stream_version(self, stream_id: str) -> int:
         row = self._conns.get().execute(
