@@ -1,0 +1,472 @@
+"""One contract, every event store backend: SQLite (always) and PostgreSQL (when reachable).
+
+Each test runs against both stores and asserts the same observable behaviour, so a service can
+switch backends by changing LABKIT_PG_URL and nothing else.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from labkit.domain.events import (
+    MAX_EVENT_BYTES,
+    EventValidationError,
+    NewEvent,
+    UpcasterRegistry,
+)
+from labkit.store.base import (
+    ConcurrencyError,
+    DuplicateEventError,
+    EventStore,
+    StoreUnavailableError,
+)
+
+StoreFactory = Callable[..., EventStore]
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Opens stores on one fresh database of the requested backend (closed afterwards)."""
+    opened: list[EventStore] = []
+
+    if request.param == "sqlite":
+        from labkit.store.sqlite_events import SqliteEventStore
+
+        def open_store(registry: UpcasterRegistry | None = None) -> EventStore:
+            return SqliteEventStore(tmp_path / "events.db", registry=registry)
+    else:
+        from labkit.store.postgres_events import PostgresEventStore
+
+        url, schema = request.getfixturevalue("pg_schema")
+
+        def open_store(registry: UpcasterRegistry | None = None) -> EventStore:
+            return PostgresEventStore(url, schema=schema, registry=registry)
+
+    def factory(registry: UpcasterRegistry | None = None) -> EventStore:
+        store = open_store(UpcasterRegistry() if registry is None else registry)
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(make_store: StoreFactory) -> EventStore:
+    return make_store()
+
+
+def ev(type_: str = "OrderPlaced", **data: object) -> NewEvent:
+    return NewEvent(type_, data or {"n": 1}, {"correlation_id": "c-1"})
+
+
+def assert_nothing_written(store: EventStore) -> None:
+    assert store.last_position() == 0
+    assert store.read_all() == []
+    assert store.stats()["events"] == 0
+
+
+# -- append and read ------------------------------------------------------------------------------
+
+
+def test_append_then_read_stream_returns_what_was_written(store: EventStore) -> None:
+    first = NewEvent("OrderPlaced", {"sku": "A-1", "qty": 2, "z": None, "a": [1, "x"]},
+                     {"correlation_id": "saga-1"})
+    second = NewEvent("OrderConfirmed", {"by": "saga"}, schema_version=1)
+    before = datetime.now(UTC)
+
+    result = store.append("order-1", [first, second], "none")
+
+    assert result.written is True
+    assert result.stream_id == "order-1"
+    assert result.version == 2
+    assert len(result.positions) == 2 and result.positions[0] < result.positions[1]
+    events = store.read_stream("order-1")
+    assert [e.id for e in events] == [first.id, second.id]
+    assert [e.version for e in events] == [1, 2]
+    assert [e.position for e in events] == list(result.positions)
+    assert [e.type for e in events] == ["OrderPlaced", "OrderConfirmed"]
+    assert events[0].data == {"sku": "A-1", "qty": 2, "z": None, "a": [1, "x"]}
+    assert list(events[0].data) == ["sku", "qty", "z", "a"]  # key order survives the round trip
+    assert events[0].metadata == {"correlation_id": "saga-1"}
+    assert events[1].metadata == {}
+    assert all(e.stream_id == "order-1" and e.schema_version == 1 for e in events)
+    recorded = events[0].recorded_at
+    assert recorded.utcoffset() is not None and recorded.utcoffset().total_seconds() == 0
+    assert before.timestamp() - 1 <= recorded.timestamp() <= datetime.now(UTC).timestamp() + 1
+
+
+def test_a_single_event_is_accepted_without_a_list(store: EventStore) -> None:
+    event = ev()
+    result = store.append("order-1", event, "none")  # type: ignore[arg-type]
+    assert result.version == 1
+    assert store.read_stream("order-1")[0].id == event.id
+
+
+def test_streams_are_independent_and_positions_are_global(store: EventStore) -> None:
+    a1 = store.append("order-a", [ev()], "none")
+    b1 = store.append("order-b", [ev(), ev()], "none")
+    a2 = store.append("order-a", [ev()], 1)
+
+    assert (a1.version, b1.version, a2.version) == (1, 2, 2)
+    positions = [*a1.positions, *b1.positions, *a2.positions]
+    assert positions == sorted(positions) and len(set(positions)) == 4
+    assert [e.position for e in store.read_all()] == positions
+    assert [e.version for e in store.read_stream("order-a")] == [1, 2]
+
+
+def test_versions_and_read_from_version(store: EventStore) -> None:
+    assert store.stream_version("order-1") == 0
+    assert store.read_stream("order-1") == []
+    store.append("order-1", [ev(i=1), ev(i=2), ev(i=3)], "none")
+
+    assert store.stream_version("order-1") == 3
+    assert store.stream_version("order-2") == 0
+    assert [e.data["i"] for e in store.read_stream("order-1", from_version=2)] == [2, 3]
+    assert store.read_stream("order-1", from_version=4) == []
+    assert store.last_position() == store.read_all()[-1].position
+
+
+# -- expected versions ----------------------------------------------------------------------------
+
+
+def test_expected_none_only_for_a_new_stream(store: EventStore) -> None:
+    store.append("user-1", [ev()], "none")
+    with pytest.raises(ConcurrencyError):
+        store.append("user-1", [ev()], "none")
+    assert store.stream_version("user-1") == 1
+
+
+def test_expected_any_appends_whatever_the_version(store: EventStore) -> None:
+    assert store.append("user-1", [ev()], "any").version == 1
+    assert store.append("user-1", [ev(), ev()], "any").version == 3
+    assert store.append("user-1", [ev()], "ANY").version == 4  # case-insensitive
+    assert [e.version for e in store.read_stream("user-1")] == [1, 2, 3, 4]
+
+
+def test_expected_int_must_match_the_current_version(store: EventStore) -> None:
+    assert store.append("user-1", [ev()], 0).version == 1  # 0 means "empty stream"
+    assert store.append("user-1", [ev()], 1).version == 2
+    assert store.append("user-1", [ev()], "2").version == 3  # numeric text, e.g. from HTTP
+    for stale in (0, 1, 2, 4, 10**12):
+        with pytest.raises(ConcurrencyError):
+            store.append("user-1", [ev()], stale)
+    assert store.stream_version("user-1") == 3
+    assert store.stats()["events"] == 3
+
+
+def test_conflict_names_the_stream_and_both_versions(store: EventStore) -> None:
+    store.append("payment-acc-7", [ev(), ev()], "none")
+
+    with pytest.raises(ConcurrencyError) as caught:
+        store.append("payment-acc-7", [ev()], 1)
+    err = caught.value
+    assert (err.stream_id, err.expected, err.actual) == ("payment-acc-7", 1, 2)
+    message = str(err)
+    assert "'payment-acc-7'" in message
+    assert "expected version 1" in message
+    assert "at version 2" in message
+    assert "retry" in message.lower()
+
+    with pytest.raises(ConcurrencyError) as caught:
+        store.append("payment-acc-7", [ev()], "none")
+    assert "expected no stream" in str(caught.value) and caught.value.actual == 2
+    assert store.stream_version("payment-acc-7") == 2
+
+
+# -- idempotency ----------------------------------------------------------------------------------
+
+
+def test_retrying_a_stored_batch_returns_the_original_positions(store: EventStore) -> None:
+    batch = [ev(i=1), ev(i=2)]
+    store.append("order-0", [ev()], "none")
+    first = store.append("order-1", batch, "none")
+    store.append("order-2", [ev()], "none")
+    last = store.last_position()
+
+    again = store.append("order-1", batch, "none")  # stale "none": ids decide first
+    also = store.append("order-1", list(batch), 2)
+
+    for retry in (again, also):
+        assert retry.written is False
+        assert retry.positions == first.positions
+        assert retry.version == first.version == 2
+        assert retry.stream_id == "order-1"
+    assert store.last_position() == last
+    assert store.stats()["events"] == 4
+    assert [e.id for e in store.read_stream("order-1")] == [e.id for e in batch]
+
+
+def test_a_batch_partly_stored_is_rejected_and_writes_nothing(store: EventStore) -> None:
+    stored = ev()
+    store.append("order-1", [stored], "none")
+
+    with pytest.raises(DuplicateEventError, match="1 of the 2 event ids"):
+        store.append("order-1", [stored, ev()], 1)
+    with pytest.raises(DuplicateEventError, match="another stream"):
+        store.append("order-2", [stored], "none")
+    assert store.stats()["events"] == 1
+    assert store.stream_version("order-1") == 1
+    assert store.stream_version("order-2") == 0
+
+
+# -- validation -----------------------------------------------------------------------------------
+
+
+class NotJson:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("stream", "events", "expected", "message"),
+    [
+        ("order-1", [ev()], "latest", "expected_version"),
+        ("order-1", [ev()], -1, "expected_version"),
+        ("order-1", [ev()], True, "expected_version"),
+        ("", [ev()], "none", "stream id"),
+        ("   ", [ev()], "none", "stream id"),
+        ("x" * 201, [ev()], "none", "limit"),
+        ("order-1", [], "none", "at least one event"),
+        ("order-1", [ev(), NewEvent("Bad", {"when": NotJson()})], "none", "JSON"),
+        ("order-1", [NewEvent("Bad", {"x": float("nan")})], "none", "JSON"),
+        ("order-1", [NewEvent("Big", {"blob": "x" * MAX_EVENT_BYTES})], "none", "bytes"),
+        ("order-1", [NewEvent("", {})], "none", "event type"),
+        ("order-1", [NewEvent("Ok", {}, id="not-a-uuid")], "none", "UUID"),
+        ("order-1", [NewEvent("Ok", {}, schema_version=0)], "none", "schema_version"),
+    ],
+    ids=["latest", "negative", "bool", "empty-stream", "blank-stream", "long-stream",
+         "no-events", "not-json", "nan", "oversized", "no-type", "bad-id", "bad-schema-version"],
+)
+def test_bad_input_raises_validation_error_and_writes_nothing(
+    store: EventStore, stream: str, events: list[NewEvent], expected: object, message: str
+) -> None:
+    with pytest.raises(EventValidationError, match=message):
+        store.append(stream, events, expected)  # type: ignore[arg-type]
+    assert_nothing_written(store)
+
+
+def test_the_same_id_twice_in_one_batch_is_rejected(store: EventStore) -> None:
+    event = ev()
+    with pytest.raises(EventValidationError, match="same event id twice"):
+        store.append("order-1", [event, event], "none")
+    assert_nothing_written(store)
+
+
+def test_an_event_just_under_the_size_limit_is_stored(store: EventStore) -> None:
+    overhead = len('{"blob":""}') + len("{}")
+    blob = "x" * (MAX_EVENT_BYTES - overhead)
+    store.append("order-1", [NewEvent("Big", {"blob": blob})], "none")
+    assert store.read_stream("order-1")[0].data["blob"] == blob
+
+
+def test_read_all_rejects_a_limit_below_one(store: EventStore) -> None:
+    with pytest.raises(EventValidationError):
+        store.read_all(limit=0)
+
+
+# -- the global log -------------------------------------------------------------------------------
+
+
+def _fill(store: EventStore) -> list[str]:
+    """20 events in 11 streams (user-, order- and an odd name); returns ids in append order."""
+    ids: list[str] = []
+    for i in range(5):
+        for stream, type_ in ((f"user-{i}", "UserRegistered"), (f"order-{i}", "OrderPlaced"),
+                              ("order_%x", "OrderNoted")):
+            batch = [NewEvent(type_, {"i": i})] if stream != f"order-{i}" else [
+                NewEvent(type_, {"i": i}), NewEvent("OrderConfirmed", {"i": i})]
+            store.append(stream, batch, "any")
+            ids += [e.id for e in batch]
+    return ids
+
+
+def test_read_all_pages_through_the_log_in_position_order(store: EventStore) -> None:
+    ids = _fill(store)
+    pages, after = [], 0
+    while page := store.read_all(after, limit=7):
+        assert len(page) <= 7
+        pages.append(page)
+        after = page[-1].position
+    seen = [e for page in pages for e in page]
+
+    assert [e.id for e in seen] == ids
+    positions = [e.position for e in seen]
+    assert positions == sorted(positions) and len(set(positions)) == len(ids)
+    assert [len(p) for p in pages] == [7, 7, 6]
+    assert store.read_all(after) == []
+    assert store.read_all(positions[9], limit=3) == seen[10:13]
+    assert [e.id for e in store.iter_all(batch=4)] == ids
+    assert [e.id for e in store.iter_all(positions[-3])] == ids[-2:]
+
+
+def test_read_all_filters_by_stream_prefix_and_type(store: EventStore) -> None:
+    _fill(store)
+    everything = store.read_all()
+
+    users = store.read_all(stream_prefix="user-")
+    assert [e.id for e in users] == [e.id for e in everything if e.stream_id.startswith("user-")]
+    assert len(users) == 5
+
+    # The prefix is literal text: "_" and "%" are not wildcards.
+    assert {e.stream_id for e in store.read_all(stream_prefix="order_")} == {"order_%x"}
+    assert len(store.read_all(stream_prefix="order-")) == 10
+    assert store.read_all(stream_prefix="nobody-") == []
+
+    confirmed = store.read_all(types=["OrderConfirmed"])
+    assert [e.type for e in confirmed] == ["OrderConfirmed"] * 5
+    two_types = store.read_all(types=["UserRegistered", "OrderNoted"])
+    assert [e.id for e in two_types] == [
+        e.id for e in everything if e.type in ("UserRegistered", "OrderNoted")]
+
+    both = store.read_all(stream_prefix="order", types=["OrderPlaced", "OrderNoted"], limit=4)
+    assert [e.type for e in both] == ["OrderPlaced", "OrderNoted"] * 2
+    after = store.read_all(both[-1].position, stream_prefix="order", types=["OrderNoted"])
+    assert all(e.position > both[-1].position for e in after) and len(after) == 3
+
+
+def test_stats_count_events_streams_and_types(store: EventStore) -> None:
+    empty = store.stats()
+    assert set(empty) == {"backend", "location", "events", "streams", "last_position", "by_type"}
+    assert (empty["events"], empty["streams"], empty["last_position"], empty["by_type"]) == (
+        0, 0, 0, {})
+    assert empty["backend"] == store.backend and empty["location"]
+
+    _fill(store)
+    stats = store.stats()
+    assert stats["events"] == 20
+    assert stats["streams"] == 11
+    assert stats["last_position"] == store.last_position() == store.read_all(limit=100)[-1].position
+    assert stats["by_type"] == {"OrderConfirmed": 5, "OrderNoted": 5, "OrderPlaced": 5,
+                                "UserRegistered": 5}
+    assert list(stats["by_type"]) == sorted(stats["by_type"])
+
+
+def test_wipe_empties_the_log_and_positions_keep_increasing(store: EventStore) -> None:
+    store.append("order-1", [ev(), ev()], "none")
+    old_last = store.last_position()
+    store.wipe()
+
+    assert_nothing_written(store)
+    assert store.stream_version("order-1") == 0
+    result = store.append("order-1", [ev()], "none")
+    assert result.version == 1
+    assert result.positions[0] > old_last
+
+
+# -- upcasting ------------------------------------------------------------------------------------
+
+
+def test_old_schema_versions_are_upcast_on_read(make_store: StoreFactory) -> None:
+    registry = UpcasterRegistry()
+    registry.add("UserRegistered", 1, lambda d: {"name": d["name"], "email": d["mail"]})
+    registry.add("UserRegistered", 2, lambda d: {**d, "name": d["name"].title()})
+    store = make_store(registry)
+    store.append("user-1", [NewEvent("UserRegistered", {"name": "kim min", "mail": "k@x"})],
+                 "none")
+    store.append("user-1", [NewEvent("UserRegistered", {"name": "Lee", "email": "l@x"},
+                                     schema_version=3)], 1)
+    store.append("user-1", [NewEvent("UserRenamed", {"name": "kim"})], 2)
+
+    for events in (store.read_stream("user-1"), store.read_all(), list(store.iter_all())):
+        assert [e.schema_version for e in events] == [3, 3, 1]
+        assert events[0].data == {"name": "Kim Min", "email": "k@x"}
+        assert events[1].data == {"name": "Lee", "email": "l@x"}
+        assert events[2].data == {"name": "kim"}
+
+    # The log keeps what was written: a reader without upcasters sees version 1.
+    raw = make_store(UpcasterRegistry()).read_stream("user-1")[0]
+    assert (raw.schema_version, raw.data) == (1, {"name": "kim min", "mail": "k@x"})
+
+
+# -- PostgreSQL specifics -------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_postgres_unreachable_server_is_one_clear_error() -> None:
+    from labkit.store.postgres_events import PostgresEventStore
+
+    url = "postgresql://lab:s3cret@127.0.0.1:9/test"  # port 9 (discard): nothing listens
+    with pytest.raises(StoreUnavailableError) as caught:
+        PostgresEventStore(url)
+    message = str(caught.value)
+    assert "127.0.0.1:9" in message and "LABKIT_PG_URL" in message
+    assert "s3cret" not in message
+    assert "\n" not in message
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+@pytest.mark.postgres
+def test_postgres_stores_starting_together_set_up_the_schema_once(
+    pg_schema: tuple[str, str],
+) -> None:
+    from labkit.store.postgres_events import PostgresEventStore
+
+    url, schema = pg_schema
+    stores: list[PostgresEventStore] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def open_one() -> None:
+        start.wait()
+        try:
+            stores.append(PostgresEventStore(url, schema=schema, pool_size=1))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == []
+        assert len(stores) == 6
+        stores[0].append("order-1", [ev()], "none")
+        assert all(s.stream_version("order-1") == 1 for s in stores)
+    finally:
+        for s in stores:
+            s.close()
+
+
+@pytest.mark.postgres
+def test_postgres_store_recovers_when_its_connections_are_killed(
+    pg_schema: tuple[str, str],
+) -> None:
+    import psycopg
+
+    from labkit.store.postgres_events import PostgresEventStore
+
+    url, schema = pg_schema
+    store = PostgresEventStore(url, schema=schema, pool_size=2)
+    try:
+        batch = [ev()]
+        store.append("order-1", batch, "none")
+        with psycopg.connect(url, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND datname = current_database() "
+                "AND query LIKE %s",
+                (f"%{schema}%",),
+            ).fetchall()
+        assert killed and all(ok for (ok,) in killed)
+        retry = store.append("order-1", batch, "none")
+        assert retry.written is False
+        assert store.append("order-1", [ev()], 1).version == 2
+    finally:
+        store.close()
+
+
+def test_event_ids_are_uuids_in_canonical_form(store: EventStore) -> None:
+    event = NewEvent("OrderPlaced", {}, id=str(uuid.uuid4()).upper())
+    store.append("order-1", [event], "none")
+    assert store.read_stream("order-1")[0].id == event.id.lower()
+    assert store.append("order-1", [event], 1).written is False
