@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -27,6 +27,13 @@ from labkit.domain.events import EventValidationError
 from labkit.store.base import ConcurrencyError, StoreUnavailableError
 
 ReadyCheck = Callable[[], None]
+
+# Parameter types shared by the services. They must live at module level: with postponed
+# annotations, FastAPI resolves them by name from the module's globals.
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200,
+                                              description="Same key, same answer, no new change")]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 
 
 class ApiError(Exception):

@@ -1,0 +1,190 @@
+"""`Lab`: the one object notebooks use. `lab = labkit.connect()`.
+
+The mode comes from LABKIT_MODE (`local`, the default: processes on this machine; `cluster`:
+the Kubernetes cluster of the current kubeconfig). Every method works the same in both modes,
+so no notebook changes to switch.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from labkit.config import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class LabError(RuntimeError):
+    """A lab operation failed; the message says what to do."""
+
+
+class Lab:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.mode = self.settings.mode
+        if self.mode == "cluster":
+            from labkit.runtime.cluster import ClusterRuntime
+
+            self.runtime: Any = ClusterRuntime(namespace=self.settings.namespace)
+        else:
+            from labkit.runtime.local import LocalRuntime
+
+            self.runtime = LocalRuntime(self.settings)
+        self._clients: dict[str, httpx.Client] = {}
+
+    def __repr__(self) -> str:
+        where = self.settings.namespace if self.mode == "cluster" else str(self.settings.data_dir)
+        return f"<Lab mode={self.mode} at {where}>"
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def up(self, wait: bool = True, progress: bool = True) -> pd.DataFrame:
+        """Start (or restart what is down) and wait until every service is ready."""
+        self.runtime.up(wait=wait, progress=progress)
+        return self.status()
+
+    def down(self) -> list[str]:
+        """Stop exactly what the lab started. Idempotent."""
+        self.close()
+        return self.runtime.down()
+
+    def reset(self) -> None:
+        """Stop everything and delete the lab's data (events, read models, logs)."""
+        self.close()
+        self.runtime.reset()
+
+    def status(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(self.runtime.status())
+
+    def url(self, name: str) -> str:
+        return self.runtime.url(name)
+
+    def http(self, name: str) -> httpx.Client:
+        """An HTTP client whose base URL is the service (same code in both modes)."""
+        base = self.url(name)
+        client = self._clients.get(name)
+        if client is None or str(client.base_url).rstrip("/") != base:
+            client = httpx.Client(base_url=base, timeout=10.0)
+            self._clients[name] = client
+        return client
+
+    def logs(self, name: str, tail: int = 200) -> str:
+        return self.runtime.logs(name, tail=tail)
+
+    def kill(self, name: str) -> Any:
+        """Kill a service's process (local) or pods (cluster): for crash scenarios."""
+        return self.runtime.kill(name)
+
+    def run_job(self, name: str) -> str:
+        """Run a one-shot Job to completion (event-processor, event-replay, saga-orchestrator),
+        like `kubectl create job --from=cronjob/<name>`. Returns its output."""
+        if self.mode == "cluster":
+            return self.runtime.run_job(name)
+        done = self.runtime.run_task(name)
+        if done.returncode != 0:
+            raise LabError(f"{name} failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
+        return done.stdout + done.stderr
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+    # ---- the system ----------------------------------------------------------------------------
+    def _call(self, service: str, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        response = self.http(service).request(method, path, **kw)
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"detail": response.text}
+        if response.status_code >= 400:
+            detail = body.get("detail") if isinstance(body, dict) else body
+            raise LabError(f"{service} {method} {path} -> {response.status_code}: {detail}")
+        return body
+
+    def command(self, name: str, **body: Any) -> dict[str, Any]:
+        """Send a CQRS command, e.g. `lab.command("create-user", name="Kim", email=...)`."""
+        return self._call("command-service", "POST", f"/api/commands/{name}", json=body)
+
+    def query(self, name: str, **params: Any) -> dict[str, Any]:
+        """Ask the read side, e.g. `lab.query("users")`, `lab.query("user-stats")`."""
+        return self._call("query-service", "GET", f"/api/queries/{name}", params=params)
+
+    def wait_for_projection(self, position: int, projection: str = "users",
+                            timeout: float = 10.0) -> float:
+        """Wait until the read side has applied `position`; return the seconds waited."""
+        started = time.perf_counter()
+        while True:
+            cps = self.query("checkpoints")["checkpoints"]
+            if cps.get(projection, {}).get("position", 0) >= position:
+                return time.perf_counter() - started
+            if time.perf_counter() - started > timeout:
+                raise LabError(f"projection {projection!r} did not reach position {position} in "
+                               f"{timeout}s: is the event-processor running? (lab.status())")
+            time.sleep(0.01)
+
+    def events(self, after: int = 0, limit: int = 1000, *, stream: str | None = None,
+               category: str | None = None, type: str | None = None) -> pd.DataFrame:
+        """The global log (or one stream) as a DataFrame, from event-store-api."""
+        import pandas as pd
+
+        params: dict[str, Any] = {"after": after, "limit": min(limit, 1000)}
+        for k, v in (("stream", stream), ("category", category), ("type", type)):
+            if v:
+                params[k] = v
+        rows: list[dict[str, Any]] = []
+        while len(rows) < limit:
+            page = self._call("event-store-api", "GET", "/api/events", params=params)
+            rows += page["events"]
+            if not page["events"] or len(page["events"]) < params["limit"]:
+                break
+            params["after"] = page["next_after"]
+        columns = ["position", "stream_id", "version", "event_type", "schema_version", "data",
+                   "metadata", "recorded_at", "event_id"]
+        df = pd.DataFrame(rows[:limit], columns=columns)
+        if not df.empty:
+            df["recorded_at"] = pd.to_datetime(df["recorded_at"])
+        return df
+
+    def stream(self, stream_id: str) -> list[dict[str, Any]]:
+        return self._call("event-store-api", "GET", f"/api/events/streams/{stream_id}")["events"]
+
+    def replay(self, projections: list[str] | None = None) -> dict[str, Any]:
+        """Drop the read models and rebuild them from the whole log; returns events/s."""
+        body = {"projections": projections} if projections else None
+        return self._call("event-store-api", "POST", "/api/events/replay", json=body)
+
+    @property
+    def faults(self) -> Any:
+        from labkit.faults import Faults
+
+        return Faults(self.url)
+
+    @property
+    def saga(self) -> Any:
+        from labkit.saga import SagaClient
+
+        return SagaClient(self)
+
+    def fire(self, scenario: str, **options: Any) -> str:
+        """Fire a named saga scenario (`happy`, `payment-declined`, ...); returns the saga id."""
+        from labkit.scenarios import fire
+
+        return fire(self, scenario, **options)
+
+
+def connect(mode: str | None = None) -> Lab:
+    """The lab for this notebook: mode from `mode`, else LABKIT_MODE (default `local`)."""
+    settings = Settings.from_env()
+    if mode is not None:
+        if mode not in ("local", "cluster"):
+            raise ValueError("mode must be 'local' or 'cluster'")
+        from dataclasses import replace
+
+        settings = replace(settings, mode=mode)
+    return Lab(settings)
