@@ -30,9 +30,6 @@ from labkit.services.registry import SERVICES, TASKS, ServiceSpec
 
 #: Variables the local runtime decides itself (addresses and databases).
 OVERRIDDEN = ("LABKIT_HOST", "LABKIT_PORT", "LABKIT_PG_URL", "LABKIT_REDIS_URL")
-#: Variables passed through from the caller's environment when set.
-PASSED_THROUGH = ("LABKIT_PG_URL", "LABKIT_REDIS_URL", "LABKIT_PG_SCHEMA", "LABKIT_REDIS_PREFIX",
-                  "LABKIT_SQLITE_SYNCHRONOUS")
 READY_TIMEOUT = 30.0
 
 
@@ -169,9 +166,14 @@ class LocalRuntime:
 
     # ---- environment ------------------------------------------------------------------------
     def environment(self, spec: LaunchSpec, ports: dict[str, int]) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("LABKIT_") or k in PASSED_THROUGH}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LABKIT_")}
         env.update(spec.env)
+        s = self.settings
+        for name, value in (("LABKIT_PG_URL", s.pg_url), ("LABKIT_REDIS_URL", s.redis_url),
+                            ("LABKIT_PG_SCHEMA", s.pg_schema), ("LABKIT_REDIS_PREFIX", s.redis_prefix),
+                            ("LABKIT_SQLITE_SYNCHRONOUS", s.sqlite_synchronous)):
+            if value:
+                env[name] = value
         env["LABKIT_DATA_DIR"] = str(self.data_dir)
         env["LABKIT_EVENTS_DB"] = str(self.settings.events_db)
         env["LABKIT_READ_DB"] = str(self.settings.read_db)

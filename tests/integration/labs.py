@@ -1,0 +1,42 @@
+"""Start a real local lab (separate processes) in a temporary data directory, for tests."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from labkit.config import Settings
+from labkit.runtime.local import LocalRuntime
+
+
+def lab_settings(data_dir: Path, *, pg_url: str | None = None, redis_url: str | None = None,
+                 tag: str | None = None) -> Settings:
+    tag = tag or "t_" + uuid.uuid4().hex[:10]
+    return replace(Settings.from_env(), mode="local", data_dir=data_dir,
+                   events_db=data_dir / "events.db", read_db=data_dir / "read.db",
+                   pg_url=pg_url, redis_url=redis_url, pg_schema=tag, redis_prefix=tag)
+
+
+@contextlib.contextmanager
+def running(settings: Settings, services: list[str] | None = None) -> Iterator[LocalRuntime]:
+    runtime = LocalRuntime(settings, services)
+    try:
+        runtime.up(progress=False)
+        yield runtime
+    finally:
+        runtime.down()
+        if settings.pg_url:
+            import psycopg
+
+            with psycopg.connect(settings.pg_url, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{settings.pg_schema}" CASCADE')
+        if settings.redis_url:
+            import redis
+
+            client = redis.Redis.from_url(settings.redis_url)
+            keys = list(client.scan_iter(match=f"{settings.redis_prefix}:*", count=1000))
+            if keys:
+                client.delete(*keys)

@@ -1,0 +1,104 @@
+"""The local runtime: real processes started from the manifests' container specs, watched,
+restarted and stopped by pid."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from labkit.runtime.local import LocalRuntime, RuntimeErrorWithHint, launch_specs
+from labkit.services.registry import SERVICES
+from tests.integration.labs import lab_settings
+
+SERVICES_UNDER_TEST = ["command-service", "query-service", "event-processor"]
+
+
+def test_launch_specs_come_from_the_manifests() -> None:
+    specs = launch_specs()
+    assert set(specs) == set(SERVICES)
+    for name, spec in specs.items():
+        assert spec.command[:2] == [sys.executable, "-m"]
+        assert spec.command[2] == SERVICES[name].module
+        assert spec.command[3:] == list(SERVICES[name].args)
+        # Addresses are the runtime's business, never copied from the cluster manifests.
+        assert not any(k.endswith("_URL") or k in ("LABKIT_HOST", "LABKIT_PORT") for k in spec.env)
+
+
+def test_up_kill_restart_down_leaves_nothing_behind(tmp_path) -> None:
+    rt = LocalRuntime(lab_settings(tmp_path), SERVICES_UNDER_TEST)
+    try:
+        rows = {r["service"]: r for r in rt.up(progress=False)}
+        assert rows["command-service"]["status"] == "ready"
+        assert rows["event-processor"]["status"] == "running"
+        pids = {n: r["pid"] for n, r in rows.items()}
+        url_before = rt.url("query-service")
+
+        rt.kill("query-service")
+        rows = {r["service"]: r for r in rt.status()}
+        assert rows["query-service"]["status"] == "stopped" and rows["query-service"]["pid"] is None
+
+        rows = {r["service"]: r for r in rt.up(progress=False)}
+        assert rows["query-service"]["status"] == "ready"
+        assert rows["query-service"]["pid"] != pids["query-service"]
+        assert rt.url("query-service") == url_before, "a restarted service keeps its port"
+        assert rows["command-service"]["pid"] == pids["command-service"], "running ones are kept"
+
+        log = rt.logs("command-service")
+        assert any(json.loads(line).get("msg") == "starting" for line in log.splitlines()
+                   if line.startswith("{"))
+        alive = [r["pid"] for r in rt.status() if r["pid"]]
+    finally:
+        stopped = rt.down()
+    assert set(stopped) == set(SERVICES_UNDER_TEST)
+    assert not [p for p in alive if psutil.pid_exists(p)
+                and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert rt.down() == []  # idempotent
+    assert all(r["status"] == "not started" for r in rt.status())
+
+
+def test_a_taken_port_says_which_and_what_to_do(tmp_path) -> None:
+    rt = LocalRuntime(lab_settings(tmp_path), ["command-service"])
+    rt.up(progress=False)
+    port = int(rt.url("command-service").rsplit(":", 1)[1])
+    rt.down()
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", port))
+    blocker.listen()
+    try:
+        with pytest.raises(RuntimeErrorWithHint, match=f"port {port} for command-service is taken"):
+            rt.up(progress=False)
+    finally:
+        blocker.close()
+        rt.down()
+
+
+def test_a_service_that_dies_at_start_up_shows_its_log(tmp_path) -> None:
+    settings = lab_settings(tmp_path, redis_url="redis://127.0.0.1:1/0")
+    rt = LocalRuntime(settings, ["query-service"])
+    with pytest.raises(RuntimeErrorWithHint, match="Redis at redis://127.0.0.1:1/0"):
+        rt.up(progress=False, timeout=20)
+    rt.down()
+
+
+def test_unknown_service_url_is_a_clear_error(tmp_path) -> None:
+    rt = LocalRuntime(lab_settings(tmp_path), ["command-service"])
+    with pytest.raises(RuntimeErrorWithHint, match="no URL for 'nope'"):
+        rt.url("nope")
+
+
+def test_the_cli_runs_up_status_down(tmp_path) -> None:
+    env = {"LABKIT_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "labkit.cli", *a], env=env,  # noqa: E731
+                                    capture_output=True, text=True, timeout=120)
+    status = run("status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert {r["status"] for r in json.loads(status.stdout)} == {"not started"}
+    bad = run("logs", "nope")
+    assert bad.returncode == 1 and "error: no log for 'nope'" in bad.stderr
+    down = run("down")
+    assert down.returncode == 0 and "nothing was running" in down.stdout
