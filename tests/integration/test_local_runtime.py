@@ -4,6 +4,7 @@ restarted and stopped by pid."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -70,7 +71,8 @@ def test_a_taken_port_says_which_and_what_to_do(tmp_path) -> None:
     blocker.bind(("127.0.0.1", port))
     blocker.listen()
     try:
-        with pytest.raises(RuntimeErrorWithHint, match=f"port {port} for command-service is taken"):
+        with pytest.raises(RuntimeErrorWithHint,
+                           match=re.escape(f"port {port} for command-service is taken")):
             rt.up(progress=False)
     finally:
         blocker.close()
@@ -80,7 +82,7 @@ def test_a_taken_port_says_which_and_what_to_do(tmp_path) -> None:
 def test_a_service_that_dies_at_start_up_shows_its_log(tmp_path) -> None:
     settings = lab_settings(tmp_path, redis_url="redis://127.0.0.1:1/0")
     rt = LocalRuntime(settings, ["query-service"])
-    with pytest.raises(RuntimeErrorWithHint, match="Redis at redis://127.0.0.1:1/0"):
+    with pytest.raises(RuntimeErrorWithHint, match=re.escape("Redis at redis://127.0.0.1:1/0")):
         rt.up(progress=False, timeout=20)
     rt.down()
 
