@@ -43,7 +43,11 @@ class Lab:
     # ---- lifecycle -------------------------------------------------------------------------
     def up(self, wait: bool = True, progress: bool = True) -> pd.DataFrame:
         """Start (or restart what is down) and wait until every service is ready."""
-        self.runtime.up(wait=wait, progress=progress)
+        if self.mode == "cluster":
+            self.runtime.progress = progress
+            self.runtime.up(wait=wait)
+        else:
+            self.runtime.up(wait=wait, progress=progress)
         return self.status()
 
     def down(self) -> list[str]:
@@ -54,7 +58,11 @@ class Lab:
     def reset(self) -> None:
         """Stop everything and delete the lab's data (events, read models, logs)."""
         self.close()
-        self.runtime.reset()
+        reset = getattr(self.runtime, "reset", None)
+        if reset is not None:
+            reset()
+        else:
+            self.runtime.down()
 
     def status(self) -> pd.DataFrame:
         import pandas as pd
@@ -158,6 +166,94 @@ class Lab:
         """Drop the read models and rebuild them from the whole log; returns events/s."""
         body = {"projections": projections} if projections else None
         return self._call("event-store-api", "POST", "/api/events/replay", json=body)
+
+    def checkpoints(self) -> pd.DataFrame:
+        """Each projection's checkpoint next to the head of the log: how far behind is it?"""
+        import pandas as pd
+
+        cps = self.query("checkpoints")["checkpoints"]
+        head = self._call("event-store-api", "GET", "/api/events",
+                          params={"limit": 1})["last_position"]
+        rows = [{"projection": name, "position": cp["position"], "head": head,
+                 "behind": head - cp["position"], "last_updated": cp["last_updated"]}
+                for name, cp in sorted(cps.items())]
+        return pd.DataFrame(rows, columns=["projection", "position", "head", "behind",
+                                           "last_updated"])
+
+    def projection_lag(self, commands: int = 20, projection: str = "users") -> pd.DataFrame:
+        """Send `commands` create-user commands one by one and measure, for each, how long
+        until query-service shows it: the eventual consistency of CQRS, in milliseconds."""
+        import pandas as pd
+
+        rows = []
+        for i in range(commands):
+            sent = time.perf_counter()
+            accepted = self.command("create-user", name=f"Lag probe {i}",
+                                    email=f"lag{i}.{time.time_ns()}@example.com")
+            acked = time.perf_counter()
+            self.wait_for_projection(accepted["position"], projection)
+            seen = time.perf_counter()
+            rows.append({"command": i + 1, "position": accepted["position"],
+                         "command_ms": (acked - sent) * 1000, "lag_ms": (seen - acked) * 1000})
+        return pd.DataFrame(rows)
+
+    def user_at(self, user_id: str, position: int | None = None) -> dict[str, Any]:
+        """Time travel: a user's state folded from its events up to global `position`."""
+        from labkit.domain import users
+        from labkit.domain.events import RecordedEvent
+
+        events = [RecordedEvent(e["event_id"], e["stream_id"], e["version"], e["position"],
+                                e["event_type"], e["schema_version"], e["data"], e["metadata"],
+                                e["recorded_at"])
+                  for e in self.stream(users.stream_id(user_id))
+                  if position is None or e["position"] <= position]
+        return users.fold(user_id, events).as_dict()
+
+    def accounts(self) -> pd.DataFrame:
+        """Account balances from payment-service."""
+        import pandas as pd
+
+        body = self._call("payment-service", "GET", "/api/payments/accounts")
+        return pd.DataFrame(body.get("accounts", body if isinstance(body, list) else []))
+
+    def stock(self) -> pd.DataFrame:
+        """Stock per SKU from inventory-service."""
+        import pandas as pd
+
+        return pd.DataFrame(self._call("inventory-service", "GET", "/api/inventory")["items"])
+
+    def orders(self) -> pd.DataFrame:
+        """Orders from order-service (the write side's own view)."""
+        import pandas as pd
+
+        body = self._call("order-service", "GET", "/api/orders")
+        return pd.DataFrame(body.get("orders", []))
+
+    def routes(self) -> pd.DataFrame:
+        """The route table, with the URL each route reaches in this mode."""
+        import pandas as pd
+
+        from labkit.topology import manifest_routes, routes
+
+        declared = manifest_routes()
+        rows = []
+        for r in routes():
+            try:
+                target = self.url(r["service"]) + r["path"]
+            except Exception:
+                target = None
+            rows.append({**r, "httproute": declared["httproute"].get(r["path"]),
+                         "ingress": declared["ingress"].get(r["path"]), "url": target})
+        return pd.DataFrame(rows)
+
+    def doctor(self) -> pd.DataFrame:
+        """Python, packages, mode, data directory; in cluster mode also kubeconfig, API
+        server, namespace permissions, Gateway API CRDs and the image on the nodes."""
+        import pandas as pd
+
+        from labkit.doctor import doctor
+
+        return pd.DataFrame(doctor(self.settings, self.runtime))
 
     @property
     def faults(self) -> Any:
