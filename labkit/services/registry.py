@@ -76,3 +76,13 @@ SERVICES: dict[str, ServiceSpec] = {
                     calls=PARTICIPANTS),
     ]
 }
+
+#: One-shot processes that run only on request (a suspended Kubernetes Job in the manifests,
+#: `lab.run_job(...)` starts a copy); the local runtime does not start them with the lab.
+TASKS: dict[str, ServiceSpec] = {
+    s.name: s
+    for s in [
+        ServiceSpec("event-replay", "labkit.projections.replay", ("--all",), http=False,
+                    stores=("events", "read")),
+    ]
+}

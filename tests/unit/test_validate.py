@@ -1,0 +1,470 @@
+"""labkit.validate: the real manifests pass, and each kind of breakage is reported.
+
+Each mutation test breaks one thing in a copy of the manifests and asserts the validator names
+it, so a check that silently stopped working would fail here.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from labkit import validate as v
+from labkit.config import REPO_DIR
+from labkit.runtime import manifests as m
+
+REPO = REPO_DIR
+
+
+@pytest.fixture(scope="module")
+def loaded() -> list[v.Item]:
+    items, problems = v.load_items()
+    assert problems == []
+    return items
+
+
+def find(items: list[v.Item], kind: str, name: str) -> dict[str, Any]:
+    return next(it.obj for it in items if it.kind == kind and it.name == name)
+
+
+def container(obj: dict[str, Any], index: int = 0) -> dict[str, Any]:
+    return m.pod_template(obj)["spec"]["containers"][index]
+
+
+def problems_after(loaded: list[v.Item], mutate: Callable[[list[v.Item]], None],
+                   *, schemas: bool = False) -> list[str]:
+    items = [v.Item(it.step, it.path, copy.deepcopy(it.obj)) for it in loaded]
+    mutate(items)
+    return [str(p) for p in v.check_items(items, schemas=schemas)
+            if "finds no such module" not in p.message]
+
+
+def assert_reported(problems: list[str], *fragments: str) -> None:
+    for fragment in fragments:
+        assert any(fragment in p for p in problems), f"{fragment!r} not in:\n" + "\n".join(problems)
+
+
+# --- the real tree -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def real_problems() -> list[v.Problem]:
+    return v.validate_all()
+
+
+def test_real_manifests_pass_every_check_but_unwritten_entrypoints(real_problems):
+    other = [str(p) for p in real_problems if "finds no such module" not in p.message]
+    assert other == []
+
+
+def test_every_manifest_entrypoint_module_exists(real_problems):
+    """`python -m labkit.validate` fails until every entrypoint in the manifests is written."""
+    missing = sorted({p.message.split()[0] for p in real_problems
+                      if "finds no such module" in p.message})
+    if missing and os.environ.get("LABKIT_REQUIRE_SERVERS") != "1":
+        pytest.skip(f"entrypoints not written yet: {', '.join(missing)}")
+    assert missing == []
+
+
+def test_kubernetes_validate_ships_the_pinned_schemas_offline():
+    import kubernetes_validate
+
+    schemas = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    assert (schemas / "v1.33.0-local-strict" / "deployment-apps-v1.json").is_file()
+    assert (schemas / "v1.33.0-local-strict" / "_definitions.json").is_file()
+    assert v.DEFAULT_K8S_VERSION == "1.33.0"
+
+
+def test_main_prints_ok_or_problems_and_sets_the_exit_code(tmp_path: Path, capsys):
+    root = tmp_path / "manifests"
+    shutil.copytree(REPO / "manifests", root)
+    shutil.copy(REPO / "Dockerfile", tmp_path / "Dockerfile")
+    path = root / "03-cqrs" / "query-service.yaml"
+    path.write_text(path.read_text().replace("replicas: 3", "replicas: 1"))
+    assert v.main(["--manifests", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "must run 3 replicas" in out and "problem(s) in 57 objects" in out
+
+
+# --- strict schemas ------------------------------------------------------------------------
+
+def test_strict_schema_rejects_an_unknown_field(loaded):
+    def mutate(items):
+        find(items, "Deployment", "query-service")["spec"]["replica"] = 3
+    assert_reported(problems_after(loaded, mutate, schemas=True),
+                    "Deployment ecommerce-microservices/query-service: invalid against Kubernetes "
+                    "1.33 (strict)", "replica")
+
+
+def test_strict_schema_rejects_a_wrong_type(loaded):
+    def mutate(items):
+        container(find(items, "Deployment", "order-service"))["ports"][0]["containerPort"] = "8080"
+    assert_reported(problems_after(loaded, mutate, schemas=True), "containerPort")
+
+
+def test_a_kind_without_schema_or_check_is_reported(loaded):
+    def mutate(items):
+        route = find(items, "HTTPRoute", "ecommerce-routes")
+        items.append(v.Item("01-networking", Path("x.yaml"),
+                            {**copy.deepcopy(route), "kind": "TCPRoute"}))
+    assert_reported(problems_after(loaded, mutate, schemas=True),
+                    "no schema for gateway.networking.k8s.io/v1 TCPRoute")
+
+
+def test_httproute_structure_is_checked(loaded):
+    def mutate(items):
+        spec = find(items, "HTTPRoute", "ecommerce-routes")["spec"]
+        spec["rules"][0]["matches"][0]["path"]["type"] = "Prefix"  # the Ingress spelling
+        spec["rules"][1]["matches"][0]["path"]["value"] = "api/orders"
+        spec["rules"][2]["backendRefs"][0].pop("port")
+        spec["rules"][3]["backendRef"] = []
+        spec["parentRefs"][0]["kind"] = "Service"
+        spec["hostnames"] = ["Shop_Local"]
+    problems = problems_after(loaded, mutate, schemas=True)
+    assert_reported(problems, "spec.hostnames[0] 'Shop_Local' is not a valid hostname",
+                    "hostnames must include the course's api.local",
+                    "path.type must be Exact, PathPrefix or RegularExpression",
+                    "path.value must start with '/'", "port is required for a Service backend",
+                    "unknown field(s) backendRef", "must refer to a Gateway")
+
+
+def test_gateway_structure_is_checked(loaded):
+    def mutate(items):
+        spec = find(items, "Gateway", "labkit-gateway")["spec"]
+        spec.pop("gatewayClassName")
+        spec["listeners"][0]["protocol"] = "HTTP2"
+        spec["listeners"][0]["port"] = 0
+    assert_reported(problems_after(loaded, mutate, schemas=True),
+                    "spec.gatewayClassName is required", "protocol must be HTTP",
+                    "port must be an integer 1-65535")
+
+
+# --- images, probes, security ----------------------------------------------------------------
+
+def test_latest_or_missing_tags_are_reported(loaded):
+    def mutate(items):
+        container(find(items, "Deployment", "redis"))["image"] = "redis:latest"
+        container(find(items, "StatefulSet", "postgres"))["image"] = "postgres"
+    problems = problems_after(loaded, mutate)
+    assert_reported(problems, "container redis: image 'redis:latest' must be pinned",
+                    "container postgres: image 'postgres' must be pinned")
+
+
+def test_lab_containers_must_use_the_dockerfile_image(loaded):
+    def mutate(items):
+        c = container(find(items, "Deployment", "command-service"))
+        c["image"] = "labkit:0.0.9"
+        c["imagePullPolicy"] = "Always"
+    assert_reported(problems_after(loaded, mutate), "is not the lab image labkit:0.1.0",
+                    "imagePullPolicy must be IfNotPresent")
+
+
+def test_a_dropped_probe_is_reported(loaded):
+    def mutate(items):
+        c = container(find(items, "Deployment", "order-service"))
+        del c["readinessProbe"]
+        c["livenessProbe"]["httpGet"]["path"] = "/"
+    assert_reported(problems_after(loaded, mutate),
+                    "order-service container order-service: readinessProbe must be an httpGet of "
+                    "/readyz", "livenessProbe must be an httpGet of /healthz (got '/')")
+
+
+def test_a_probe_on_an_undeclared_port_is_reported(loaded):
+    def mutate(items):
+        container(find(items, "Deployment", "query-service"))["readinessProbe"]["httpGet"][
+            "port"] = "metrics"
+    assert_reported(problems_after(loaded, mutate),
+                    "readinessProbe targets port 'metrics', which the container does not declare")
+
+
+def test_an_http_probe_on_a_worker_is_reported(loaded):
+    def mutate(items):
+        c = container(find(items, "Deployment", "event-processor-follow"))
+        c["livenessProbe"] = {"httpGet": {"path": "/healthz", "port": 8080}}
+    assert_reported(problems_after(loaded, mutate), "event-processor serves no HTTP")
+
+
+def test_insecure_containers_are_reported(loaded):
+    def mutate(items):
+        obj = find(items, "Deployment", "payment-service")
+        c = container(obj)
+        c["securityContext"] = {"readOnlyRootFilesystem": False, "privileged": True,
+                                "capabilities": {"add": ["NET_ADMIN"]}}
+        m.pod_template(obj)["spec"]["securityContext"].pop("runAsNonRoot")
+        del c["resources"]["limits"]
+    assert_reported(problems_after(loaded, mutate), "runAsNonRoot must be true",
+                    "allowPrivilegeEscalation must be false", "readOnlyRootFilesystem must be true",
+                    "capabilities must drop ALL", "privileged containers are not allowed",
+                    "adds capabilities", "resources.limits must set cpu and memory")
+
+
+def test_a_read_only_lab_container_needs_tmp(loaded):
+    def mutate(items):
+        container(find(items, "Deployment", "user-service"))["volumeMounts"] = []
+    assert_reported(problems_after(loaded, mutate), "mount an emptyDir at /tmp")
+
+
+# --- selectors, ports, entrypoints, env --------------------------------------------------------
+
+def test_a_broken_service_selector_is_reported(loaded):
+    def mutate(items):
+        find(items, "Service", "query-service")["spec"]["selector"][
+            "app.kubernetes.io/name"] = "query-svc"
+    assert_reported(problems_after(loaded, mutate),
+                    "Service ecommerce-microservices/query-service: selector "
+                    "app.kubernetes.io/component=service,app.kubernetes.io/name=query-svc matches "
+                    "no pod template")
+
+
+def test_a_service_target_port_must_exist(loaded):
+    def mutate(items):
+        find(items, "Service", "order-service")["spec"]["ports"][0]["targetPort"] = "web"
+    assert_reported(problems_after(loaded, mutate), "port 80 targets 'web'")
+
+
+def test_a_deployment_selector_must_match_its_template(loaded):
+    def mutate(items):
+        find(items, "Deployment", "user-service")["spec"]["selector"]["matchLabels"][
+            "app.kubernetes.io/component"] = "other"
+    assert_reported(problems_after(loaded, mutate), "spec.selector does not match its own pod "
+                                                    "template")
+
+
+def test_a_wrong_entrypoint_is_reported(loaded):
+    def mutate(items):
+        container(find(items, "Deployment", "order-service"))["command"][2] = "labkit.services.ordr"
+        container(find(items, "Job", "saga-orchestrator"))["command"] = [
+            "python", "-m", "labkit.saga", "run", "--all"]
+        container(find(items, "Deployment", "query-service"))["command"] = ["sh", "-c", "echo"]
+    assert_reported(problems_after(loaded, mutate),
+                    "runs labkit.services.ordr, but the registry's order-service is "
+                    "labkit.services.order", "arguments 'run --all' are not one of",
+                    "command ['sh', '-c', 'echo'] must be `python -m labkit.services.query")
+
+
+def test_a_module_that_does_not_exist_is_not_a_real_entrypoint(loaded):
+    items = [v.Item(it.step, it.path, copy.deepcopy(it.obj)) for it in loaded]
+    problems = v.check_entrypoints(items, module_exists=lambda mod: mod != "labkit.services.user")
+    assert [p.message for p in problems] == [
+        "labkit.services.user is not a real entrypoint: `python -m labkit.services.user` finds no "
+        "such module with a __main__ block"]
+
+
+def test_module_lookup_needs_a_main_block():
+    assert v._find_module("labkit.validate")  # has `if __name__ == "__main__"`
+    assert not v._find_module("labkit.runtime.manifests")  # a library module
+    assert not v._find_module("labkit.services.nope")
+
+
+def test_a_registry_process_without_a_workload_is_reported(loaded):
+    def mutate(items):
+        items[:] = [it for it in items if it.name != "event-replay"]
+    assert_reported(problems_after(loaded, mutate), "no workload runs event-replay (registry)")
+
+
+def test_env_vars_must_match_what_the_process_reads(loaded):
+    def mutate(items):
+        c = container(find(items, "Job", "saga-orchestrator"))
+        c["env"] = [e for e in c["env"] if e["name"] != "LABKIT_PAYMENT_SERVICE_URL"]
+        c["env"].append({"name": "LABKIT_REDIS_URL", "value": "redis://redis:6379/0"})
+        q = container(find(items, "Deployment", "query-service"))
+        next(e for e in q["env"] if e["name"] == "LABKIT_REDIS_URL")["value"] = "redis://cache:6379/0"
+    assert_reported(problems_after(loaded, mutate),
+                    "saga-orchestrator reads LABKIT_PAYMENT_SERVICE_URL but the manifest does not "
+                    "set it", "sets LABKIT_REDIS_URL, which saga-orchestrator does not read",
+                    "LABKIT_REDIS_URL='redis://cache:6379/0' must be redis://<Service>")
+
+
+def test_peer_urls_must_point_at_the_service(loaded):
+    def mutate(items):
+        c = container(find(items, "Deployment", "saga-orchestrator-follow"))
+        next(e for e in c["env"] if e["name"] == "LABKIT_ORDER_SERVICE_URL")["value"] = \
+            "http://order-service:8080"
+    assert_reported(problems_after(loaded, mutate), "LABKIT_ORDER_SERVICE_URL="
+                                                    "'http://order-service:8080' must be "
+                                                    "http://order-service")
+
+
+def test_credentials_must_come_from_the_secret(loaded):
+    def mutate(items):
+        c = container(find(items, "Deployment", "command-service"))
+        pg = next(e for e in c["env"] if e["name"] == "LABKIT_PG_URL")
+        pg.pop("valueFrom")
+        pg["value"] = "postgresql://labkit:hunter2@postgres:5432/labkit"
+        items.append(v.Item("00-base", Path("cm.yaml"), {
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "db", "namespace": "ecommerce-microservices"},
+            "data": {"POSTGRES_PASSWORD": "hunter2"}}))
+        sec = container(find(items, "StatefulSet", "postgres"))
+        next(e for e in sec["env"] if e["name"] == "POSTGRES_PASSWORD")["valueFrom"][
+            "secretKeyRef"]["key"] = "password"
+    assert_reported(problems_after(loaded, mutate),
+                    "LABKIT_PG_URL holds a password in a literal URL",
+                    "LABKIT_PG_URL must come from the database Secret",
+                    "ConfigMap ecommerce-microservices/db: key POSTGRES_PASSWORD looks like a "
+                    "credential", "reads Secret postgres-credentials key password, which the "
+                    "manifests do not define")
+
+
+# --- RBAC, routing, network policies -----------------------------------------------------------
+
+def test_rbac_wildcards_and_secrets_are_reported(loaded):
+    def mutate(items):
+        role = find(items, "Role", "labkit-student")
+        role["rules"].append({"apiGroups": ["*"], "resources": ["secrets"], "verbs": ["*"]})
+    assert_reported(problems_after(loaded, mutate), "wildcard in apiGroups", "wildcard in verbs",
+                    "grants access to Secrets")
+
+
+def test_the_student_must_be_able_to_apply_and_read_logs(loaded):
+    def mutate(items):
+        role = find(items, "Role", "labkit-student")
+        role["rules"] = [r for r in role["rules"] if r["resources"] != ["pods/log"]]
+        for r in role["rules"]:
+            if r["resources"] == ["gateways", "httproutes"]:
+                r["verbs"] = ["get", "list", "create"]
+    assert_reported(problems_after(loaded, mutate), "must allow get on pods/log",
+                    "must allow patch on httproutes")
+
+
+def test_cluster_wide_rbac_is_reported(loaded):
+    def mutate(items):
+        items.append(v.Item("00-base", Path("x.yaml"), {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "x"}, "rules": []}))
+    assert_reported(problems_after(loaded, mutate), "must be namespaced")
+
+
+def test_routes_must_match_the_registry(loaded):
+    def mutate(items):
+        route = find(items, "HTTPRoute", "ecommerce-routes")
+        route["spec"]["rules"] = [r for r in route["spec"]["rules"]
+                                  if r["matches"][0]["path"]["value"] != "/api/payments"]
+        route["spec"]["rules"][0]["backendRefs"][0]["port"] = 8080
+        ing = find(items, "Ingress", "ecommerce-ingress")
+        ing["metadata"]["annotations"] = {"nginx.ingress.kubernetes.io/rewrite-target": "/"}
+        ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] = "users"
+    assert_reported(problems_after(loaded, mutate),
+                    "HTTPRoute: must route prefix /api/payments to payment-service (got None)",
+                    "backendRef user-service:8080 is not a Service port",
+                    "rewrite-target rewrites every path", "backend users:80 is not a Service port")
+
+
+def test_an_allow_rule_that_is_not_a_call_path_is_reported(loaded):
+    def mutate(items):
+        pol = find(items, "NetworkPolicy", "allow-ingress-postgres")
+        pol["spec"]["ingress"].append({
+            "from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "query-service"}}}],
+            "ports": [{"protocol": "TCP", "port": 5432}]})
+    assert_reported(problems_after(loaded, mutate),
+                    "allows query-service -> postgres:5432, which is not a real call path")
+
+
+def test_an_allow_everything_rule_is_reported(loaded):
+    def mutate(items):
+        pol = find(items, "NetworkPolicy", "allow-ingress-redis")
+        pol["spec"]["ingress"].append({})
+    assert_reported(problems_after(loaded, mutate), "allows any port or any peer")
+
+
+def test_a_blocked_call_path_is_reported(loaded):
+    def mutate(items):
+        pol = find(items, "NetworkPolicy", "allow-egress-saga-orchestrator")
+        pol["spec"]["egress"] = [r for r in pol["spec"]["egress"] if r["to"][0]["podSelector"][
+            "matchLabels"]["app.kubernetes.io/name"] != "payment-service"]
+        items[:] = [it for it in items if it.name != "default-deny-all"]
+    assert_reported(problems_after(loaded, mutate),
+                    "real call path saga-orchestrator -> payment-service:8080 is blocked: no egress",
+                    "no default-deny NetworkPolicy")
+
+
+def test_the_real_call_paths_come_from_the_registry():
+    paths = v.real_call_paths()
+    assert ("saga-orchestrator", "payment-service", 8080) in paths
+    assert ("query-service", "redis", 6379) in paths
+    assert ("query-service", "postgres", 5432) not in paths
+    assert ("event-replay", "postgres", 5432) in paths
+    assert ("gateway", "command-service", 8080) in paths
+    assert ("load-tester", "event-store-api", 8080) in paths
+
+
+# --- labels, workloads, files --------------------------------------------------------------------
+
+def test_labels_and_explicit_namespaces_are_required(loaded):
+    def mutate(items):
+        obj = find(items, "Service", "redis")
+        del obj["metadata"]["labels"]["app.kubernetes.io/part-of"]
+        del obj["metadata"]["namespace"]
+        m.pod_template(find(items, "Deployment", "redis"))["metadata"]["labels"].pop(m.STEP_LABEL)
+    assert_reported(problems_after(loaded, mutate), "missing label(s) app.kubernetes.io/part-of",
+                    "metadata.namespace must be set explicitly",
+                    "pod template misses label(s) labkit.io/step")
+
+
+def test_course_workload_settings_are_checked(loaded):
+    def mutate(items):
+        find(items, "CronJob", "event-processor")["spec"]["concurrencyPolicy"] = "Allow"
+        del find(items, "Job", "saga-orchestrator")["spec"]["ttlSecondsAfterFinished"]
+        find(items, "Deployment", "command-service")["spec"]["replicas"] = 1
+        find(items, "StatefulSet", "postgres")["spec"].pop("volumeClaimTemplates")
+    assert_reported(problems_after(loaded, mutate), "concurrencyPolicy must be Forbid",
+                    "must set ttlSecondsAfterFinished", "must run 2 replicas",
+                    "needs a PersistentVolumeClaim")
+
+
+def copy_repo(tmp_path: Path) -> Path:
+    shutil.copytree(REPO / "manifests", tmp_path / "manifests")
+    shutil.copy(REPO / "Dockerfile", tmp_path / "Dockerfile")
+    return tmp_path / "manifests"
+
+
+def non_entry(problems: list[v.Problem]) -> list[str]:
+    return [str(p) for p in problems if "finds no such module" not in p.message]
+
+
+def test_an_unlisted_or_missing_file_in_a_step_is_reported(tmp_path: Path):
+    root = copy_repo(tmp_path)
+    (root / "03-cqrs" / "extra.yaml").write_text("")
+    kust = root / "02-saga" / "kustomization.yaml"
+    data = yaml.safe_load(kust.read_text())
+    data["resources"].append("gone.yaml")
+    data["namespace"] = "other"
+    kust.write_text(yaml.safe_dump(data))
+    assert_reported(non_entry(v.validate_all(root=root)), "does not list extra.yaml",
+                    "lists gone.yaml, which does not exist", "uses namespace")
+
+
+def test_dockerfile_rules(tmp_path: Path):
+    root = copy_repo(tmp_path)
+    df = tmp_path / "Dockerfile"
+    text = df.read_text().replace("USER 10001:10001", "USER root").replace(
+        "python:3.12.8-slim-bookworm", "python:latest")
+    text += "RUN apt-get install -y gcc\n"
+    df.write_text(text)
+    assert_reported(non_entry(v.validate_all(root=root)), "numeric non-root USER",
+                    "base image python:latest must be pinned", "installs packages or build tools")
+
+
+def test_dockerfile_user_must_match_run_as_user(tmp_path: Path):
+    root = copy_repo(tmp_path)
+    df = tmp_path / "Dockerfile"
+    df.write_text(df.read_text().replace("USER 10001:10001", "USER 20002"))
+    assert_reported(non_entry(v.validate_all(root=root)),
+                    "runAsUser 10001 differs from the image's USER 20002")
+
+
+def test_kind_config_rules(tmp_path: Path):
+    root = copy_repo(tmp_path)
+    cfg = yaml.safe_load((root / "kind-config.yaml").read_text())
+    cfg["nodes"] = cfg["nodes"][:2]
+    cfg["nodes"][0]["image"] = "kindest/node:v1.29.2"
+    cfg["nodes"][0]["extraPortMappings"] = []
+    (root / "kind-config.yaml").write_text(yaml.safe_dump(cfg))
+    assert_reported(non_entry(v.validate_all(root=root)), "must have 1 control-plane and 2 workers",
+                    "older than the validated 1.33.0", "must map host ports 80 and 443")
