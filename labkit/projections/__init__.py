@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from labkit.projections.base import Projection
+from labkit.projections.orders import ORDERS_VIEW
 from labkit.projections.sagas import SAGA_STATS_VIEW, SAGAS_VIEW
 from labkit.projections.users import USER_STATS_VIEW, USERS_VIEW
 
 #: Every projection the lab runs, by name. Later issues add orders, sagas, stock, payments.
 PROJECTIONS: dict[str, Projection] = {p.name: p for p in (
-    USERS_VIEW, USER_STATS_VIEW, SAGAS_VIEW, SAGA_STATS_VIEW)}
+    USERS_VIEW, USER_STATS_VIEW, SAGAS_VIEW, SAGA_STATS_VIEW, ORDERS_VIEW)}
 
 
 def get_projections(names: list[str] | None = None) -> list[Projection]:
