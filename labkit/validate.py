@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import re
 import sys
@@ -155,6 +156,48 @@ def check_kustomization(d: Path, kust: Mapping[str, Any]) -> list[Problem]:
 
 # --- schemas ------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=256)
+def _schema_validator(k8s_version: str, api_version: str, kind: str) -> Any:
+    """kubernetes-validate's strict schema for a kind, compiled once (it reloads 1.4 MB per call).
+
+    Mirrors `kubernetes_validate.validate`; raises SchemaNotFoundError like it does.
+    """
+    import jsonschema
+    import kubernetes_validate
+    from kubernetes_validate import utils
+    from referencing import Registry, Resource
+
+    if utils.major_minor(k8s_version) > utils.latest_version():
+        raise utils.VersionNotSupportedError(version=utils.major_minor(k8s_version))
+    version = [v for v in utils.all_versions()
+               if utils.major_minor(v) <= utils.major_minor(k8s_version)][-1]
+    group = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    schema_dir = f"kubernetes-json-schema/v{version}-local-strict"
+    try:
+        schema = utils.schema_contents(f"{schema_dir}/{kind.lower()}-{group}.json", k8s_version)
+    except FileNotFoundError:
+        raise kubernetes_validate.SchemaNotFoundError(
+            version=utils.major_minor(k8s_version), kind=kind, api_version=api_version) from None
+    definitions = utils.schema_contents(f"{schema_dir}/_definitions.json", k8s_version)
+    registry = Resource.from_contents(definitions) @ (Resource.from_contents(schema) @ Registry())
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry), \
+        utils.major_minor(version)
+
+
+def _strict_validate(obj: Mapping[str, Any], k8s_version: str) -> None:
+    import kubernetes_validate
+
+    try:
+        validator, version = _schema_validator(k8s_version.lstrip("v"), obj["apiVersion"],
+                                               obj["kind"])
+    except (ImportError, AttributeError):  # kubernetes-validate's internals moved: public API
+        kubernetes_validate.validate(dict(obj), k8s_version, strict=True)
+        return
+    error = next(iter(sorted(validator.iter_errors(obj), key=lambda e: list(e.path))), None)
+    if error is not None:
+        raise kubernetes_validate.ValidationError(error, version=version)
+
+
 def check_schemas(items: Iterable[Item], k8s_version: str) -> list[Problem]:
     import kubernetes_validate
 
@@ -169,7 +212,7 @@ def check_schemas(items: Iterable[Item], k8s_version: str) -> list[Problem]:
             out += checker(it)
             continue
         try:
-            kubernetes_validate.validate(it.obj, k8s_version, strict=True)
+            _strict_validate(it.obj, k8s_version)
         except kubernetes_validate.ValidationError as exc:
             path = ".".join(str(p) for p in exc.path) or "(root)"
             out.append(Problem(it.where, f"invalid against Kubernetes {exc.version} (strict): "

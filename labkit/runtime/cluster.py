@@ -127,6 +127,21 @@ def parse_selector(selector: str) -> str:
     return f"{m.NAME_LABEL}={selector}"
 
 
+def customise(objects: list[dict[str, Any]], *, image: str = IMAGE,
+              gateway_class: str | None = None) -> list[dict[str, Any]]:
+    """Swap the lab image and the Gateway's class in (copies of) the manifests' objects."""
+    out = copy.deepcopy(objects)
+    for obj in out:
+        template = m.pod_template(obj)
+        if template is not None and image != IMAGE:
+            for c in (template.get("spec") or {}).get("containers") or []:
+                if c.get("image") == IMAGE:
+                    c["image"] = image
+        if obj["kind"] == "Gateway" and gateway_class:
+            obj["spec"]["gatewayClassName"] = gateway_class
+    return out
+
+
 def _match_labels(live: Mapping[str, Any]) -> str | None:
     sel = ((live.get("spec") or {}).get("selector") or {})
     labels = sel.get("matchLabels") or {}
@@ -144,6 +159,8 @@ class ClusterRuntime:
 
     def __init__(self, namespace: str | None = None,
                  kube_client_factory: Callable[[], KubeApi] | None = None, *,
+                 image: str | None = None,
+                 gateway_class: str | None = None,
                  manifests_root: str | Path | None = None,
                  progress: bool = True,
                  echo: Callable[[str], None] = print,
@@ -151,6 +168,10 @@ class ClusterRuntime:
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.namespace = namespace or os.environ.get("LABKIT_NAMESPACE") or DEFAULT_NAMESPACE
+        #: The lab image to run (EKS: a registry copy of labkit:0.1.0). LABKIT_IMAGE.
+        self.image = image or os.environ.get("LABKIT_IMAGE") or IMAGE
+        #: The Gateway's class when not kind's cloud-provider-kind. LABKIT_GATEWAY_CLASS.
+        self.gateway_class = gateway_class or os.environ.get("LABKIT_GATEWAY_CLASS") or None
         self._factory = kube_client_factory or KubernetesApi.from_config
         self._api: KubeApi | None = None
         self.manifests_root = manifests_root
@@ -200,8 +221,9 @@ class ClusterRuntime:
         return out
 
     def objects(self, step: str) -> list[dict[str, Any]]:
-        """A step's objects, moved into this runtime's namespace."""
-        return m.retarget(m.load_step(step, self.manifests_root), self.namespace)
+        """A step's objects, moved into this runtime's namespace (and image, gateway class)."""
+        objs = m.retarget(m.load_step(step, self.manifests_root), self.namespace)
+        return customise(objs, image=self.image, gateway_class=self.gateway_class)
 
     def _all_objects(self) -> list[dict[str, Any]]:
         return [o for s in m.STEPS for o in self.objects(s)]
@@ -489,21 +511,34 @@ class ClusterRuntime:
         raise ClusterError(f"No ready pod behind Service {service}: lab.status() and "
                            f"lab.logs({service!r}) show why.")
 
+    def forward(self, service: str, port: int | None = None) -> tuple[str, int]:
+        """A local (host, port) forwarded to `port` of the pods behind Service `service`.
+
+        Each new connection goes to a ready pod, so the forward survives killed pods. The
+        default port is the lab's container port (8080); e.g. `forward("postgres", 5432)`.
+        """
+        from labkit.services.registry import CONTAINER_PORT
+
+        target = port or CONTAINER_PORT
+        key = f"{service}:{target}"
+        if key not in self._forwards:
+            from labkit.runtime.portforward import PortForwarder
+
+            self._ready_pod(service)  # fail now, with a clear message, rather than per request
+
+            def connect() -> Any:
+                return self.api.port_forward(self._ready_pod(service), self.namespace, target)
+
+            self._forwards[key] = PortForwarder(connect)
+        fwd = self._forwards[key]
+        return fwd.host, fwd.port
+
     def url(self, name: str) -> str:
         """`gateway`: the Gateway's URL. A service: a local port-forward to it (all its paths)."""
         if name == "gateway":
             return self.gateway_url()
-        if name not in self._forwards:
-            from labkit.runtime.portforward import PortForwarder
-            from labkit.services.registry import CONTAINER_PORT
-
-            self._ready_pod(name)  # fail now, with a clear message, rather than per request
-
-            def connect() -> Any:
-                return self.api.port_forward(self._ready_pod(name), self.namespace, CONTAINER_PORT)
-
-            self._forwards[name] = PortForwarder(connect)
-        return self._forwards[name].url
+        host, port = self.forward(name)
+        return f"http://{host}:{port}"
 
     def http(self, name: str, timeout: float = 10.0) -> Any:
         """An httpx.Client for a service (port-forward) or `gateway` (Host: api.local)."""
@@ -678,7 +713,8 @@ class ClusterRuntime:
             nodes = api.list("v1", "Node")
         except Exception:
             return [Check("image", None, f"could not list nodes (permissions) to look for {IMAGE}")]
-        return [check_image_on_nodes(nodes), check_gateway_cidr(nodes, self.objects("01-networking"))]
+        return [check_image_on_nodes(nodes, self.image),
+                check_gateway_cidr(nodes, self.objects("01-networking"))]
 
 
 def _image_names(node: Mapping[str, Any]) -> set[str]:
@@ -690,8 +726,10 @@ def _image_names(node: Mapping[str, Any]) -> set[str]:
     return names
 
 
-def check_image_on_nodes(nodes: Sequence[Mapping[str, Any]]) -> Check:
+def check_image_on_nodes(nodes: Sequence[Mapping[str, Any]], image: str = IMAGE) -> Check:
     """Is the lab image on every node (kind load / minikube image load put it there)?"""
+    if image != IMAGE:
+        return Check("image", None, f"{image} is pulled from its registry by the nodes")
     if not nodes:
         return Check("image", None, "no nodes listed")
     if not any((n.get("status") or {}).get("images") for n in nodes):

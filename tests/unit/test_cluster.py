@@ -493,6 +493,19 @@ def test_kill_deletes_the_matching_running_pods_at_once(fake, clock):
         rt.kill("payment-service")
 
 
+def test_image_and_gateway_class_overrides(fake, clock, monkeypatch):
+    monkeypatch.setenv("LABKIT_GATEWAY_CLASS", "eg")
+    rt = runtime(fake, clock, image="123.dkr.ecr.eu-west-1.amazonaws.com/labkit:0.1.0")
+    rt.up(["01", "02"])
+    dep = fake.store[("Deployment", "ecommerce-microservices", "order-service")]
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == \
+        "123.dkr.ecr.eu-west-1.amazonaws.com/labkit:0.1.0"
+    gw = fake.store[("Gateway", "ecommerce-microservices", "labkit-gateway")]
+    assert gw["spec"]["gatewayClassName"] == "eg"
+    assert next(o for o in m.load_step("01-networking") if o["kind"] == "Gateway")["spec"][
+        "gatewayClassName"] == "cloud-provider-kind"
+
+
 def test_parse_selector():
     assert parse_selector("order-service") == "app.kubernetes.io/name=order-service"
     assert parse_selector("app=x,tier=y") == "app=x,tier=y"
@@ -531,6 +544,22 @@ def test_a_service_url_is_a_port_forward_to_a_ready_pod(fake, clock):
     finally:
         rt.close()
     assert ("port_forward", "order-service-ready", "ecommerce-microservices", 8080) in fake.calls
+
+
+def test_forward_any_port_of_a_service(fake, clock):
+    rt = runtime(fake, clock)
+    rt.up("00")
+    fake.add_pod("postgres-0", {"app.kubernetes.io/name": "postgres"}, {
+        "phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
+    try:
+        host, port = rt.forward("postgres", 5432)
+        assert host == "127.0.0.1" and rt.forward("postgres", 5432) == (host, port)
+        with socket.create_connection((host, port), timeout=5) as s:
+            s.sendall(b"GET /x HTTP/1.1\r\nHost: y\r\n\r\n")
+            assert b"postgres-0" in s.recv(4096)
+    finally:
+        rt.close()
+    assert ("port_forward", "postgres-0", "ecommerce-microservices", 5432) in fake.calls
 
 
 def test_a_service_without_ready_pods_says_so(fake, clock):

@@ -102,6 +102,12 @@ def test_strict_schema_rejects_an_unknown_field(loaded):
                     "1.33 (strict)", "replica")
 
 
+def test_an_unsupported_kubernetes_version_is_a_problem(loaded):
+    problems = [str(p) for p in v.check_schemas(loaded[:1], "1.99.0")]
+    assert problems and "could not be validated: kubernetes-validate does not support version " \
+        "1.99" in problems[0]
+
+
 def test_strict_schema_rejects_a_wrong_type(loaded):
     def mutate(items):
         container(find(items, "Deployment", "order-service"))["ports"][0]["containerPort"] = "8080"
