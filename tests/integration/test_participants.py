@@ -1,0 +1,424 @@
+"""The four saga participants as real processes: what a student (or the saga) would notice.
+
+Money is conserved, stock is never oversold, a retried request gets its first answer and
+changes nothing, compensations are no-ops when there is nothing to undo, and faults do what
+they say. The `backend` tests run on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from labkit.domain import payments as pay
+from labkit.domain import stock as st
+from labkit.faults import FaultError, Faults
+from labkit.services.faults import CRASH_EXIT_CODE
+from labkit.store.base import EventStore
+from labkit.store.postgres_events import PostgresEventStore
+from labkit.store.sqlite_events import SqliteEventStore
+from tests.integration import service_proc
+from tests.integration.service_proc import ServiceProc, Services
+
+services = service_proc.services  # the fixture: real subprocesses, stopped after each test
+
+Backend = tuple[str, str] | None
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """None (SQLite files under tmp_path) or (PostgreSQL url, fresh schema)."""
+    return request.getfixturevalue("pg_schema") if request.param == "postgres" else None
+
+
+def store_of(services: Services, pg: Backend) -> EventStore:
+    if pg is not None:
+        return PostgresEventStore(pg[0], schema=pg[1])
+    return SqliteEventStore(services.data_dir / "events.db")
+
+
+def post(svc: ServiceProc, path: str, body: dict[str, Any] | None = None,
+         key: str | None = None) -> httpx.Response:
+    headers = {"Idempotency-Key": key} if key else {}
+    return svc.client.post(path, json=body, headers=headers)
+
+
+def parallel(calls: list, workers: int = 16) -> list[httpx.Response]:
+    """Run the zero-argument calls at the same time."""
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda f: f(), calls))
+
+
+def stock_of(svc: ServiceProc, sku: str) -> dict[str, Any]:
+    r = svc.client.get(f"/api/inventory/{sku}")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def conserved(item: dict[str, Any]) -> None:
+    assert item["available"] >= 0 and item["reserved"] >= 0
+    assert item["available"] + item["reserved"] + item["sold"] == item["initial"]
+
+
+# -- order-service ----------------------------------------------------------------------------
+
+
+def test_order_lifecycle_and_replayed_requests(services: Services, backend: Backend) -> None:
+    orders = services.start("order-service", pg=backend)
+    body = {"order_id": "o-1", "saga_id": "s-1", "user_id": "alice",
+            "lines": [{"sku": "MOUSE-WL", "quantity": 3, "price": 1999},
+                      {"sku": "LAPTOP-14", "quantity": 1, "price": 129900}]}
+    first = post(orders, "/api/orders", body, key="s-1:create_order")
+    assert first.status_code == 201, first.text
+    assert first.json()["status"] == "PENDING" and first.json()["total"] == 135_897
+    again = post(orders, "/api/orders", body, key="s-1:create_order")
+    assert (again.status_code, again.json()) == (201, first.json())
+    other_key = post(orders, "/api/orders", body, key="someone-else")
+    assert (other_key.status_code, other_key.json()["reason"]) == (409, "already_exists")
+
+    confirmed = post(orders, "/api/orders/o-1/confirm", {}, key="s-1:confirm_order")
+    assert confirmed.status_code == 200 and confirmed.json()["status"] == "CONFIRMED"
+    assert post(orders, "/api/orders/o-1/confirm", {}, key="s-1:confirm_order").json() == \
+        confirmed.json()
+    refused = post(orders, "/api/orders/o-1/cancel", {"reason": "late"}, key="s-1:cancel_order")
+    assert refused.status_code == 409 and refused.json()["reason"] == "already_confirmed"
+
+    post(orders, "/api/orders", {**body, "order_id": "o-2", "saga_id": "s-2"})
+    cancelled = post(orders, "/api/orders/compensate", {"order_id": "o-2", "reason": "declined"})
+    assert cancelled.json()["status"] == "CANCELLED" and cancelled.json()["reason"] == "declined"
+    assert post(orders, "/api/orders/o-2/cancel").status_code == 200  # no-op
+    assert post(orders, "/api/orders/o-2/confirm").json()["reason"] == "not_pending"
+
+    listed = orders.client.get("/api/orders").json()
+    assert listed["total"] == 2
+    assert {o["order_id"]: o["status"] for o in listed["orders"]} == {
+        "o-1": "CONFIRMED", "o-2": "CANCELLED"}
+    assert orders.client.get("/api/orders", params={"status": "CANCELLED"}).json()["total"] == 1
+    with store_of(services, backend) as es:  # the replays appended nothing
+        assert [e.type for e in es.read_stream("order-o-1")] == ["OrderPlaced", "OrderConfirmed"]
+        assert [e.type for e in es.read_stream("order-o-2")] == ["OrderPlaced", "OrderCancelled"]
+
+
+def test_order_without_id_gets_one_per_idempotency_key(services: Services) -> None:
+    orders = services.start("order-service")
+    body = {"user_id": "bob", "lines": [{"sku": "MOUSE-WL", "quantity": 1, "price": 2500}]}
+    a = post(orders, "/api/orders", body, key="k-a").json()
+    assert post(orders, "/api/orders", body, key="k-a").json()["order_id"] == a["order_id"]
+    assert post(orders, "/api/orders", body, key="k-b").json()["order_id"] != a["order_id"]
+
+
+def test_order_errors_are_field_level_and_not_found(services: Services) -> None:
+    orders = services.start("order-service")
+    bad = post(orders, "/api/orders", {"user_id": "u", "lines": [
+        {"sku": "A", "quantity": 1, "price": 19.99}]})
+    assert bad.status_code == 422
+    assert any(e["field"] == "lines.0.price" for e in bad.json()["errors"])
+    assert orders.client.get("/api/orders/nope").status_code == 404
+    assert post(orders, "/api/orders/nope/confirm").json()["reason"] == "not_found"
+    assert post(orders, "/api/orders/nope/cancel").status_code == 404
+
+
+# -- inventory-service ------------------------------------------------------------------------
+
+
+def test_reservation_is_all_or_nothing_and_a_retry_gets_the_first_answer(
+        services: Services) -> None:
+    inv = services.start("inventory-service")
+    items = {i["sku"]: i for i in inv.client.get("/api/inventory").json()["items"]}
+    assert set(items) == set(st.CATALOGUE)
+    headset = st.CATALOGUE["HEADSET-BT"].initial
+    too_many = {"order_id": "o-1", "lines": [{"sku": "MOUSE-WL", "quantity": 2},
+                                             {"sku": "HEADSET-BT", "quantity": headset + 1}]}
+    refused = post(inv, "/api/inventory/reservations", too_many, key="s-1:reserve_stock")
+    assert refused.status_code == 409
+    assert refused.json()["reason"] == "insufficient_stock"
+    assert refused.json()["sku"] == "HEADSET-BT"
+    assert stock_of(inv, "MOUSE-WL")["reserved"] == 0  # nothing stays reserved
+
+    ok = {"order_id": "o-2", "lines": [{"sku": "HEADSET-BT", "quantity": headset}]}
+    reserved = post(inv, "/api/inventory/reservations", ok, key="s-2:reserve_stock")
+    assert (reserved.status_code, reserved.json()["status"]) == (201, "RESERVED")
+    assert stock_of(inv, "HEADSET-BT")["available"] == 0
+    # The stock changed since: the first request's retry still gets its first answer.
+    post(inv, "/api/inventory/reservations/o-2/release", key="s-2:release_stock")
+    retry = post(inv, "/api/inventory/reservations", too_many, key="s-1:reserve_stock")
+    assert (retry.status_code, retry.json()) == (409, refused.json())
+    assert post(inv, "/api/inventory/reservations", ok, key="s-2:reserve_stock").json() == \
+        reserved.json()
+    assert stock_of(inv, "HEADSET-BT")["available"] == headset
+
+    unknown = post(inv, "/api/inventory/reservations",
+                   {"order_id": "o-3", "lines": [{"sku": "NOPE", "quantity": 1}]})
+    assert (unknown.status_code, unknown.json()["reason"]) == (404, "unknown_sku")
+    assert inv.client.get("/api/inventory/NOPE").status_code == 404
+
+
+def test_release_is_the_compensation_and_a_noop_when_nothing_is_held(services: Services) -> None:
+    inv = services.start("inventory-service")
+    before = stock_of(inv, "MONITOR-27")
+    post(inv, "/api/inventory/reservations",
+         {"order_id": "o-1", "lines": [{"sku": "MONITOR-27", "quantity": 4}]})
+    assert stock_of(inv, "MONITOR-27")["reserved"] == 4
+    first = post(inv, "/api/inventory/reservations/o-1/release", {})
+    assert first.status_code == 200 and first.json()["status"] == "RELEASED"
+    assert post(inv, "/api/inventory/reservations/o-1/release").status_code == 200
+    after = stock_of(inv, "MONITOR-27")
+    assert (after["available"], after["reserved"]) == (before["available"], 0)
+
+    # A release that overtakes its slow reservation: the late reserve takes nothing.
+    assert post(inv, "/api/inventory/reservations/o-late/release").status_code == 200
+    late = post(inv, "/api/inventory/reservations",
+                {"order_id": "o-late", "lines": [{"sku": "MONITOR-27", "quantity": 1}]})
+    assert (late.status_code, late.json()["reason"]) == (409, "already_released")
+    assert stock_of(inv, "MONITOR-27")["reserved"] == 0
+
+    post(inv, "/api/inventory/reservations",
+         {"order_id": "o-2", "lines": [{"sku": "MONITOR-27", "quantity": 2}]})
+    assert post(inv, "/api/inventory/reservations/o-2/commit").json()["status"] == "COMMITTED"
+    shipped = stock_of(inv, "MONITOR-27")
+    assert (shipped["sold"], shipped["reserved"]) == (2, 0)
+    conserved(shipped)
+    assert post(inv, "/api/inventory/reservations/o-2/release").json()["reason"] == \
+        "already_committed"
+
+
+def test_no_oversell_with_two_replicas_under_concurrency(services: Services,
+                                                         backend: Backend) -> None:
+    # Two replicas starting at the same moment on an empty store seed the catalogue once.
+    a = services.spawn("inventory-service", pg=backend)
+    b = services.spawn("inventory-service", pg=backend)
+    a.wait_ready()
+    b.wait_ready()
+    with store_of(services, backend) as es:
+        seeded = Counter(e.stream_id for e in es.read_all(0, 10_000, types=[st.STOCK_SEEDED]))
+    assert seeded == Counter({st.stock_stream(sku): 1 for sku in st.CATALOGUE})
+
+    initial = st.CATALOGUE["LAPTOP-14"].initial
+    calls = [
+        (lambda svc=svc, n=n: post(svc, "/api/inventory/reservations", {
+            "order_id": f"o-{n}", "lines": [{"sku": "LAPTOP-14", "quantity": 1 + n % 2},
+                                            {"sku": "MOUSE-WL", "quantity": 1}]}))
+        for n in range(30) for svc in ([a] if n % 2 else [b])
+    ]
+    results = parallel(calls)
+    assert {r.status_code for r in results} <= {201, 409}, [r.text for r in results]
+    won = [r.json() for r in results if r.status_code == 201]
+    taken = sum(ln["quantity"] for w in won for ln in w["lines"] if ln["sku"] == "LAPTOP-14")
+    laptop = stock_of(a, "LAPTOP-14")
+    assert taken <= initial and laptop["reserved"] == taken
+    assert laptop["available"] == initial - taken and laptop["available"] <= 1
+    assert stock_of(b, "LAPTOP-14") == laptop  # both replicas see the same stock
+    assert stock_of(a, "MOUSE-WL")["reserved"] == len(won)  # all or nothing: one mouse per win
+    conserved(laptop)
+
+
+def test_holds_left_by_a_crash_are_given_back_at_start(services: Services) -> None:
+    """inventory-service died after holding stock, and the saga then released the order: on
+    start the service makes the holds agree with that decision."""
+    inv = services.start("inventory-service")
+    inv.stop()
+    with store_of(services, None) as es:
+        mouse = es.read_stream(st.stock_stream("MOUSE-WL"))
+        stock = st.Stock("MOUSE-WL", available=100, version=len(mouse))
+        es.append(st.stock_stream("MOUSE-WL"), [st.hold(stock, "o-crash", 5)], len(mouse))
+        es.append(st.reservation_stream("o-crash"), [st.released(st.Reservation("o-crash"))],
+                  "none")
+    inv.restart()
+    item = stock_of(inv, "MOUSE-WL")
+    assert item["reserved"] == 0 and item["available"] == st.CATALOGUE["MOUSE-WL"].initial
+
+
+# -- payment-service --------------------------------------------------------------------------
+
+
+def open_accounts(payments: ServiceProc, balances: dict[str, int]) -> None:
+    for account, balance in balances.items():
+        r = post(payments, "/api/payments/accounts",
+                 {"account_id": account, "initial_balance": balance})
+        assert r.status_code in (200, 201), r.text
+
+
+def total(payments: ServiceProc) -> int:
+    return payments.client.get("/api/payments/accounts").json()["total_balance"]
+
+
+def test_charge_refund_and_conservation(services: Services) -> None:
+    payments = services.start("payment-service")
+    open_accounts(payments, {"alice": 10_000, "bob": 500})
+    assert post(payments, "/api/payments/accounts",
+                {"account_id": "alice", "initial_balance": 10_000}).status_code == 200
+    assert post(payments, "/api/payments/accounts",
+                {"account_id": "alice", "initial_balance": 1}).json()["reason"] == "already_exists"
+
+    charged = post(payments, "/api/payments", {"order_id": "o-1", "account_id": "alice",
+                                               "amount": 2_999}, key="s-1:charge_payment")
+    assert charged.status_code == 201
+    assert charged.json()["status"] == "CHARGED" and charged.json()["balance"] == 7_001
+    declined = post(payments, "/api/payments", {"order_id": "o-2", "account_id": "bob",
+                                                "amount": 501})
+    assert (declined.status_code, declined.json()["reason"]) == (409, "declined")
+    unknown = post(payments, "/api/payments", {"order_id": "o-3", "account_id": "nobody",
+                                               "amount": 1})
+    assert unknown.status_code == 404
+    accounts = {a["account_id"]: a["balance"]
+                for a in payments.client.get("/api/payments/accounts").json()["accounts"]}
+    assert accounts == {"alice": 7_001, "bob": 500, pay.MERCHANT: 2_999}
+    assert total(payments) == 10_500
+
+    refund = post(payments, "/api/payments/o-1/refund", {}, key="s-1:refund_payment")
+    assert refund.json() == {"order_id": "o-1", "status": "REFUNDED", "amount": 2_999,
+                                  "account_id": "alice", "payment_id": charged.json()["payment_id"]}
+    assert post(payments, "/api/payments/compensate", {"order_id": "o-1"}).status_code == 200
+    assert payments.client.get("/api/payments/accounts/alice").json()["balance"] == 10_000
+    assert total(payments) == 10_500
+    # A refund that overtakes its slow charge voids the order: the charge cannot land later.
+    assert post(payments, "/api/payments/o-late/refund").json()["amount"] == 0
+    late = post(payments, "/api/payments", {"order_id": "o-late", "account_id": "alice",
+                                            "amount": 100})
+    assert late.status_code == 409 and late.json()["reason"] == "already_refunded"
+    assert total(payments) == 10_500
+
+
+def test_no_double_charge_under_concurrent_retries(services: Services, backend: Backend) -> None:
+    a = services.start("payment-service", pg=backend)
+    b = services.start("payment-service", pg=backend)
+    open_accounts(a, {"alice": 100_000})
+    body = {"order_id": "o-1", "account_id": "alice", "amount": 4_000}
+    same_key = [lambda svc=svc: post(svc, "/api/payments", body, key="s-1:charge_payment")
+                for svc in [a, b] * 6]
+    other_keys = [lambda svc=svc, n=n: post(svc, "/api/payments", body, key=f"retry-{n}")
+                  for n, svc in enumerate([a, b] * 6)]
+    results = parallel(same_key + other_keys)
+    assert {r.status_code for r in results} == {201}, [r.text for r in results]
+    assert len({r.json()["payment_id"] for r in results}) == 1
+    assert a.client.get("/api/payments/accounts/alice").json()["balance"] == 96_000
+    assert b.client.get("/api/payments/accounts/merchant").json()["balance"] == 4_000
+    with store_of(services, backend) as es:
+        kinds = Counter(e.type for e in es.read_all(0, 1000, stream_prefix="payment-"))
+    assert kinds[pay.PAYMENT_CHARGED] == 1
+
+    # Many different orders at once on one account: never overdrawn, money conserved.
+    open_accounts(a, {"carol": 10_000})
+    spend = [lambda svc=svc, n=n: post(svc, "/api/payments", {
+        "order_id": f"c-{n}", "account_id": "carol", "amount": 3_000}) for n, svc in
+        enumerate([a, b] * 5)]
+    results = parallel(spend)
+    assert sorted(r.status_code for r in results) == [201] * 3 + [409] * 7
+    assert a.client.get("/api/payments/accounts/carol").json()["balance"] == 1_000
+    assert total(a) == total(b) == 110_000
+
+
+def test_injected_decline_and_the_first_answer_on_retry(services: Services) -> None:
+    payments = services.start("payment-service")
+    open_accounts(payments, {"alice": 10_000})
+    faults = Faults(lambda name: payments.url)
+    faults.inject("payment-service", "decline")
+    body = {"order_id": "o-1", "account_id": "alice", "amount": 1_000}
+    first = post(payments, "/api/payments", body, key="s-1:charge_payment")
+    assert first.status_code == 409 and first.json()["reason"] == "declined"
+    assert first.json()["cause"] == "injected_decline"
+    # The fault is used up, but the same key still gets the first answer; a new key pays.
+    assert post(payments, "/api/payments", body, key="s-1:charge_payment").json() == first.json()
+    assert post(payments, "/api/payments", body, key="s-2:charge_payment").status_code == 201
+    assert total(payments) == 10_000
+
+
+# -- faults -----------------------------------------------------------------------------------
+
+
+def test_error_and_delay_faults(services: Services) -> None:
+    orders = services.start("order-service")
+    faults = Faults(lambda name: orders.url)
+    armed = faults.inject("order", "error", times=2)
+    assert armed["mode"] == "error" and armed["times_left"] == 2
+    assert [r["mode"] for r in faults.list()] == ["error"] * 4  # one url for all four here
+    for _ in range(2):
+        r = orders.client.get("/api/orders")
+        assert (r.status_code, r.json()["reason"]) == (503, "injected_fault")
+    assert orders.client.get("/healthz").status_code == 200  # probes are never affected
+    assert orders.client.get("/api/orders").status_code == 200
+
+    faults.inject("order-service", "delay", seconds=0.6, path="/api/orders/")
+    started = time.monotonic()
+    assert orders.client.get("/api/orders").status_code == 200  # path does not match
+    assert time.monotonic() - started < 0.5
+    assert orders.client.get("/api/orders/x").status_code == 404
+    assert time.monotonic() - started >= 0.6
+
+    faults.inject("order", "error", times=5)
+    assert faults.clear("order") == {"order-service": 1}
+    assert orders.client.get("/api/orders").status_code == 200
+    with pytest.raises(FaultError, match="payment-service"):
+        faults.inject("order", "decline")
+    with pytest.raises(FaultError, match="seconds"):
+        faults.inject("order", "delay")
+    refused = orders.client.post("/faults", json={"mode": "decline"})
+    assert (refused.status_code, refused.json()["reason"]) == (422, "unsupported_mode")
+
+
+def test_crash_fault_exits_and_the_state_survives_a_restart(services: Services) -> None:
+    payments = services.start("payment-service")
+    open_accounts(payments, {"alice": 10_000})
+    post(payments, "/api/payments", {"order_id": "o-1", "account_id": "alice", "amount": 700})
+    Faults(lambda name: payments.url).inject("payment", "crash", path="/api/payments")
+    with pytest.raises(httpx.HTTPError):
+        payments.client.get("/api/payments/accounts")
+    assert payments.wait_exit() == CRASH_EXIT_CODE
+    payments.restart()
+    assert payments.client.get("/api/payments/accounts/alice").json()["balance"] == 9_300
+    assert payments.client.get("/faults").json()["faults"] == []  # faults live in the process
+
+
+def test_faults_are_off_unless_enabled(services: Services) -> None:
+    inv = services.start("inventory-service", faults=False)
+    assert inv.client.post("/faults", json={"mode": "error"}).status_code == 404
+    with pytest.raises(FaultError, match="LABKIT_FAULTS=1"):
+        Faults(lambda name: inv.url).inject("inventory", "error")
+
+
+# -- user-service -----------------------------------------------------------------------------
+
+
+def test_user_service_reads_the_log_and_forwards_creates(services: Services,
+                                                         backend: Backend) -> None:
+    commands = services.start("command-service", pg=backend)
+    users = services.start("user-service", pg=backend,
+                           env={"LABKIT_COMMAND_SERVICE_URL": commands.url})
+    body = {"name": "Kim Minsu", "email": "minsu@example.com", "tier": "premium"}
+    created = post(users, "/api/users", body, key="signup-1")
+    assert created.status_code == 201, created.text
+    user = created.json()
+    assert (user["name"], user["status"], user["tier"]) == ("Kim Minsu", "active", "premium")
+    again = post(users, "/api/users", body, key="signup-1")
+    assert again.status_code == 201 and again.json()["id"] == user["id"]
+    assert users.client.get(f"/api/users/{user['id']}").json()["email"] == "minsu@example.com"
+
+    # A write through command-service directly is visible at once (consistent reads).
+    direct = commands.client.post("/api/commands/deactivate-user", json={"user_id": user["id"]})
+    assert direct.status_code == 202, direct.text
+    assert users.client.get(f"/api/users/{user['id']}").json()["status"] == "inactive"
+    listed = users.client.get("/api/users").json()
+    assert listed["total"] == 1 and listed["users"][0]["id"] == user["id"]
+    assert users.client.get("/api/users/nobody").status_code == 404
+    invalid = post(users, "/api/users", {"name": "x", "email": "not-an-email"})
+    assert invalid.status_code == 409 and invalid.json()["reason"] == "invalid_email"
+
+    commands.stop()  # the peer is gone: not ready, and creates say so with a 503
+    assert users.client.get("/readyz").status_code == 503
+    down = post(users, "/api/users", body)
+    assert (down.status_code, down.json()["reason"]) == (503, "peer_unavailable")
+
+
+def test_probes_and_openapi(services: Services) -> None:
+    inv = services.start("inventory-service")
+    ready = inv.client.get("/readyz").json()
+    assert ready["status"] == "ready" and ready["checks"] == {"event_store": "ok"}
+    paths = inv.client.get("/openapi.json").json()["paths"]
+    assert "/api/inventory/reservations" in paths and "/faults" in paths
+    lines = [ln for ln in inv.log_path.read_text().splitlines() if ln.startswith("{")]
+    assert lines, "the service logs JSON lines"
