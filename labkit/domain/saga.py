@@ -607,25 +607,30 @@ def saga_started(saga_id: str, order_id: str, user_id: str, lines: Sequence[Mapp
     return NewSagaEvent(SAGA_STARTED, data)
 
 
-def crash_point_matches(spec: str, events: Sequence[NewSagaEvent], before: SagaState) -> bool:
-    """Whether recording `events` reaches the crash point `spec` for the first time.
+def crash_point(spec: str, events: Sequence[NewSagaEvent], before: SagaState) -> int | None:
+    """The index in `events` at which recording them first reaches crash point `spec`, or None.
 
     `spec` is "<step>:<event type>", "<step number>:<event type>" (1-based), a compensation's
     name ("refund_payment:CompensationSucceeded") or a bare saga-level type ("SagaCompleted").
     Fires once: a resumed orchestrator never re-records a first event.
     """
     if not spec:
-        return False
+        return None
     where, _, etype = spec.rpartition(":")
     if where.isdigit():
         n = int(where)
         where = STEP_NAMES[n - 1] if 1 <= n <= len(STEP_NAMES) else where
     where = _BY_COMPENSATION.get(where, where)
-    for e in events:
+    for i, e in enumerate(events):
         if e.type != etype:
             continue
         step = e.data.get("step")
         mark = f"{step}:{etype}" if step else etype
         if (not where or step == where) and mark not in before.seen:
-            return True
-    return False
+            return i
+    return None
+
+
+def crash_point_matches(spec: str, events: Sequence[NewSagaEvent], before: SagaState) -> bool:
+    """Whether recording `events` reaches the crash point `spec` for the first time."""
+    return crash_point(spec, events, before) is not None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 import threading
@@ -67,6 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from labkit.store.base import StoreUnavailableError
 
     log = logs.setup("saga-orchestrator")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per call is noise here
     try:
         store = _store()
     except StoreUnavailableError as exc:

@@ -234,9 +234,9 @@ class Orchestrator:
                     if isinstance(nxt, s.Invoke):
                         planned = s.Invoke(nxt.step, nxt.kind, nxt.attempt)
             recorded = self._record(state, batch)
-            if recorded is None:
-                planned = None
-                state = self.read(saga_id)
+            if recorded is None or recorded.version != state.version + len(batch):
+                planned = None  # a conflict (or a crash hook that returned): decide afresh
+                state = self.read(saga_id) if recorded is None else recorded
                 continue
             state = recorded
             if delay:
@@ -252,6 +252,10 @@ class Orchestrator:
         """Append the events at the state's version; the new state, or None on a conflict."""
         sid = state.saga_id
         meta = {"saga_id": sid, "owner": self.owner}
+        spec = state.faults.get("crash_after") or self.crash_after
+        cut = s.crash_point(spec, events, state) if spec else None
+        if cut is not None:
+            events = events[:cut + 1]  # die right after that event, not after the whole batch
         try:
             self.store.append(s.stream_id(sid), [NewEvent(e.type, e.data, meta) for e in events],
                               state.version)
@@ -260,8 +264,7 @@ class Orchestrator:
             return None
         after = self._apply_local(state, events)
         self._log(sid, events, after)
-        spec = state.faults.get("crash_after") or self.crash_after
-        if spec and s.crash_point_matches(spec, events, state):
+        if cut is not None:
             self.on_crash(sid, spec)
         return after
 
