@@ -5,6 +5,7 @@ that forwards to command-service, the single writer of `user-*`.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -88,9 +89,13 @@ def create_app(settings: Settings, store: EventStore | None = None,
     @app.post("/api/users", status_code=201, tags=["users"],
               summary="Create a user (forwarded to command-service create-user)")
     def create_user(body: NewUser, idempotency_key: IdempotencyKey = None) -> JSONResponse:
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        # Bytes as they arrived (headers are latin-1), and ASCII-only JSON: any input forwards.
+        headers: dict[str, str | bytes] = {"Content-Type": "application/json"}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key.encode("latin-1")
         try:
-            r = commands.post("/api/commands/create-user", json=body.model_dump(), headers=headers)
+            r = commands.post("/api/commands/create-user", content=json.dumps(body.model_dump()),
+                              headers=headers)
         except httpx.HTTPError as exc:
             raise ApiError(503, "peer_unavailable",
                            f"command-service is not reachable ({type(exc).__name__}); retry "
