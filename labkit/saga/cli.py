@@ -75,8 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.error(str(exc))
         return 2
     policy = _policy(args)
-    participants = HttpParticipants(participant_urls(), timeout=policy.request_timeout,
-                                    max_connections=args.workers * 2)
+    participants = HttpParticipants(participant_urls(), timeout=policy.request_timeout)
     orch = Orchestrator(store, participants, policy=policy, workers=args.workers)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -113,7 +113,7 @@ class SagaClient:
             if time.monotonic() >= deadline:
                 raise SagaTimeout(saga_id, describe(self.state(saga_id)), timeout)
             time.sleep(delay)
-            delay = min(delay * 1.5, 0.1)
+            delay = min(delay * 1.2, 0.05)
 
     def wait_all(self, saga_ids: Iterable[str], timeout: float = 60.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
