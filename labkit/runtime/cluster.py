@@ -34,9 +34,12 @@ from labkit.runtime.kube_api import KubeApi, KubernetesApi
 FIELD_MANAGER = "labkit"
 GATEWAY_NAME = "labkit-gateway"
 GATEWAY_HOST = "api.local"
-#: Kinds `down()` sweeps besides the manifests' own: what controllers create from them.
-CREATED_KINDS = (("batch/v1", "Job"), ("apps/v1", "ReplicaSet"), ("v1", "Pod"),
-                 ("v1", "PersistentVolumeClaim"))
+#: Kinds `down()` deletes besides the manifests' own: Jobs (CronJob runs, `run_job` copies) and
+#: the StatefulSet's PVCs (which outlive it).
+CREATED_KINDS = (("batch/v1", "Job"), ("v1", "PersistentVolumeClaim"))
+#: Kinds `down()` only waits for: the garbage collector removes them with their owners.
+COLLECTED_KINDS = (("apps/v1", "ReplicaSet"), ("v1", "Pod"))
+BASE_STEP = "00-base"
 #: What `doctor()` asks the API server whether you may do in the lab namespace.
 REQUIRED_ACCESS = (
     ("create", "apps", "deployments"), ("patch", "apps", "deployments"),
@@ -272,6 +275,15 @@ class ClusterRuntime:
            timeout: float = 600) -> list[str]:
         """Apply the steps in order (each in plan order), waiting for each step's workloads."""
         chosen = self.steps(steps)
+        if steps is None and BASE_STEP in chosen and not self.may("create", "", "namespaces"):
+            # A student: the instructor applied 00-base (namespaces, the Secret, RBAC).
+            if not self.base_applied():
+                raise ClusterError(f"Namespace {self.namespace} does not exist and you may not "
+                                   "create namespaces: ask a cluster admin to apply the base step "
+                                   "(`kubectl apply -k manifests/00-base`).")
+            chosen.remove(BASE_STEP)
+            self.echo(f"{BASE_STEP}: skipped (applied by a cluster admin; you may not create "
+                      "namespaces)")
         plans = {s: m.plan(self.objects(s)) for s in chosen}
         self.preflight(o for objs in plans.values() for o in objs)
         deadline = self._clock() + timeout
@@ -554,44 +566,83 @@ class ClusterRuntime:
         self._forwards.clear()
 
     # -- down -----------------------------------------------------------------------------------
-    def _sweep_kinds(self) -> list[tuple[str, str]]:
+    def base_applied(self) -> bool:
+        """Whether 00-base is in place: its namespace, or (when namespaces are not readable, as
+        for a student) its PostgreSQL Service."""
+        try:
+            return self.api.get("v1", "Namespace", self.namespace) is not None
+        except Exception as exc:
+            if getattr(exc, "status", None) != 403:
+                raise ClusterError(explain(exc, action=f"read namespace {self.namespace}",
+                                           server=self._server())) from None
+        return self._call("read Service postgres", self.api.get, "v1", "Service", "postgres",
+                          self.namespace) is not None
+
+    def may(self, verb: str, group: str, resource: str, namespace: str | None = None) -> bool:
+        """SelfSubjectAccessReview; True when the review itself fails (the real call will say)."""
+        try:
+            return bool(self.api.access_review(verb, group, resource, namespace)[0])
+        except ClusterError:
+            raise
+        except Exception:
+            return True
+
+    def _sweep_kinds(self, steps: Sequence[str] | None = None) -> list[tuple[str, str]]:
+        """Kinds `down()` deletes, in reverse plan order (namespaces excluded)."""
+        objs = [o for s in (steps or m.STEPS) for o in self.objects(s)]
         kinds: list[tuple[str, str]] = []
-        for obj in reversed(m.plan(self._all_objects())):
+        for obj in reversed(m.plan(objs)):
             k = (obj["apiVersion"], obj["kind"])
             if k not in kinds and obj["kind"] != "Namespace":
                 kinds.append(k)
         return kinds + [k for k in CREATED_KINDS if k not in kinds]
 
-    def _namespaces(self) -> list[str]:
-        return [self.namespace, m.TESTING_NAMESPACE]
+    def _namespaces(self, steps: Sequence[str] | None = None) -> list[str]:
+        """The namespaces the steps' objects live in (all steps: the lab's and `testing`)."""
+        found = {_namespace_of(o) for s in (steps or m.STEPS) for o in self.objects(s)}
+        return [ns for ns in (self.namespace, m.TESTING_NAMESPACE) if ns in found]
+
+    def leftovers(self) -> list[str]:
+        """Everything with the lab's labels still in the cluster (empty after `down()`)."""
+        return self._leftovers([*self._sweep_kinds(), *COLLECTED_KINDS], m.LAB_SELECTOR,
+                               self._namespaces(), True)
 
     def _leftovers(self, kinds: Sequence[tuple[str, str]], selector: str,
-                   namespaces: bool) -> list[str]:
+                   in_namespaces: Sequence[str], namespaces: bool) -> list[str]:
         left = []
         for api_version, kind in kinds:
-            for ns in self._namespaces():
+            for ns in in_namespaces:
                 for o in self._call(f"list {kind}", self.api.list, api_version, kind, ns,
                                     label_selector=selector):
                     left.append(f"{kind} {ns}/{o['metadata']['name']}")
         if namespaces:
             for o in self._call("list namespaces", self.api.list, "v1", "Namespace",
                                 label_selector=selector):
-                if o["metadata"]["name"] in self._namespaces():
+                if o["metadata"]["name"] in in_namespaces:
                     left.append(f"Namespace {o['metadata']['name']}")
         return left
 
     def down(self, wait: bool = True, timeout: float = 300, keep_namespaces: bool = False) -> list[str]:
         """Delete everything carrying the lab's labels, then its namespaces; wait until gone.
 
-        Idempotent: what is already gone is skipped. Returns what it deleted.
+        Idempotent: what is already gone is skipped. Returns what it deleted. Someone who may
+        not delete namespaces (a student) removes steps 01-04 and keeps the admin's 00-base.
         """
         api = self.api
         self._call("reach the API server", api.server_version)
         selector = m.LAB_SELECTOR
-        kinds = self._sweep_kinds()
+        steps: list[str] | None = None
+        if not keep_namespaces and not self.may("delete", "", "namespaces"):
+            steps = [s for s in m.STEPS if s != BASE_STEP]
+            keep_namespaces = True
+            selector += f",{m.STEP_LABEL} in ({','.join(steps)})"
+            self.echo(f"{BASE_STEP} is kept (you may not delete namespaces; a cluster admin "
+                      "removes it)")
+        kinds = self._sweep_kinds(steps)
+        namespaces = self._namespaces(steps)
         deleted = []
         for api_version, kind in kinds:
-            for ns in self._namespaces():
+            for ns in namespaces:
                 objs = self._call(f"list {kind}", api.list, api_version, kind, ns,
                                   label_selector=selector)
                 for o in objs:
@@ -603,13 +654,14 @@ class ClusterRuntime:
             for o in self._call("list namespaces", api.list, "v1", "Namespace",
                                 label_selector=selector):
                 name = o["metadata"]["name"]
-                if name in self._namespaces() and self._call(
+                if name in namespaces and self._call(
                         f"delete namespace {name}", api.delete, "v1", "Namespace", name):
                     deleted.append(f"Namespace {name}")
         if wait:
             deadline = self._clock() + timeout
             while True:
-                left = self._leftovers(kinds, selector, not keep_namespaces)
+                left = self._leftovers([*kinds, *COLLECTED_KINDS], selector, namespaces,
+                                       not keep_namespaces)
                 if not left:
                     break
                 if self._clock() >= deadline:
@@ -651,10 +703,10 @@ class ClusterRuntime:
 
     def _check_namespace(self, api: KubeApi) -> Check:
         try:
-            ns = api.get("v1", "Namespace", self.namespace)
-        except Exception as exc:
-            return Check("namespace", None, explain(exc, action=f"read namespace {self.namespace}"))
-        if ns is not None:
+            exists = self.base_applied()
+        except ClusterError as exc:
+            return Check("namespace", None, exc.message)
+        if exists:
             return Check("namespace", True, f"{self.namespace} exists")
         try:
             can_create, _ = api.access_review("create", "", "namespaces", None)

@@ -186,5 +186,5 @@ def test_zz_cleanup_removes_exactly_the_lab(rt: ClusterRuntime, lab_up: ClusterR
     """Runs last (last in this file): down(), then nothing with the lab's labels is left."""
     rt.close()
     rt.down(timeout=300)
-    assert rt._leftovers(rt._sweep_kinds(), m.LAB_SELECTOR, namespaces=True) == []
+    assert rt.leftovers() == []
     assert rt.down() == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import socket
 import threading
 from typing import Any
@@ -49,9 +50,20 @@ class MaxRetryError(Exception):
 
 
 def selector_matches(selector: str | None, labels: dict[str, str]) -> bool:
+    """Equality (`k=v`) and set (`k in (a,b)`) requirements, comma-separated."""
     if not selector:
         return True
-    return all(labels.get(k) == v for k, v in (p.split("=", 1) for p in selector.split(",")))
+    for req in re.findall(r"[^,(]+(?:\([^)]*\))?", selector):
+        req = req.strip()
+        if " in (" in req:
+            k, values = req.split(" in (", 1)
+            if labels.get(k.strip()) not in values.rstrip(")").split(","):
+                return False
+        else:
+            k, v = req.split("=", 1)
+            if labels.get(k) != v:
+                return False
+    return True
 
 
 class FakeClock:
@@ -92,6 +104,8 @@ class FakeApi:
         self.unreachable = False
         self.denied: set[tuple[str, str]] = set()
         self.forbidden_apply: set[str] = set()
+        self.forbidden_get: set[str] = set()
+        self.forbidden_namespaces: set[str] = set()  # lists there are refused
         self.stuck: dict[str, dict[str, Any]] = {}  # workload name -> status to report
         self.delete_lag = 0  # list() calls for which deleted objects still show
         self._dying: dict[tuple[str, str, str], list[Any]] = {}
@@ -154,11 +168,17 @@ class FakeApi:
         self.calls.append(("get", kind, namespace, name))
         if self.unreachable:
             raise MaxRetryError("unreachable")
+        if kind in self.forbidden_get:
+            raise ApiError(403, f'{kind.lower()}s "{name}" is forbidden: User "student" cannot get '
+                                f'resource "{kind.lower()}s" at the cluster scope')
         obj = self.store.get((kind, namespace or "", name))
         return copy.deepcopy(obj) if obj is not None else None
 
     def list(self, api_version, kind, namespace=None, *, label_selector=None, field_selector=None):
         self.calls.append(("list", kind, namespace, label_selector))
+        if namespace in self.forbidden_namespaces:
+            raise ApiError(403, f'{kind.lower()}s is forbidden: User "student" cannot list '
+                                f'resource "{kind.lower()}s" in the namespace "{namespace}"')
         if kind == "Node":
             return copy.deepcopy(self.nodes)
         if kind in self.missing_kinds:
@@ -602,6 +622,32 @@ def test_down_removes_the_namespaces_and_is_idempotent(fake, clock):
     fake.calls.clear()
     assert rt.down() == []
     assert not [c for c in fake.calls if c[0] == "delete"]
+
+
+def test_a_student_skips_the_admins_base_step_and_keeps_it_on_down(fake, clock):
+    admin = runtime(fake, clock)
+    admin.up("00")
+    base = {k for k in fake.store}
+    fake.denied = {("create", "namespaces"), ("delete", "namespaces")}
+    fake.forbidden_get = {"Namespace"}  # a namespaced Role cannot grant reading namespaces
+    fake.forbidden_namespaces = {"testing"}  # the student may only exec into the load-tester
+    student = runtime(fake, clock)
+    assert {c.check: c for c in student.doctor()}["namespace"].ok is True
+    student.up()
+    assert len(fake.applied()) == N_OBJECTS  # 00-base once (admin) + 01-04 once (student)
+    student.run_job("event-processor")
+    deleted = student.down()
+    base_objects = {f"{o['kind']} {o['metadata'].get('namespace', '')}/{o['metadata']['name']}"
+                    for o in m.load_step("00-base")}
+    assert deleted and not base_objects & set(deleted)
+    assert set(fake.store) == base  # exactly the admin's 00-base is left
+
+
+def test_a_student_without_the_base_step_is_told_who_applies_it(fake, clock):
+    fake.denied = {("create", "namespaces")}
+    with pytest.raises(ClusterError, match="ask a cluster admin to apply the base step"):
+        runtime(fake, clock).up()
+    assert fake.applied() == []
 
 
 def test_down_times_out_with_what_is_left(fake, clock):

@@ -157,3 +157,35 @@ def test_delete_of_a_gone_object_returns_false():
 def test_dockerfile_is_what_the_manifests_expect():
     text = (Path(REPO_DIR) / "Dockerfile").read_text()
     assert "USER 10001:10001" in text and "slim" in text and ":latest" not in text
+
+
+PROBE = """
+import importlib.abc, runpy, sys
+BLOCK = set(sys.argv[1].split(","))
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCK:
+            raise ImportError(f"{name} is not in the image (a lab/dev extra)")
+sys.meta_path.insert(0, Blocker())
+for module in sys.argv[2:]:
+    runpy.run_module(module, run_name="labkit_image_probe", alter_sys=True)
+print("ok")
+"""
+
+
+def test_every_entrypoint_runs_with_only_the_service_dependencies():
+    """The image installs [project.dependencies] only: no entrypoint may import an extra."""
+    import sys
+    import tomllib
+
+    from labkit.services.registry import SERVICES, TASKS
+
+    project = tomllib.loads((REPO_DIR / "pyproject.toml").read_text())["project"]
+    extras = [d for deps in project["optional-dependencies"].values() for d in deps]
+    names = {d.split("[")[0].split(">")[0].split("<")[0].split("=")[0].strip().lower()
+             .replace("-", "_") for d in extras}
+    names |= {"koreanize_matplotlib", "kubernetes_validate"}
+    modules = sorted({s.module for s in [*SERVICES.values(), *TASKS.values()]})
+    done = subprocess.run([sys.executable, "-c", PROBE, ",".join(sorted(names)), *modules],
+                          capture_output=True, text=True, timeout=120, cwd=REPO_DIR)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
