@@ -330,6 +330,28 @@ def test_up_of_one_step_and_unknown_steps(fake, clock):
         rt.up("09")
 
 
+def test_a_changed_job_is_replaced_because_its_template_is_immutable(fake, clock):
+    rt = runtime(fake, clock)
+    rt.up("02")
+    real_apply = fake.apply
+
+    def apply(obj, *, namespace, field_manager):
+        old = fake.store.get((obj["kind"], namespace or "", obj["metadata"]["name"]))
+        if obj["kind"] == "Job" and old is not None and \
+                old["spec"]["template"]["spec"] != obj["spec"]["template"]["spec"]:
+            raise ApiError(422, 'Job.batch "saga-orchestrator" is invalid: spec.template: '
+                                "Invalid value: field is immutable")
+        return real_apply(obj, namespace=namespace, field_manager=field_manager)
+
+    fake.apply = apply  # type: ignore[method-assign]
+    rt.image = "labkit:0.2.0"
+    rt.up("02")
+    deletes = [c for c in fake.calls if c[0] == "delete"]
+    assert deletes == [("delete", "Job", "ecommerce-microservices", "saga-orchestrator", None)]
+    job = fake.store[("Job", "ecommerce-microservices", "saga-orchestrator")]
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "labkit:0.2.0"
+
+
 def test_a_missing_gateway_api_fails_before_anything_is_applied(fake, clock):
     fake.missing_kinds = {"Gateway", "HTTPRoute"}
     with pytest.raises(ClusterError) as err:
