@@ -1,4 +1,4 @@
-"""Live cluster tests (opt-in: `pytest -m cluster tests/cluster`); see docs/cluster.md.
+"""Live cluster tests (opt-in: `pytest -m cluster tests/cluster`); see "Cluster mode" in README.md.
 
 They apply the whole lab to the current kubeconfig context, drive it through the gateway and
 then delete it. Run them against a throwaway cluster (e.g. the course's kind cluster), as a user
