@@ -178,6 +178,33 @@ def cmd_bench_commands(args: argparse.Namespace) -> int:
     return _bench_out(bench_commands(args.requests, args.concurrency), args.json)
 
 
+# ---- figures and notebooks ---------------------------------------------------------------------
+def cmd_plots_export(args: argparse.Namespace) -> int:
+    from labkit.figures import export_all
+
+    lab = _lab() if args.use_running else None
+    written = export_all(args.dir, lab)
+    for path in written:
+        print(path)
+    print(f"wrote {len(written)} figures to {args.dir}")
+    return 0
+
+
+def cmd_notebooks_reset(args: argparse.Namespace) -> int:
+    from labkit.notebook_files import NotebookResetError, reset
+
+    try:
+        results = reset(args.names or None, dry_run=args.dry_run)
+    except NotebookResetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    rows = [r.as_dict() for r in results]
+    print(_table(rows, ["notebook", "action", "backup", "source"]))
+    if args.dry_run:
+        print("dry run: nothing was changed")
+    return 0
+
+
 # ---- cluster tooling -------------------------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace) -> int:
     from labkit.validate import main
@@ -260,6 +287,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--requests", type=int, default=1000)
     sp.add_argument("--concurrency", type=int, default=8)
     sp.add_argument("--json", action="store_true")
+
+    plots = sub.add_parser("plots", help="the notebooks' figures", description="the notebooks' figures")
+    ps = plots.add_subparsers(dest="plots_command", required=True, metavar="ACTION")
+    sp = add("export", cmd_plots_export, "make every notebook figure from a real lab and save PNGs", ps)
+    sp.add_argument("dir", metavar="DIR", help="output directory (created if missing)")
+    sp.add_argument("--use-running", action="store_true",
+                    help="use the running lab (LABKIT_MODE) instead of a temporary local one")
+    nbs = sub.add_parser("notebooks", help="the workbook's notebooks", description="the workbook's notebooks")
+    ns = nbs.add_subparsers(dest="notebooks_command", required=True, metavar="ACTION")
+    sp = add("reset", cmd_notebooks_reset,
+             "restore pristine notebooks (backups of the replaced ones in notebooks/.backups/)", ns)
+    sp.add_argument("names", nargs="*", metavar="NAME", help="e.g. 03-cqrs (default: all)")
+    sp.add_argument("--dry-run", action="store_true", help="show what would change")
 
     sp = add("validate", cmd_validate, "validate manifests: strict schemas + consistency checks")
     sp.add_argument("--k8s-version", default="1.33.0")

@@ -115,11 +115,11 @@ class Lab:
             raise LabError(f"{service} {method} {path} -> {response.status_code}: {detail}")
         return body
 
-    def command(self, name: str, **body: Any) -> dict[str, Any]:
+    def command(self, name: str, /, **body: Any) -> dict[str, Any]:
         """Send a CQRS command, e.g. `lab.command("create-user", name="Kim", email=...)`."""
         return self._call("command-service", "POST", f"/api/commands/{name}", json=body)
 
-    def query(self, name: str, **params: Any) -> dict[str, Any]:
+    def query(self, name: str, /, **params: Any) -> dict[str, Any]:
         """Ask the read side, e.g. `lab.query("users")`, `lab.query("user-stats")`."""
         return self._call("query-service", "GET", f"/api/queries/{name}", params=params)
 

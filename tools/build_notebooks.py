@@ -1,0 +1,1028 @@
+# ruff: noqa: E501  (this file is mostly Korean prose for markdown cells)
+"""Generate the workbook notebooks from this file: `python tools/build_notebooks.py`.
+
+Notebooks are JSON; writing them by hand invites merge conflicts and stray outputs. Each
+notebook here is a list of markdown and code cells; the generated `.ipynb` files are valid
+nbformat 4.5, with stable cell ids, and stored WITHOUT outputs or execution counts.
+
+    python tools/build_notebooks.py            # write notebooks/*.ipynb
+    python tools/build_notebooks.py --check    # exit 1 if a committed notebook is out of date
+    python tools/build_notebooks.py 03-cqrs    # only some
+
+`labkit notebooks reset` restores a student's broken notebook from git HEAD (or, outside a git
+checkout, from `render_all()` here).
+
+Conventions (docs: /DESIGN.md "Notebook conventions"): Korean narrative, English code; every
+notebook starts with `lab = labkit.connect(); lab.up()` and ends with a checkpoint cell that
+raises on failure; widget cells are `# NBVAL_IGNORE_OUTPUT` and have a plain twin cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+
+
+def md(text: str) -> tuple[str, str]:
+    return ("markdown", text.strip("\n"))
+
+
+def code(text: str) -> tuple[str, str]:
+    return ("code", text.strip("\n"))
+
+
+def setup(imports: str = "checks, plots") -> tuple[str, str]:
+    return code(f"""
+import labkit
+from labkit import {imports}
+
+lab = labkit.connect()  # 모드는 LABKIT_MODE 환경 변수로 정해진다 (기본: local)
+lab.up()                # 이미 떠 있는 것은 그대로 둔다 (idempotent): 몇 번을 실행해도 된다
+""")
+
+
+SETUP = setup()
+
+
+def checkpoint_cells(section: str, title: str) -> list[tuple[str, str]]:
+    return [
+        md(f"""
+## ✅ 실습 체크포인트: {title}
+
+아래 셀은 과정의 체크리스트를 **실제 시스템에 대고** 확인합니다. 각 줄의 `evidence`가 무엇을
+보고 통과(또는 실패)했는지 알려 줍니다. `➖ n/a`는 이 모드에서는 확인할 수 없는 항목입니다
+(이유가 함께 적혀 있습니다). 하나라도 실패하면 셀이 에러로 멈춥니다.
+"""),
+        code(f"""
+results = checks.run(lab, "{section}")
+display(checks.report(results))
+checks.assert_ok(results)
+"""),
+    ]
+
+
+# ---- 00-setup -------------------------------------------------------------------------------------
+NB_00 = [
+    md("""
+# 00. 실습 환경 준비 🛠️
+
+<div align="center">
+
+**🔄 Saga 패턴** • **📊 CQRS** • **🎭 Event Sourcing** • **🌐 Kubernetes Native**
+
+</div>
+
+## 🎯 목표
+- 이 워크북이 **무엇을 만드는지** 전체 그림을 본다
+- 내 컴퓨터(또는 클러스터)가 실습할 준비가 되었는지 `lab.doctor()`로 점검한다
+- `lab.up()` 한 줄로 전체 시스템을 **실제로** 띄우고, 무엇이 떠 있는지 확인한다
+
+> 💡 과정 원문에서는 nginx가 미리 적어 둔 JSON을 돌려주고, 사가는 `echo "SUCCESS"`, 이벤트 프로세서는 `cat`이었습니다.
+> 이 워크북에서는 **모든 것이 실제로 일어납니다**: 돈이 계좌 사이를 이동하고, 재고가 예약·해제되고,
+> 이벤트가 낙관적 동시성(expected version)으로 저장되고, 조회 모델이 로그에서 다시 만들어집니다.
+
+| 노트북 | 내용 | 과정 단계 |
+|---|---|---|
+| 00-setup | 환경 점검, 전체 시스템 기동 | Step 1-1 |
+| 01-networking | Service, DNS, Gateway/Ingress 라우팅, NetworkPolicy | Step 1-2 |
+| 02-saga | 주문 사가, 보상 트랜잭션, 장애 주입 | Step 2 |
+| 03-cqrs | 명령/조회 분리, 최종 일관성, 409 충돌 | Step 3 |
+| 04-event-sourcing | 이벤트 로그, fold, 시간 여행, 재생, 스키마 변경 | Step 4 |
+| 05-checkpoints | 전체 체크포인트 | 고급 테스트 및 검증 |
+| 06-cleanup | 만든 것만 정확히 지우기 | 실습 정리 |
+"""),
+    md("""
+## 🏗️ 전체 아키텍처
+
+과정의 아키텍처를 그대로 따르되, 가짜 대신 진짜 프로세스가 돕니다. 라우팅은 은퇴한 ingress-nginx 대신
+**Gateway API(HTTPRoute)** 를 쓰고, 과정의 Ingress는 레거시 API로 함께 둡니다 (01-networking에서 자세히).
+
+```mermaid
+graph TB
+    subgraph "Client Layer"
+        U[학생 노트북<br/>labkit]
+    end
+    subgraph "Routing Layer"
+        GW[Gateway API HTTPRoute<br/>레거시: Ingress]
+    end
+    subgraph "Saga Participants"
+        US[user-service]
+        OS[order-service]
+        IS[inventory-service]
+        PS[payment-service]
+    end
+    subgraph "Saga Orchestration"
+        SO[saga-orchestrator<br/>Job / Deployment]
+    end
+    subgraph "CQRS"
+        CS[command-service<br/>쓰기 x2]
+        QS[query-service<br/>읽기 x3]
+    end
+    subgraph "Event Sourcing"
+        ESA[event-store-api<br/>로그 조회, 재생]
+        EP[event-processor<br/>CronJob + Deployment]
+    end
+    subgraph "Data Layer"
+        WDB[(Event Store<br/>PostgreSQL / SQLite)]
+        RDB[(Read Model<br/>Redis / SQLite)]
+    end
+    U --> GW
+    GW --> US & OS & IS & PS & CS & QS & ESA
+    SO --> US & OS & IS & PS
+    US --> CS
+    US & OS & IS & PS & CS & SO --> WDB
+    ESA --> WDB
+    EP --> WDB
+    EP --> RDB
+    QS --> RDB
+    style GW fill:#ff9800
+    style SO fill:#ff5722
+    style CS fill:#2196f3
+    style QS fill:#9c27b0
+    style WDB fill:#795548
+```
+
+**두 가지 모드** — 노트북은 한 글자도 바꾸지 않고 환경 변수 `LABKIT_MODE`로 바꿉니다.
+
+| | local (기본) | cluster |
+|---|---|---|
+| 서비스 | 이 컴퓨터의 프로세스 (127.0.0.1) | Deployment + ClusterIP Service |
+| 이벤트 저장소 | SQLite 파일 (WAL) | PostgreSQL StatefulSet + PVC + Secret |
+| 조회 모델 | SQLite 파일 | Redis |
+| 서비스 주소 | `LABKIT_<SERVICE>_URL` = `http://127.0.0.1:<port>` | 같은 변수 = 클러스터 DNS 이름 |
+| 무엇을 실행하나 | `manifests/`의 컨테이너 명령 그대로 | `manifests/`를 그대로 apply |
+"""),
+    code("""
+import labkit
+from labkit import checks
+
+lab = labkit.connect()  # LABKIT_MODE=local (기본) 또는 cluster
+lab
+"""),
+    md("""
+## Step 1: 사전 점검 (`lab.doctor()`)
+
+과정에서는 `aws sts get-caller-identity`로 준비를 확인했습니다. 여기서는 파이썬 버전, 패키지, 데이터 디렉터리,
+디스크, 매니페스트를, 클러스터 모드라면 kubeconfig·API 서버·권한·Gateway API CRD·노드의 이미지까지 봅니다.
+`ok`가 `False`인 줄이 있으면 `detail`에 적힌 대로 고친 뒤 다시 실행하세요.
+"""),
+    code("""
+doctor = lab.doctor()
+doctor
+"""),
+    code("""
+problems = doctor[doctor["ok"].eq(False)]
+assert problems.empty, "doctor가 문제를 찾았습니다 / doctor found problems:\\n" + problems.to_string()
+"""),
+    md("""
+## Step 2: 전체 시스템 띄우기 (`lab.up()`)
+
+과정의 `./setup-environment.sh`에 해당합니다. local 모드에서는 `manifests/`에 적힌 컨테이너 명령
+(`python -m labkit.services.order` 등)을 같은 환경 변수 이름으로 **프로세스**로 띄우고, 모든 서비스의 `/readyz`가
+200을 돌려줄 때까지 기다립니다 (진행 표시줄이 보입니다). 이미 떠 있는 것은 건드리지 않으므로 몇 번을 실행해도 됩니다.
+"""),
+    code("""
+import time
+
+started = time.perf_counter()
+status = lab.up()  # 진행 표시줄: 준비된 서비스 수
+print(f"ready in {time.perf_counter() - started:.1f}s ({lab.mode} mode)")
+status
+"""),
+    md("""
+## 보기: 무엇이 어디서 돌고 있나
+
+- `service`: 서비스 이름 (쿠버네티스의 Service/Deployment 이름과 같음)
+- `url`: 이 모드에서 그 서비스에 닿는 주소 (HTTP가 없는 워커는 비어 있음)
+- `pid` / `status`: 프로세스 번호와 상태 (`ready` = `/readyz`가 200, `running` = HTTP 없는 워커가 살아 있음)
+
+터미널에서는 `labkit status`가 같은 표를 보여 줍니다. **매니페스트가 진실의 원천**입니다: 아래는 `manifests/`에
+선언된 워크로드와 그 컨테이너 명령이고, local 모드는 바로 이 명령을 실행합니다.
+"""),
+    code("""
+import pandas as pd
+from labkit.runtime.manifests import container_specs
+
+pd.DataFrame([{"workload": c.workload, "kind": c.kind, "step": c.step, "command": " ".join(c.command)}
+              for c in container_specs().values()])
+"""),
+    md("""
+서비스 하나에 직접 물어봅시다. 모든 서비스는 `/healthz`(살아 있나)와 `/readyz`(데이터베이스에 닿나)를 가집니다.
+query-service는 **조회 모델만** 확인한다는 점을 눈여겨 보세요 (03-cqrs에서 다시 봅니다).
+"""),
+    code("""
+lab.http("query-service").get("/readyz").json()
+"""),
+    md("""
+## 위젯: 실시간 상태 패널
+
+아래 패널의 **새로고침**을 누르거나 **자동**을 켜면 `lab.status()`가 주기적으로 다시 그려집니다.
+다른 노트북에서 프로세스를 죽였다 살릴 때 이 패널을 옆에 띄워 두면 좋습니다.
+(바로 아래의 쌍둥이 셀은 같은 함수를 그냥 호출합니다: 위젯이 없어도 같은 결과를 봅니다.)
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+from labkit import widgets
+
+widgets.status_panel(lab)
+"""),
+    code("""
+lab.status()  # 위젯의 쌍둥이: 같은 함수
+"""),
+    *checkpoint_cells("Setup", "환경 준비"),
+    md("""
+다음: **01-networking** 에서 서비스들이 서로를 어떻게 찾는지 봅니다.
+"""),
+]
+
+
+# ---- 01-networking ---------------------------------------------------------------------------------
+NB_01 = [
+    md("""
+# 01. 쿠버네티스 네이티브 네트워킹 🌐
+
+## 🎯 목표
+- 서비스가 서로를 **DNS 이름**으로 찾는 방법(서비스 디스커버리)을 확인한다
+- 외부 요청이 들어오는 길: **Gateway API(HTTPRoute)** 와 레거시 **Ingress**를 나란히 보고, 과정의 Ingress가 가진 버그를 직접 재현한다
+- 모든 경로를 실제로 호출하고, 누가 누구를 부르는지 **서비스 맵**으로 본다
+- **NetworkPolicy**가 무엇을 허용하는지 매니페스트에서 읽고, 막힌 호출을 본다 (클러스터 모드)
+
+> 과정 Step 1-2 (15분) — *추가 도구 없이 순수 Kubernetes 리소스만으로 마이크로서비스 간 통신 구현*
+"""),
+    md("""
+## 💡 개념: Service, DNS, 라우팅
+
+```mermaid
+graph LR
+    C[클라이언트<br/>Host: api.local] --> GW[Gateway<br/>HTTPRoute]
+    GW -->|/api/users| S1[user-service<br/>ClusterIP :80]
+    GW -->|/api/commands| S4[command-service<br/>ClusterIP :80]
+    GW -->|/api/queries| S5[query-service<br/>ClusterIP :80]
+    S1 -->|selector| P1[user-service Pod :8080]
+    S4 -->|selector| P4[command-service Pod x2]
+    S5 -->|selector| P5[query-service Pod x3]
+    P1 -->|http://command-service| S4
+    style GW fill:#ff9800
+    style S1 fill:#4caf50
+    style S4 fill:#4caf50
+    style S5 fill:#4caf50
+```
+
+- **ClusterIP Service**: 변하지 않는 가상 IP와 DNS 이름 `<service>.<namespace>.svc.cluster.local`을 줍니다.
+  파드가 죽고 새로 떠서 IP가 바뀌어도, 클라이언트는 이름만 알면 됩니다. 같은 네임스페이스에서는 `http://command-service`처럼 짧은 이름도 됩니다.
+- **서비스 디스커버리**: 각 서비스는 동료의 주소를 `LABKIT_<SERVICE>_URL` 환경 변수로 받습니다.
+  클러스터에서는 그 값이 DNS 이름이고, local 모드에서는 같은 변수에 `http://127.0.0.1:<port>`가 들어갑니다. 코드는 똑같습니다.
+- **라우팅**: 클러스터 밖의 요청은 Gateway가 경로 접두사(`/api/users` ...)를 보고 해당 Service로 보냅니다.
+"""),
+    SETUP,
+    md("""
+## Step 1: 서비스 디스커버리 — 누가 어디에 있나
+
+과정의 `nslookup command-service.ecommerce-microservices.svc.cluster.local`이 하는 일을 표로 봅니다:
+같은 서비스가 클러스터에서는 어떤 이름이고, 지금 이 실습에서는 어디에 있는지.
+"""),
+    code("""
+import pandas as pd
+from labkit.config import service_url_var
+
+http_services = ["user-service", "order-service", "inventory-service", "payment-service",
+                 "command-service", "query-service", "event-store-api"]
+pd.DataFrame([{"service": name,
+               "env var": service_url_var(name),
+               "cluster DNS": f"http://{name}.{lab.settings.namespace}.svc.cluster.local",
+               f"this lab ({lab.mode})": lab.url(name)}
+              for name in http_services])
+"""),
+    md("""
+user-service는 `POST /api/users`를 받으면 직접 쓰지 않고 **command-service에 전달**합니다
+(`user-*` 스트림에 쓰는 것은 command-service 하나뿐). 매니페스트는 그 주소를 이렇게 줍니다:
+"""),
+    code("""
+from labkit.runtime.manifests import container_specs
+
+{k: v for k, v in container_specs()["user-service"].literal_env.items() if k.endswith("_URL")}
+"""),
+    md("""
+실제로 불러 봅시다. user-service → command-service 호출이 성공하면 이벤트 저장소에 `user-<id>` 스트림이 생기고,
+그 이벤트의 `metadata.command`가 command-service가 썼다는 증거입니다.
+"""),
+    code("""
+import uuid
+
+resp = lab.http("user-service").post("/api/users", json={"name": "김네트",
+                                                         "email": f"net.{uuid.uuid4().hex[:6]}@example.com"})
+print(resp.status_code, resp.json())
+first_event = lab.stream(f"user-{resp.json()['id']}")[0]
+first_event["event_type"], first_event["metadata"]
+"""),
+    md("""
+## Step 2: 라우팅 표 — HTTPRoute 와 레거시 Ingress
+
+과정은 `ingress-nginx` 컨트롤러 v1.8.1을 설치하고 아래 주석이 붙은 Ingress를 만들었습니다.
+
+```yaml
+annotations:
+  nginx.ingress.kubernetes.io/rewrite-target: /
+```
+
+여기에는 두 가지 문제가 있습니다.
+
+1. **ingress-nginx는 은퇴했습니다 (2026년 3월).** 쿠버네티스 SIG Network가 유지보수 종료를 발표했고, 그 뒤로는
+   릴리스도 보안 패치도 없습니다. `Ingress` API 자체는 남아 있지만(더 이상 발전하지 않음), 새 라우팅 표준은
+   **Gateway API**(`Gateway` + `HTTPRoute`)입니다. 이 실습은 HTTPRoute를 주로 쓰고, 과정의 Ingress는 레거시로 함께 둡니다.
+2. **`rewrite-target: /` 버그.** 이 주석은 일치한 경로를 통째로 `/`로 바꿔서 보냅니다. `/api/users/42`가
+   서비스에는 `/`로 도착하므로, 진짜 API라면 모든 경로가 404가 됩니다. 과정에서는 nginx가 고정 응답을 돌려줬기에
+   드러나지 않았을 뿐입니다. `manifests/01-networking/ingress.yaml`에서는 이 주석을 뺐습니다.
+"""),
+    code("""
+lab.routes()  # 경로 -> 서비스, HTTPRoute와 Ingress가 선언한 것, 이 모드에서 닿는 URL
+"""),
+    md("""
+`rewrite-target: /`가 하던 일을 직접 재현해 봅시다: 같은 서비스에 원래 경로와 `/`로 바뀐 경로를 보냅니다.
+"""),
+    code("""
+for path in ["/api/queries/users", "/"]:
+    r = lab.http("query-service").get(path)
+    print(f"GET {path:<20} -> {r.status_code}  {r.text[:60]}")
+assert lab.http("query-service").get("/").status_code == 404  # 경로를 잃으면 API도 잃는다
+"""),
+    md("""
+## Step 3: 모든 경로 호출하기
+
+과정의 `curl -s -H "Host: api.local" http://nginx-ingress-controller/api/users`에 해당합니다.
+클러스터 모드에서는 **Gateway**를 통해(`Host: api.local`), local 모드에서는 각 서비스의 주소로 보내고,
+그 주소의 `/healthz`에게 "너 누구니?"를 물어 올바른 서비스가 답했는지 확인합니다.
+명령 경로에는 빈 본문을 보내므로 422(검증 실패)가 정답입니다: 아무것도 쓰지 않고 응답만 확인합니다.
+"""),
+    code("""
+routes_called = pd.DataFrame(checks.probe_routes(lab))
+routes_called
+"""),
+    md("""
+## 보기: 서비스 맵
+
+`labkit.topology.call_graph()`는 서비스 레지스트리(`labkit/services/registry.py`)에서 호출 관계를 읽습니다.
+주황색은 게이트웨이 라우트, 파란색은 서비스 간 HTTP 호출, 갈색 점선은 데이터베이스 접근입니다.
+NetworkPolicy는 바로 이 선들만 허용하도록 만들어져 있습니다.
+"""),
+    code("""
+from labkit.topology import call_graph
+
+plots.service_map(call_graph())
+"""),
+    md("""
+## Step 4: NetworkPolicy — 허용된 길만 열린다
+
+`manifests/01-networking/networkpolicies.yaml`은 먼저 네임스페이스의 **모든 트래픽을 막고**(`default-deny-all`),
+실제 호출 경로 하나하나만 허용합니다. 아래 표는 그 매니페스트를 읽은 것입니다.
+"""),
+    code("""
+policies = checks.network_policy_rules()
+print(f"{policies['policy'].nunique()} policies, {len(policies)} rules")
+policies[policies["policy"].isin(["default-deny-all", "allow-ingress-postgres", "allow-ingress-command-service"])]
+"""),
+    md("""
+**막힌 호출 보기.** 과정의 `load-tester` 파드(네임스페이스 `testing`)는 서비스들을 부를 수 있지만(허용 규칙이 있음),
+PostgreSQL에는 닿을 수 없습니다(허용 목록에 없음). 클러스터 모드에서는 실제로 `kubectl exec`로 두 호출을 해 봅니다.
+
+local 모드에서는 모든 서비스가 같은 컴퓨터의 `127.0.0.1` 프로세스라서 누구나 누구에게나 연결할 수 있습니다.
+NetworkPolicy는 클러스터의 CNI(kind의 kindnet, Calico, Cilium, EKS의 VPC CNI)가 **패킷 단계에서** 집행하는 것이라
+local 모드에는 대응물이 없습니다. `LABKIT_MODE=cluster`로 같은 셀을 실행하면 막히는 것을 볼 수 있습니다.
+"""),
+    code("""
+if lab.mode == "cluster":
+    ns = lab.settings.namespace
+    code_ok, out_ok = checks.load_tester(lab, "curl", "-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}",
+                                         f"http://query-service.{ns}.svc.cluster.local/api/queries/users")
+    print(f"allowed: load-tester -> query-service      exit={code_ok} http={out_ok}")
+    code_denied, out_denied = checks.load_tester(lab, "curl", "-sS", "-m", "3",
+                                                 f"http://postgres.{ns}.svc.cluster.local:5432/")
+    print(f"denied:  load-tester -> postgres:5432      exit={code_denied} {out_denied[-120:]}")
+    # 28 = timeout (packets dropped), 7 = refused: either way, NetworkPolicy stopped it.
+    # 52 ("empty reply") would mean PostgreSQL was reached: the CNI does not enforce policies.
+    assert code_ok == 0 and code_denied in (7, 28), "NetworkPolicy is not enforced by this cluster's CNI"
+else:
+    print("local mode: every service is a process on 127.0.0.1; NetworkPolicy is enforced by a "
+          "cluster's CNI, so there is nothing to block here. Run with LABKIT_MODE=cluster to see "
+          "load-tester -> postgres:5432 time out.")
+"""),
+    *checkpoint_cells("Kubernetes Native", "Kubernetes Native 구성"),
+    md("""
+## 💡 회고
+- **Kubernetes Native**: 순수 Kubernetes 리소스(Service, DNS, HTTPRoute, NetworkPolicy)만으로 구현한 소감은?
+- Service Mesh(Day 2)가 주는 것(mTLS, 고급 라우팅)과 비교해, 지금 무엇이 부족하다고 느꼈나요?
+- 과정의 `rewrite-target: /` 같은 설정 하나가 왜 모든 경로를 깨뜨릴 수 있을까요? 그런 실수는 어떻게 미리 잡을까요?
+"""),
+]
+
+
+# ---- 03-cqrs -----------------------------------------------------------------------------------------
+NB_03 = [
+    md("""
+# 03. CQRS: 쓰기와 읽기를 나눈다 📊
+
+## 🎯 목표
+- **명령(Command)** 은 command-service로만, **조회(Query)** 는 query-service의 조회 모델에서만 일어나는 것을 확인한다
+- **최종 일관성**을 눈으로 본다: 명령이 조회에 보이기까지의 지연을 재고, 일부러 낡은 읽기를 만든 뒤 따라잡는 것을 본다
+- 두 사람이 동시에 고칠 때 생기는 **409 충돌**과 `expected_version`으로 해결하는 법을 익힌다
+- 왜 query-service만 따로(3개) 확장하는지 이해한다
+
+> 과정 Step 3 (30분) — 과정에서는 command-service가 `"status": "accepted"`를, query-service가 고정된 사용자 2명을 돌려줬습니다.
+> 여기서는 명령이 이벤트가 되고, 이벤트가 조회 모델이 됩니다.
+"""),
+    md("""
+## 💡 개념: 명령과 조회의 분리
+
+```mermaid
+graph LR
+    C[클라이언트] -->|POST /api/commands/*| CS[command-service<br/>쓰기 x2]
+    CS -->|append + expected_version| ES[(Event Store)]
+    ES -->|catch-up 구독| EP[event-processor<br/>projection]
+    EP -->|materialized view + checkpoint| RM[(Read Model)]
+    C -->|GET /api/queries/*| QS[query-service<br/>읽기 x3]
+    QS --> RM
+    style CS fill:#2196f3
+    style QS fill:#9c27b0
+    style ES fill:#795548
+```
+
+- 명령의 응답에는 그 이벤트가 로그에 놓인 **`position`** 이 있습니다.
+- 조회의 응답에는 조회 모델이 어디까지 반영했는지 **`checkpoint`** 가 있습니다.
+- `checkpoint >= position`이면 내가 쓴 것이 보입니다. 그 전에는 **낡은(stale) 읽기**입니다. 이것이 최종 일관성입니다.
+"""),
+    SETUP,
+    md("""
+## Step 1: 명령 보내기
+
+과정의 `curl -X POST .../api/commands/create-user`입니다. 응답의 `status: accepted`, `position`, `version`을 보세요.
+"""),
+    code("""
+import uuid
+
+tag = uuid.uuid4().hex[:6]
+created = lab.command("create-user", name="김민수", email=f"minsu.{tag}@example.com", tier="premium")
+created
+"""),
+    code("""
+user_id = created["user_id"]
+updated = lab.command("update-user", user_id=user_id, email=f"minsu.kim.{tag}@example.com")
+updated
+"""),
+    md("""
+## Step 2: 조회하기
+
+과정의 `/api/queries/users`, `/api/queries/user-stats`입니다. `source: materialized_view`와 `checkpoint`를 보세요.
+방금 쓴 것이 보이도록 먼저 조회 모델이 그 위치까지 따라올 때까지 기다립니다.
+"""),
+    code("""
+waited = lab.wait_for_projection(updated["position"])
+print(f"projection caught up after {waited * 1000:.1f} ms")
+lab.query(f"users/{user_id}")
+"""),
+    code("""
+lab.query("user-stats")
+"""),
+    code("""
+import pandas as pd
+
+page = lab.query("users", limit=5)
+print("source:", page["source"], "| checkpoint:", page["checkpoint"], "| total:", page["total"])
+pd.DataFrame(page["users"])
+"""),
+    md("""
+## Step 3: 최종 일관성 재기
+
+명령 20개를 하나씩 보내고, 각각 query-service에 보일 때까지 걸린 시간을 잽니다.
+회색은 command-service가 명령을 처리한 시간, 파란색은 그 뒤 조회 모델에 반영되기까지의 지연입니다.
+"""),
+    code("""
+lag = lab.projection_lag(20)
+lag[["command_ms", "lag_ms"]].describe().round(1)
+"""),
+    code("""
+plots.projection_lag(lag)
+"""),
+    md("""
+## Step 4: 일부러 낡은 읽기 만들기
+
+조회 모델을 만드는 **event-processor**를 죽이고(`kill -9`), 명령을 하나 보낸 뒤 읽어 봅니다.
+명령은 성공하지만(쓰기 쪽은 멀쩡함), 조회는 옛날 값을 돌려줍니다. 체크포인트가 명령의 위치보다 뒤에 있습니다.
+"""),
+    code("""
+killed = lab.kill("event-processor")  # 프로젝션을 만드는 프로세스를 죽인다
+renamed = lab.command("update-user", user_id=user_id, name="김민수 (개명)")
+stale = lab.query(f"users/{user_id}")
+print("command wrote at position :", renamed["position"])
+print("read model checkpoint     :", stale["checkpoint"])
+print("name the query returns    :", stale["name"])
+if lab.mode == "local":  # in a cluster the Deployment may restart the pod before we read
+    assert stale["checkpoint"] < renamed["position"] and stale["name"] != "김민수 (개명)"
+lab.checkpoints()  # behind: 조회 모델이 로그 끝에서 몇 칸 뒤에 있나
+"""),
+    md("""
+이제 `lab.up()`으로 죽은 것만 다시 띄웁니다 (쿠버네티스라면 Deployment가 알아서 하는 일).
+프로세서는 **체크포인트부터** 이어서 처리하므로, 놓친 이벤트 없이 따라잡습니다.
+"""),
+    code("""
+_ = lab.up()
+waited = lab.wait_for_projection(renamed["position"])
+fresh = lab.query(f"users/{user_id}")
+print(f"caught up {waited * 1000:.0f} ms after the restart: name = {fresh['name']}, checkpoint = {fresh['checkpoint']}")
+assert fresh["name"] == "김민수 (개명)"
+lab.checkpoints()
+"""),
+    md("""
+## Step 5: 동시에 고치면? — 409와 `expected_version`
+
+두 사람(A, B)이 같은 사용자를 같은 버전에서 읽고 동시에 고칩니다. 이벤트 저장소는 **기대한 버전이 지금 버전과
+같을 때만** 이벤트를 붙입니다. 먼저 온 A는 성공하고, B는 `409 version_conflict`를 받습니다. 덮어쓰기는 없습니다.
+"""),
+    code("""
+commands = lab.http("command-service")
+version = commands.get(f"/api/commands/users/{user_id}/version").json()["version"]  # 둘 다 이 버전을 읽었다
+first = commands.post("/api/commands/update-user",
+                      json={"user_id": user_id, "name": "A가 고친 이름", "expected_version": version})
+second = commands.post("/api/commands/update-user",
+                       json={"user_id": user_id, "name": "B가 고친 이름", "expected_version": version})
+print("A:", first.status_code, first.json()["status"], "-> version", first.json()["version"])
+print("B:", second.status_code, second.json())
+assert (first.status_code, second.status_code) == (202, 409)
+"""),
+    md("""
+B가 할 일: **다시 읽고**(새 버전), 바꿀 내용을 다시 판단한 뒤 새 버전으로 재시도합니다.
+"""),
+    code("""
+current = commands.get(f"/api/commands/users/{user_id}/version").json()["version"]
+retry = lab.command("update-user", user_id=user_id, name="B가 고친 이름", expected_version=current)
+print(f"B retried at version {current}: {retry['status']} -> version {retry['version']}")
+"""),
+    md("""
+## Step 6: 왜 query-service만 3개인가
+
+과정의 매니페스트도 command-service는 2개, query-service는 3개였습니다. 쇼핑몰은 목록·상세 조회가 쓰기보다 훨씬 많고,
+query-service는 상태가 없어(조회 모델만 읽음) 복제본을 늘리기만 하면 됩니다. 쓰기는 스트림마다 버전 순서로
+직렬화되므로 복제본을 늘려도 한 스트림의 처리량은 늘지 않습니다. 두 쪽이 분리되어 있으니 **각자 필요한 만큼** 확장합니다.
+"""),
+    code("""
+import statistics
+import time
+
+from labkit.runtime.manifests import load_step
+
+
+def timed_ms(fn, n):
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t) * 1000)
+    return statistics.median(samples)
+
+
+deployments = {o["metadata"]["name"]: o for o in load_step("03-cqrs") if o["kind"] == "Deployment"}
+read_ms = timed_ms(lambda: lab.query("users", limit=20), 30)
+write_ms = timed_ms(lambda: lab.command("create-user", name="Scale",
+                                        email=f"scale.{uuid.uuid4().hex[:8]}@example.com"), 10)
+pd.DataFrame([
+    {"deployment": "command-service", "replicas": deployments["command-service"]["spec"]["replicas"],
+     "database": "event store (PostgreSQL)", "median ms here": round(write_ms, 1)},
+    {"deployment": "query-service", "replicas": deployments["query-service"]["spec"]["replicas"],
+     "database": "read model (Redis)", "median ms here": round(read_ms, 1)},
+])
+"""),
+    md("""
+## 보기: 조회 모델의 상태 변화
+
+사용자 3명을 만든 뒤 비활성화(deactivate) 명령을 보내고, 조회 모델(`user-stats`)의 상태별 사용자 수를 전후로 비교합니다.
+"""),
+    code("""
+from labkit.figures import create_users, users_by_status
+
+leavers = create_users(lab, 3, prefix="Leaver")
+lab.wait_for_projection(leavers[-1]["position"], "user-stats")
+before = users_by_status(lab)
+for accepted in leavers:
+    last = lab.command("deactivate-user", user_id=accepted["user_id"], reason="03-cqrs 실습")
+lab.wait_for_projection(last["position"], "user-stats")
+after = users_by_status(lab)
+print("before:", before, "after:", after)
+plots.projection_state(before, after, "사용자 상태별 수: 비활성화 명령 3개 전후 (조회 모델)",
+                       xlabel="사용자 상태 (status)", ylabel="사용자 수")
+"""),
+    *checkpoint_cells("CQRS", "CQRS 패턴"),
+    md("""
+## 💡 회고
+- **데이터 일관성 모델**: 방금 본 지연(수 ms ~ 수십 ms)이 사용자에게 문제가 되는 화면은 어디일까요? 어떻게 숨길까요
+  (예: 명령 응답의 `position`을 기다렸다가 보여 주기)?
+- **복잡도 분석**: CQRS가 시스템에 더한 것(프로세서, 체크포인트, 두 번째 데이터베이스)은 무엇이고, 그만한 가치가 있나요?
+- 409를 받은 클라이언트는 언제 자동으로 재시도해도 되고, 언제 사용자에게 물어야 할까요?
+"""),
+]
+
+
+# ---- 04-event-sourcing ------------------------------------------------------------------------------------
+NB_04 = [
+    md("""
+# 04. Event Sourcing: 상태 대신 이벤트를 저장한다 🎭
+
+## 🎯 목표
+- 이벤트 로그를 **DataFrame으로** 훑어보고, 스트림 버전과 전역 위치(position)를 이해한다
+- 한 사용자의 상태를 이벤트를 **fold**해서 직접 다시 만들고, 과거 시점으로 **시간 여행**한다
+- event-processor를 **Job으로 한 번** 실행해 체크포인트가 로그 끝까지 가는 것을 본다 (과정의 CronJob)
+- 조회 모델을 지우고 **재생(replay)** 해서 똑같이 다시 만든다 (초당 이벤트 수와 함께)
+- 이벤트 스키마가 바뀔 때(v1 → v2) **업캐스터**가 옛 이벤트를 새 모양으로 읽어 주는 것을 본다
+
+> 과정 Step 4 (25분) — 과정의 이벤트 저장소는 ConfigMap의 `events.json`이었고, 이벤트 프로세서는 `cat`이었습니다.
+"""),
+    md("""
+## 💡 개념: 로그가 진실, 상태는 계산 결과
+
+```mermaid
+graph LR
+    subgraph "stream user-42 (버전 1, 2, 3)"
+        E1["v1 UserCreated<br/>position 7"] --> E2["v2 UserUpdated<br/>position 12"] --> E3["v3 UserDeactivated<br/>position 30"]
+    end
+    E3 -->|fold| S["현재 상태<br/>status=inactive, version=3"]
+    E1 & E2 & E3 -->|projector| RM[(Read Model)]
+    RM -.->|replay: 지우고 0부터 다시| RM
+    style S fill:#4caf50
+    style RM fill:#795548
+```
+
+- **스트림**(`user-<id>`)마다 버전이 1, 2, 3 ... 빈틈 없이 붙고, 로그 전체에는 **전역 위치**가 붙습니다.
+- 이벤트는 지우거나 고치지 않습니다 (append-only). 현재 상태는 이벤트를 처음부터 적용(fold)한 결과입니다.
+- 조회 모델은 언제든 지우고 로그에서 다시 만들 수 있는 **캐시**입니다.
+"""),
+    SETUP,
+    md("""
+## Step 1: 이력이 있는 사용자 만들기
+
+가입 → 이메일 변경 → 이름 변경 → 탈퇴. 명령 하나가 이벤트 하나가 됩니다.
+"""),
+    code("""
+import uuid
+
+import pandas as pd
+
+tag = uuid.uuid4().hex[:6]
+c = lab.command("create-user", name="이서연", email=f"seoyeon.{tag}@example.com")
+user_id = c["user_id"]
+u1 = lab.command("update-user", user_id=user_id, email=f"seoyeon.lee.{tag}@example.com")
+u2 = lab.command("update-user", user_id=user_id, name="이서연 (VIP)")
+d = lab.command("deactivate-user", user_id=user_id, reason="탈퇴 요청")
+pd.DataFrame([c, u1, u2, d])[["type", "event_type", "version", "position"]]
+"""),
+    md("""
+## Step 2: 로그 훑어보기
+
+과정의 `curl .../api/events`입니다. `lab.events()`는 event-store-api가 돌려주는 전역 로그를 DataFrame으로 만듭니다.
+"""),
+    code("""
+head = int(lab.checkpoints()["head"].iloc[0])
+recent = lab.events(after=max(0, head - 10))
+recent[["position", "stream_id", "version", "event_type", "schema_version", "data", "recorded_at"]]
+"""),
+    code("""
+lab.events(stream=f"user-{user_id}")[["position", "version", "event_type", "data", "metadata"]]
+"""),
+    code("""
+lab.http("event-store-api").get("/api/events/stats").json()
+"""),
+    md("""
+## Step 3: fold — 이벤트로 상태 다시 만들기
+
+이벤트 하나를 상태에 적용하는 함수(`apply`)를 직접 써 보고, 스트림의 이벤트를 순서대로 적용합니다.
+결과를 labkit의 fold(`lab.user_at`)와 query-service의 조회 모델과 비교합니다. 셋이 같아야 합니다.
+"""),
+    code("""
+def apply(state, event):
+    data = event["data"]
+    if event["event_type"] == "UserCreated":
+        return {"id": data["user_id"], "name": data["name"], "email": data["email"],
+                "status": "active", "tier": data.get("tier", "standard"), "version": event["version"]}
+    if event["event_type"] == "UserUpdated":
+        changed = {k: data[k] for k in ("name", "email") if k in data}
+        return {**state, **changed, "version": event["version"]}
+    if event["event_type"] == "UserDeactivated":
+        return {**state, "status": "inactive", "version": event["version"]}
+    return {**state, "version": event["version"]}
+
+
+state = {}
+for event in lab.stream(f"user-{user_id}"):
+    state = apply(state, event)
+    print(f"v{event['version']} {event['event_type']:<16} -> name={state['name']!r}, status={state['status']}")
+"""),
+    code("""
+lab.wait_for_projection(d["position"])
+folded = lab.user_at(user_id)
+view = lab.query(f"users/{user_id}")
+fields = ["name", "email", "status", "tier", "version"]
+comparison = pd.DataFrame({"my fold": {k: state[k] for k in fields},
+                           "lab.user_at": {k: folded[k] for k in fields},
+                           "query-service": {k: view[k] for k in fields}})
+assert comparison.nunique(axis=1).eq(1).all(), comparison
+comparison
+"""),
+    md("""
+## Step 4: 시간 여행
+
+`lab.user_at(user_id, position)`은 그 위치까지의 이벤트만 fold합니다. 로그가 있으니 **어느 과거 시점의 상태든** 다시 만들 수 있습니다.
+"""),
+    code("""
+pd.DataFrame([{"position": e["position"], "event": e["event_type"],
+               **{k: lab.user_at(user_id, e["position"])[k] for k in ("name", "email", "status", "version")}}
+              for e in lab.stream(f"user-{user_id}")])
+"""),
+    md("""
+## Step 5: event-processor를 Job으로 실행하기
+
+과정의 event-processor는 5분마다 도는 **CronJob**이었습니다. 여기서도 클러스터에는 같은 CronJob(한 번 따라잡고 끝남)과,
+계속 따라가는 Deployment(`--follow`)가 있습니다. 계속 도는 프로세서를 멈추고 명령을 보내면 조회 모델이 뒤처집니다.
+그다음 Job을 한 번 돌리면(`kubectl create job --from=cronjob/event-processor`와 같음) 체크포인트가 로그 끝까지 갑니다.
+"""),
+    code("""
+from labkit.figures import create_users
+
+lab.kill("event-processor")  # 계속 따라가는 프로세서를 멈춘다
+batch = create_users(lab, 5, prefix="Batch")
+behind = lab.checkpoints()
+behind
+"""),
+    code("""
+job_output = lab.run_job("event-processor")  # 한 번 따라잡고 끝나는 Job
+print(job_output[-300:])
+after_job = lab.checkpoints()
+assert (after_job["behind"] == 0).all(), after_job
+after_job
+"""),
+    code("""
+_ = lab.up()  # 계속 따라가는 프로세서를 다시 띄운다
+lab.status()
+"""),
+    md("""
+## Step 6: 재생(replay) — 조회 모델을 지우고 다시 만들기
+
+과정의 `curl -X POST .../api/events/replay`입니다. 재생은 조회 모델과 체크포인트를 지우고 **위치 0부터** 다시 적용합니다.
+재생 결과가 재생 전과 같아야 합니다. 측정이 의미 있도록 먼저 이벤트를 200개 더 만듭니다.
+
+재생하는 동안에는 계속 따라가는 프로세서를 멈춥니다 (클러스터라면 follow Deployment를 0으로 줄이는 것과 같습니다).
+그대로 두면 지워진 조회 모델을 두 쪽이 동시에 채우려 합니다. 체크포인트의 compare-and-set 덕분에 데이터가
+망가지지는 않지만, 누가 얼마나 처리했는지 측정값이 흐려집니다.
+"""),
+    code("""
+from labkit.figures import users_by_status
+
+filler = create_users(lab, 200, prefix="Replay")
+lab.wait_for_projection(filler[-1]["position"])
+before = users_by_status(lab)
+lab.kill("event-processor")  # 재생하는 동안 멈춘다
+runs = [lab.replay() for _ in range(3)]  # event-store-api: POST /api/events/replay
+pd.DataFrame(runs)[["replay_id", "events_count", "seconds", "events_per_s", "position"]]
+"""),
+    code("""
+plots.replay_throughput(runs)
+"""),
+    md("""
+같은 재생을 이 노트북 프로세스 안에서 **진행 표시줄**과 함께 돌려 봅니다 (local 모드: 같은 SQLite 파일을 엽니다).
+클러스터 모드에서는 매니페스트의 재생 Job(`event-replay`)을 실행합니다.
+"""),
+    code("""
+if lab.mode == "local":
+    from labkit.projections.replay import replay
+    from labkit.store.factory import open_event_store, open_read_store
+
+    with open_event_store(lab.settings) as es, open_read_store(lab.settings) as rs:
+        stats = replay(es, rs, progress=True, batch_size=200)
+    print(f"{stats.events} events in {stats.seconds:.3f}s = {stats.events_per_s:,.0f} events/s")
+else:
+    print(lab.run_job("event-replay"))
+"""),
+    code("""
+_ = lab.up()  # 따라가는 프로세서를 다시 띄운다
+lab.wait_for_projection(int(lab.checkpoints()["head"].iloc[0]))
+after = users_by_status(lab)
+assert after == before, (before, after)
+plots.projection_state(before, after, "재생 전후의 사용자 조회 모델: 같아야 한다",
+                       xlabel="사용자 상태 (status)", ylabel="사용자 수")
+"""),
+    md("""
+## Step 7: 이벤트 스키마가 바뀌면? — 업캐스터 (v1 → v2)
+
+`UserCreated`는 처음(v1)에는 `tier`가 없었고, v2에서 `tier`(standard/premium)가 생겼습니다. 로그는 고치지 않으므로
+옛 v1 이벤트는 **쓰인 그대로** 남습니다. 대신 읽을 때 **업캐스터**가 v1을 v2 모양으로 바꿔 줍니다.
+"""),
+    code("""
+from labkit.domain import users as user_domain
+
+print("UserCreated current schema version:", user_domain.USER_CREATED_VERSION)
+print("upcaster v1 -> v2:", user_domain.upcast_user_created_v1.__doc__)
+"""),
+    md("""
+옛 시스템에서 가져온 v1 이벤트 하나를 로그에 붙입니다. 터미널이라면
+`labkit events append user-<id> UserCreated '{"user_id": ..., "name": ..., "email": ...}' --expected-version none`
+과 같은 일입니다 (이 명령은 schema v1로 씁니다). 보통은 command-service만 `user-*` 스트림에 쓰지만,
+이것은 스키마 변경 **이전에** 쓰인 이벤트를 흉내 내는 것입니다.
+"""),
+    code("""
+legacy_id = f"legacy-{uuid.uuid4().hex[:6]}"
+v1_data = {"user_id": legacy_id, "name": "박옛날", "email": f"{legacy_id}@example.com"}  # no "tier": v1
+if lab.mode == "local":
+    from labkit.domain.events import NewEvent
+    from labkit.store.factory import open_event_store
+
+    with open_event_store(lab.settings) as es:
+        written = es.append(f"user-{legacy_id}", [NewEvent("UserCreated", v1_data, schema_version=1)], "none")
+    print("appended at position", written.positions[0])
+else:
+    import json
+    import subprocess
+
+    done = subprocess.run(["kubectl", "exec", "-n", lab.settings.namespace, "deploy/event-store-api", "--",
+                           "python", "-m", "labkit.cli", "events", "append", f"user-{legacy_id}", "UserCreated",
+                           json.dumps(v1_data), "--expected-version", "none"], capture_output=True, text=True)
+    print(done.stdout, done.stderr)
+"""),
+    md("""
+읽어 보면: event-store-api는 **v2** 이벤트를 돌려주고(`tier`가 채워짐), 조회 모델에도 `tier`가 있습니다.
+local 모드라면 SQLite에 저장된 원본이 여전히 v1인 것도 확인합니다.
+"""),
+    code("""
+read_back = lab.stream(f"user-{legacy_id}")[0]
+print("read back: schema_version =", read_back["schema_version"], "| data =", read_back["data"])
+assert read_back["schema_version"] == 2 and read_back["data"]["tier"] == "standard"
+
+if lab.mode == "local":
+    import sqlite3
+
+    with sqlite3.connect(lab.settings.events_db) as db:
+        raw = db.execute("SELECT schema_version, data FROM events WHERE stream_id = ?",
+                         (f"user-{legacy_id}",)).fetchone()
+    print("stored:    schema_version =", raw[0], "| data =", raw[1])
+    assert raw[0] == 1
+
+lab.wait_for_projection(read_back["position"])
+lab.query(f"users/{legacy_id}")
+"""),
+    *checkpoint_cells("Event Sourcing", "Event Sourcing"),
+    md("""
+## 💡 회고
+- **상태 복원 메커니즘**: 조회 모델을 통째로 잃어도 괜찮은 이유는? 이벤트 로그를 잃으면요?
+- 재생이 초당 수만 이벤트라면, 이벤트가 10억 개일 때는? 스냅샷은 언제 필요할까요?
+- 이벤트 스키마를 바꿀 때 업캐스터 대신 로그를 고쳐 쓰면(마이그레이션) 무엇을 잃을까요?
+"""),
+]
+
+
+# ---- 06-cleanup ---------------------------------------------------------------------------------------
+NB_06 = [
+    md("""
+# 06. 실습 정리 🧹
+
+## 🎯 목표
+- 이 실습이 만든 것**만** 정확히 지운다: local 모드는 프로세스와 데이터 디렉터리, 클러스터 모드는 라벨이 붙은 오브젝트와 네임스페이스
+- 정말로 **아무것도 남지 않았는지** 확인한다
+
+> 과정의 `./cleanup-all.sh`와 `kubectl delete namespace ecommerce-microservices`에 해당합니다.
+> labkit은 이름으로 프로세스를 죽이지 않습니다(`pkill` 금지): 자기가 띄운 pid만, 시작 시각까지 확인하고 멈춥니다.
+> 클러스터에서는 `app.kubernetes.io/part-of=labkit` 라벨이 붙은 것만 지웁니다.
+"""),
+    md("""
+먼저 정리할 것이 있도록 시스템을 띄웁니다 (이미 떠 있으면 그대로).
+"""),
+    setup("checks"),
+    md("""
+## Step 1: 지금 떠 있는 것
+"""),
+    code("""
+import pandas as pd
+
+before = lab.status()
+before
+"""),
+    code("""
+# local mode: processes on this machine started for this lab's data directory
+pd.DataFrame(checks.lab_processes(lab)) if lab.mode == "local" else "cluster mode: see lab.status() above"
+"""),
+    md("""
+## Step 2: 멈추기 (`lab.down()`)
+
+local 모드에서는 기록해 둔 pid에 SIGTERM을 보내고, 10초 안에 끝나지 않으면 SIGKILL합니다.
+클러스터 모드에서는 라벨이 붙은 오브젝트와 네임스페이스를 지우고 사라질 때까지 기다립니다.
+"""),
+    code("""
+stopped = lab.down()
+stopped
+"""),
+    code("""
+lab.status()
+"""),
+    md("""
+## Step 3: 데이터까지 지우기 (`lab.reset()`)
+
+local 모드: 이벤트 저장소, 조회 모델, 로그, 포트 기록이 든 데이터 디렉터리를 지웁니다.
+클러스터 모드: 네임스페이스째(PostgreSQL의 PVC와 Secret 포함) 지웁니다.
+"""),
+    code("""
+data_dir = lab.settings.data_dir
+lab.reset()
+print(f"{data_dir} exists: {data_dir.exists()}")
+"""),
+    md("""
+## 보기: 정말 아무것도 없나
+"""),
+    code("""
+leftovers = checks.lab_processes(lab) if lab.mode == "local" else []
+print("processes left:", leftovers or "none")
+lab.status()
+"""),
+    *checkpoint_cells("Cleanup", "실습 정리"),
+    md("""
+## 💡 실습 회고
+
+### 🤝 팀 회고 (15분)
+1. **패턴 비교**: Saga, CQRS, Event Sourcing 중 어떤 패턴이 가장 유용했나?
+2. **Kubernetes Native**: 순수 Kubernetes 리소스만으로 구현한 소감은?
+3. **복잡도 분석**: 각 패턴이 시스템에 추가하는 복잡도는?
+4. **실무 적용**: 실제 프로젝트에서 어떤 패턴을 우선 적용할 것인가?
+
+### 📊 학습 성과
+- **고급 패턴**: 마이크로서비스의 핵심 패턴들을 실제로 동작하는 시스템으로 구현하고 관찰
+- **순수 K8s**: Service, DNS, Gateway API, NetworkPolicy, Job/CronJob만으로 구성
+- **분산 시스템**: 보상 트랜잭션, 최종 일관성, 낙관적 동시성, 재생을 직접 확인
+- **운영 관점**: 각 패턴의 운영 복잡도와 트레이드오프 파악
+
+### 🔮 다음 단계
+- **Day 2**: Istio Service Mesh 도입으로 고급 네트워킹 기능 추가
+- 다시 해 보려면 **00-setup** 부터 실행하세요 (`lab.up()`이 모든 것을 새로 띄웁니다).
+- 노트북을 망가뜨렸다면: 터미널에서 `labkit notebooks reset` (망가진 파일은 `notebooks/.backups/`에 남습니다).
+"""),
+]
+
+NOTEBOOKS_SPEC: dict[str, list[tuple[str, str]]] = {
+    "00-setup": NB_00,
+    "01-networking": NB_01,
+    "03-cqrs": NB_03,
+    "04-event-sourcing": NB_04,
+    "06-cleanup": NB_06,
+}
+
+
+def build(stem: str) -> nbformat.NotebookNode:
+    nb = new_notebook()
+    nb.metadata = {
+        "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+    }
+    for i, (kind, text) in enumerate(NOTEBOOKS_SPEC[stem]):
+        cell = new_markdown_cell(text) if kind == "markdown" else new_code_cell(text)
+        cell["id"] = f"{stem}-{i:02d}"
+        nb.cells.append(cell)
+    nbformat.validate(nb)
+    return nb
+
+
+def render(stem: str) -> str:
+    return nbformat.writes(build(stem), version=4) + "\n"
+
+
+def render_all() -> dict[str, str]:
+    """{file name: notebook JSON} for every notebook this file defines."""
+    return {f"{stem}.ipynb": render(stem) for stem in NOTEBOOKS_SPEC}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="notebook stems (default: all)")
+    parser.add_argument("--check", action="store_true", help="fail if a notebook is out of date")
+    args = parser.parse_args(argv)
+    stems = [n.removesuffix(".ipynb") for n in args.names] or list(NOTEBOOKS_SPEC)
+    unknown = [s for s in stems if s not in NOTEBOOKS_SPEC]
+    if unknown:
+        parser.error(f"unknown notebook(s) {unknown}; known: {', '.join(NOTEBOOKS_SPEC)}")
+    stale = []
+    for stem in stems:
+        path = NOTEBOOKS / f"{stem}.ipynb"
+        text = render(stem)
+        if args.check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(path.name)
+            continue
+        NOTEBOOKS.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path.relative_to(REPO)}")
+    if stale:
+        print("out of date (run python tools/build_notebooks.py): " + ", ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
