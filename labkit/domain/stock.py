@@ -38,7 +38,7 @@ CATALOGUE: dict[str, CatalogueItem] = {
         CatalogueItem("LAPTOP-14", "Laptop 14-inch", 129_900, 10),
         CatalogueItem("MONITOR-27", "Monitor 27-inch", 32_900, 20),
         CatalogueItem("KEYBOARD-MX", "Mechanical keyboard", 8_900, 50),
-        CatalogueItem("MOUSE-WL", "Wireless mouse", 2_500, 100),
+        CatalogueItem("MOUSE-WL", "Wireless mouse", 2_500, 10_000),  # plenty: load tests
         CatalogueItem("HEADSET-BT", "Bluetooth headset", 5_900, 3),
     )
 }

@@ -68,7 +68,7 @@ class Orders:
 def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
     es = store or open_event_store(settings)
     state = Orders()
-    p = Participant(es, state.apply, stream_prefix=o.STREAM_PREFIX)
+    p = Participant(es, state.apply, stream_prefix=o.STREAM_PREFIX, read_back=True)
     p.catch_up()
     app = make_app(SERVICE, settings, ready_checks={"event_store": es.last_position},
                    description="Orders: PENDING -> CONFIRMED | CANCELLED. Money in integer cents.")

@@ -4,8 +4,9 @@ Each participant folds the events it owns into memory once, then *catches up* be
 request: `read_all(after=<last position seen>)` returns only what is new, usually nothing or a
 few events. Decisions are made on that state under one lock per process and appended with an
 expected version, so another replica's concurrent write is a `ConcurrencyError`: catch up and
-decide again (`Participant.run`). After an append the state is caught up again from the log (the
-append is never applied twice).
+decide again (`Participant.run`). What a service appended is folded right away and skipped when
+the catch-up meets it in the log (never applied twice). A request thus costs one small query
+plus its appends.
 
 Replies: a request's first answer is stored with the event it appended (see
 `labkit.domain.idempotency`) and, for answers that appended nothing, in memory; a request
@@ -16,22 +17,26 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from labkit.domain.events import NewEvent, RecordedEvent
+from labkit.domain.events import NewEvent, RecordedEvent, encode_event
 from labkit.domain.idempotency import Replies, reply_metadata
 from labkit.store.base import AppendResult, ConcurrencyError, DuplicateEventError, EventStore
 
 #: How many times a decision is retried after a concurrent writer moved a stream.
 RETRIES = 20
 BATCH = 2000
+#: Seconds between reads of the log's head (see `Participant.catch_up`).
+HEAD_EVERY = 0.25
 
 
 @dataclass(frozen=True)
@@ -58,44 +63,88 @@ class Participant:
         *,
         stream_prefix: str | None = None,
         types: Sequence[str] | None = None,
+        read_back: bool = False,
     ) -> None:
+        """`read_back`: fold this service's own appends as the store recorded them (one read;
+        needed when the state shows `recorded_at`), instead of from the events just written."""
         self.store = store
         self._apply = apply
         self.prefix, self.types = stream_prefix, list(types) if types else None
+        self.read_back = read_back
         self.replies = Replies()
         #: Held while deciding and appending: one decision at a time in this process.
         self.lock = threading.RLock()
+        #: Every event of ours at or below it is folded.
         self.position = 0
+        #: Positions of our own appends folded already (ahead of `position`): skip them once.
+        self._ahead: set[int] = set()
+        self._head_read = 0.0
 
     def catch_up(self) -> int:
         """Fold every new event of this service; returns how many there were."""
         with self.lock:
             seen = 0
             while True:
-                # The head is read first: every event at or below it is visible to the query
-                # below, so once that query comes back short the position can jump to the head
-                # (past other services' events) without ever skipping one of ours.
-                head = self.store.last_position()
+                # Now and then the head is read first: every event at or below it is visible to
+                # the query below, so once that query comes back short the position may jump to
+                # the head, past other services' events, without ever skipping one of ours.
+                # (In between, the query re-scans those few foreign events: cheaper than a
+                # second round trip on every request.)
+                head = 0
+                if time.monotonic() - self._head_read > HEAD_EVERY:
+                    head = self.store.last_position()
+                    self._head_read = time.monotonic()
                 batch = self.store.read_all(self.position, BATCH, stream_prefix=self.prefix,
                                             types=self.types)
+                ahead = self._ahead
                 for e in batch:
-                    self._apply(e)
-                    if "reply" in e.metadata:
-                        self.replies.observe(e.metadata)
+                    if ahead and e.position in ahead:
+                        ahead.discard(e.position)
+                        continue
+                    self._fold(e)
                 seen += len(batch)
                 if len(batch) < BATCH:
                     self.position = max(self.position, head, batch[-1].position if batch else 0)
+                    if ahead:
+                        self._ahead = {p for p in ahead if p > self.position}
                     return seen
                 self.position = batch[-1].position
 
+    def _fold(self, e: RecordedEvent) -> None:
+        self._apply(e)
+        if "reply" in e.metadata:
+            self.replies.observe(e.metadata)
+
     def append(self, stream: str, events: NewEvent | Sequence[NewEvent],
                expected: int | str) -> AppendResult:
-        """Append, then catch up (which folds the new events exactly once)."""
+        """Append, and fold what was appended exactly once (no round trip to re-read the log,
+        unless `read_back`). The expected version guarantees that the state of that stream was
+        current, so folding our events ahead of other streams' newer events is safe."""
         batch = [events] if isinstance(events, NewEvent) else list(events)
         try:
-            return self.store.append(stream, batch, expected)
-        finally:
+            result = self.store.append(stream, batch, expected)
+        except BaseException:
             self.catch_up()
+            raise
+        if not result.written:  # stored before (maybe folded already): let the log decide
+            self.catch_up()
+            return result
+        first = result.version - len(batch) + 1
+        if self.read_back:
+            recorded = self.store.read_stream(stream, first)[:len(batch)]
+        else:
+            now = datetime.now(UTC).isoformat()
+            recorded = []
+            for n, (ev, pos) in enumerate(zip(batch, result.positions, strict=True)):
+                enc = encode_event(ev)
+                recorded.append(RecordedEvent(enc.id, stream, first + n, pos, enc.type,
+                                              enc.schema_version, enc.data_json,
+                                              enc.metadata_json, now))
+        for e in recorded:
+            if e.position > self.position and e.position not in self._ahead:
+                self._ahead.add(e.position)
+                self._fold(e)
+        return result
 
     def run(self, attempt: Callable[[], JSONResponse]) -> JSONResponse:
         """Catch up and run `attempt` under the lock; after a concurrent write (another replica

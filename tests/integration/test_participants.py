@@ -422,3 +422,29 @@ def test_probes_and_openapi(services: Services) -> None:
     assert "/api/inventory/reservations" in paths and "/faults" in paths
     lines = [ln for ln in inv.log_path.read_text().splitlines() if ln.startswith("{")]
     assert lines, "the service logs JSON lines"
+
+
+# -- the shared participant machinery ---------------------------------------------------------
+
+
+def test_participant_folds_every_event_exactly_once(tmp_path) -> None:
+    """Own appends are folded at once, other writers' on the next catch-up, none twice, and
+    other services' events never, however they interleave."""
+    from labkit.domain.events import NewEvent
+    from labkit.services.participant import Participant
+
+    seen: list[str] = []
+    es = SqliteEventStore(tmp_path / "events.db")
+    p = Participant(es, lambda e: seen.append(e.id), stream_prefix="order-")
+    mine = [NewEvent("OrderPlaced", {"n": n}) for n in range(3)]
+    theirs = [NewEvent("OrderPlaced", {"n": n}) for n in range(3)]
+    for n in range(3):
+        es.append(f"saga-{n}", [NewEvent("SagaStarted", {})], "any")  # another service
+        p.append(f"order-{n}", mine[n], "none")
+        assert seen[-1] == mine[n].id  # folded without waiting for a catch-up
+        es.append(f"order-x{n}", [theirs[n]], "none")  # another replica
+    assert p.append("order-0", mine[0], "any").written is False  # a retry of the same event
+    p.catch_up()
+    p.catch_up()
+    assert sorted(seen) == sorted(e.id for e in mine + theirs)
+    assert len(seen) == 6
