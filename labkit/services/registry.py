@@ -59,7 +59,8 @@ PARTICIPANTS = ("user-service", "order-service", "inventory-service", "payment-s
 SERVICES: dict[str, ServiceSpec] = {
     s.name: s
     for s in [
-        ServiceSpec("user-service", "labkit.services.user", routes=("/api/users",), faults=True),
+        ServiceSpec("user-service", "labkit.services.user", routes=("/api/users",), faults=True,
+                    calls=("command-service",)),
         ServiceSpec("order-service", "labkit.services.order", routes=("/api/orders",), faults=True),
         ServiceSpec("inventory-service", "labkit.services.inventory",
                     routes=("/api/inventory",), faults=True),
