@@ -69,6 +69,21 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from labkit.config import Settings
+    from labkit.doctor import doctor
+
+    lab = _lab()
+    rows = doctor(Settings.from_env(), lab.runtime)
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            mark = {True: "ok", False: "FAIL", None: "?"}[r["ok"]]
+            print(f"{mark:>4}  {r['check']:<18} {r['detail']}")
+    return 0 if all(r["ok"] is not False for r in rows) else 1
+
+
 def cmd_kill(args: argparse.Namespace) -> int:
     print(f"killed {args.name}: {_lab().kill(args.name)}")
     return 0
@@ -242,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("logs", cmd_logs, "show a service's recent log lines")
     sp.add_argument("name")
     sp.add_argument("--tail", type=int, default=100)
+    sp = add("doctor", cmd_doctor, "is this machine (and cluster) ready for the lab?")
+    sp.add_argument("--json", action="store_true")
     sp = add("kill", cmd_kill, "kill a service's process (crash it on purpose)")
     sp.add_argument("name")
 
@@ -315,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from labkit.domain.events import EventValidationError
     from labkit.lab import LabError
+    from labkit.runtime.k8s_errors import ClusterError
     from labkit.runtime.local import RuntimeErrorWithHint
     from labkit.store.base import ConcurrencyError, DuplicateEventError, StoreUnavailableError
 
@@ -322,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except (LabError, RuntimeErrorWithHint, StoreUnavailableError, EventValidationError,
-            ConcurrencyError, DuplicateEventError, ValueError, KeyError) as exc:
+            ConcurrencyError, DuplicateEventError, ClusterError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

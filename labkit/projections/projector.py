@@ -46,12 +46,26 @@ class Projector:
         return {p.name: stored[p.name].position if p.name in stored else 0 for p in self.projections}
 
     def step(self) -> int:
-        """Project one batch. Returns the number of events read (0 when caught up)."""
-        cps = self.checkpoints()
-        start = min(cps.values())
-        batch = self.events.read_all(start, self.batch_size)
-        if not batch:
-            return 0
+        """Project one batch. Returns the number of events read (0 only when caught up).
+
+        If another projector commits first (checkpoint conflict), reload the checkpoints and
+        carry on from where it got to: its commit was progress, so this always terminates.
+        """
+        while True:
+            cps = self.checkpoints()
+            batch = self.events.read_all(min(cps.values()), self.batch_size)
+            if not batch:
+                return 0
+            buffer = self._project(batch, cps)
+            last = batch[-1].position
+            new = {name: max(pos, last) for name, pos in cps.items()}
+            try:
+                self.reads.commit(buffer, new, cps)
+            except CheckpointConflict:
+                continue
+            return len(batch)
+
+    def _project(self, batch: list, cps: dict[str, int]) -> WriteBuffer:
         buffer = WriteBuffer()
         add = buffer.add
         by_type = self._by_type
@@ -68,13 +82,7 @@ class Projector:
                             f"projection {p.name!r} failed on event #{e.position} ({e.type} in "
                             f"{e.stream_id}): {exc!r}"
                         ) from exc
-        last = batch[-1].position
-        new = {name: max(pos, last) for name, pos in cps.items()}
-        try:
-            self.reads.commit(buffer, new, cps)
-        except CheckpointConflict:
-            return 0  # another projector took this batch; the next step reloads checkpoints
-        return len(batch)
+        return buffer
 
     def run_once(self, progress: Callable[[int], None] | None = None) -> int:
         """Catch up to the head of the log, then return the number of events read."""

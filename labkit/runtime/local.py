@@ -95,7 +95,10 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Could a server bind the port? Like uvicorn, allow reuse of a port whose previous owner
+    left connections in TIME_WAIT (a killed service must restart on its own port at once)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True

@@ -187,3 +187,25 @@ def test_replay_equals_incrementally_built_state(history, batch) -> None:
         es.close()
         incremental.close()
         rebuilt.close()
+
+
+def test_replay_next_to_a_following_projector_still_rebuilds_everything(tmp_path: Path) -> None:
+    import threading
+
+    es = SqliteEventStore(tmp_path / "e.db")
+    created, deactivated = add_users(es, 3000)
+    reads = SqliteReadStore(tmp_path / "r.db")
+    follower = Projector(es, reads, get_projections(), batch_size=20)
+    stop = threading.Event()
+    thread = threading.Thread(target=follower.follow, args=(stop, 0.001))
+    thread.start()
+    try:
+        time.sleep(0.05)
+        stats = replay(es, reads, progress=False, batch_size=50)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert stats.position == es.last_position()
+    assert reads.get("user_stats", "summary") == {"total_users": created,
+                                                  "active_users": created - deactivated}
+    _assert_equals_fresh_replay(es, reads, tmp_path)
