@@ -1,0 +1,1 @@
+"""Where the lab runs: local processes (`local`) or a Kubernetes cluster (`cluster`)."""
