@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 _stores: dict[str, EventStore] = {}
 _stores_lock = threading.Lock()
+#: Catalogue prices per lab (a `lab.saga` is made per use; prices need not be fetched each time).
+_prices: dict[int, tuple[float, dict[str, int]]] = {}
+PRICES_TTL = 60.0
 
 
 class SagaTimeout(TimeoutError):
@@ -43,10 +46,25 @@ class SagaTimeout(TimeoutError):
 
 
 def _lab_store(lab: Any) -> EventStore:
-    """One shared event store per lab database (opening one per call would leak connections)."""
+    """One shared event store per lab database (opening one per call would leak connections).
+
+    Local mode: the lab's own database (SQLite file, or LABKIT_PG_URL). Cluster mode: the
+    cluster's PostgreSQL, through LABKIT_PG_URL (e.g. a port-forward) or, when the runtime
+    offers one, `lab.runtime.pg_url()`.
+    """
+    from dataclasses import replace
+
     from labkit.store.factory import open_event_store
 
     st = lab.settings
+    if getattr(lab, "mode", "local") == "cluster" and not st.pg_url:
+        finder = getattr(lab.runtime, "pg_url", None)
+        if finder is None:
+            raise RuntimeError(
+                "in cluster mode the saga API reads and writes the cluster's event store: set "
+                "LABKIT_PG_URL to its PostgreSQL (for example through `kubectl port-forward "
+                "svc/postgres 5432`) and LABKIT_PG_SCHEMA if it is not 'labkit'")
+        st = replace(st, pg_url=finder())
     key = f"{st.pg_url}#{st.pg_schema}" if st.pg_url else str(st.events_db)
     with _stores_lock:
         store = _stores.get(key)
@@ -69,7 +87,11 @@ class SagaClient:
     def prices(self) -> dict[str, int]:
         """Unit prices in cents: from inventory-service when a lab is running, else the catalogue."""
         if self._prices is None:
-            self._prices = _catalogue_prices(self.lab)
+            key = id(self.store)
+            cached = _prices.get(key)
+            if cached is None or time.monotonic() - cached[0] > PRICES_TTL:
+                cached = _prices[key] = (time.monotonic(), _catalogue_prices(self.lab))
+            self._prices = cached[1]
         return self._prices
 
     def place_order(self, user: str, lines: Sequence[Any], *, order_id: str | None = None,
@@ -172,6 +194,9 @@ class SagaClient:
             return describe(orch.run(saga_id))
         finally:
             orch.close()
+            close = getattr(participants, "close", None)
+            if close is not None:
+                close()
 
 
 def _catalogue_prices(lab: Any) -> dict[str, int]:

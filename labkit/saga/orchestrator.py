@@ -346,9 +346,14 @@ class Orchestrator:
         for sid in pending_saga_ids(self.store):
             self.submit(sid, stop)
         while not stop.is_set():
-            head = self.store.last_position()
-            found = self.store.read_all(cursor, batch, stream_prefix=s.STREAM_PREFIX,
-                                        types=[s.SAGA_STARTED])
+            try:
+                head = self.store.last_position()
+                found = self.store.read_all(cursor, batch, stream_prefix=s.STREAM_PREFIX,
+                                            types=[s.SAGA_STARTED])
+            except Exception as exc:  # the database is away: keep trying, do not die
+                logs.event(log, "cannot read the log; retrying in 1s", error=str(exc)[:300])
+                stop.wait(1.0)
+                continue
             for e in found:
                 self.submit(s.saga_id_of(e.stream_id), stop)
             if len(found) == batch:
