@@ -121,30 +121,33 @@ class Participant:
         unless `read_back`). The expected version guarantees that the state of that stream was
         current, so folding our events ahead of other streams' newer events is safe."""
         batch = [events] if isinstance(events, NewEvent) else list(events)
-        try:
-            result = self.store.append(stream, batch, expected)
-        except BaseException:
-            self.catch_up()
-            raise
-        if not result.written:  # stored before (maybe folded already): let the log decide
-            self.catch_up()
+        with self.lock:
+            try:
+                result = self.store.append(stream, batch, expected)
+            except BaseException:
+                self.catch_up()
+                raise
+            if not result.written:  # stored before (maybe folded already): the log decides
+                self.catch_up()
+                return result
+            for e in self._recorded(stream, batch, result):
+                if e.position > self.position and e.position not in self._ahead:
+                    self._ahead.add(e.position)
+                    self._fold(e)
             return result
+
+    def _recorded(self, stream: str, batch: list[NewEvent],
+                  result: AppendResult) -> list[RecordedEvent]:
         first = result.version - len(batch) + 1
         if self.read_back:
-            recorded = self.store.read_stream(stream, first)[:len(batch)]
-        else:
-            now = datetime.now(UTC).isoformat()
-            recorded = []
-            for n, (ev, pos) in enumerate(zip(batch, result.positions, strict=True)):
-                enc = encode_event(ev)
-                recorded.append(RecordedEvent(enc.id, stream, first + n, pos, enc.type,
-                                              enc.schema_version, enc.data_json,
-                                              enc.metadata_json, now))
-        for e in recorded:
-            if e.position > self.position and e.position not in self._ahead:
-                self._ahead.add(e.position)
-                self._fold(e)
-        return result
+            return self.store.read_stream(stream, first)[:len(batch)]
+        now = datetime.now(UTC).isoformat()
+        out = []
+        for n, (ev, pos) in enumerate(zip(batch, result.positions, strict=True)):
+            enc = encode_event(ev)
+            out.append(RecordedEvent(enc.id, stream, first + n, pos, enc.type, enc.schema_version,
+                                     enc.data_json, enc.metadata_json, now))
+        return out
 
     def run(self, attempt: Callable[[], JSONResponse]) -> JSONResponse:
         """Catch up and run `attempt` under the lock; after a concurrent write (another replica
