@@ -57,6 +57,34 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return out
 
 
+class AccessLog:
+    """One JSON log line per request (not for probes), as plain ASGI middleware: the
+    `@app.middleware("http")` form costs a task and a stream per request."""
+
+    def __init__(self, app: Any, log: logging.Logger) -> None:
+        self.app, self.log = app, log
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in ("/healthz", "/readyz"):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            logs.event(self.log, "request", method=scope.get("method"), path=path, status=status,
+                       ms=round((time.perf_counter() - started) * 1000, 2))
+
+
 def make_app(
     service: str,
     settings: Settings,
@@ -114,16 +142,7 @@ def make_app(
     async def unavailable(_: Request, exc: StoreUnavailableError) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "reason": "store_unavailable"}, status_code=503)
 
-    @app.middleware("http")
-    async def access_log(request: Request, call_next: Callable) -> Any:
-        started = time.perf_counter()
-        response = await call_next(request)
-        if request.url.path not in ("/healthz", "/readyz"):
-            logs.event(log, "request", method=request.method, path=request.url.path,
-                       status=response.status_code,
-                       ms=round((time.perf_counter() - started) * 1000, 2))
-        return response
-
+    app.add_middleware(AccessLog, log=log)
     return app
 
 
