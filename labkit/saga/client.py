@@ -120,13 +120,16 @@ class SagaClient:
         return describe(state)
 
     def wait(self, saga_id: str, timeout: float = 30.0, poll: float = 0.005) -> dict[str, Any]:
-        """Block until the saga is terminal; return its view. Raises SagaTimeout."""
+        """Block until the saga is terminal; return its view. Raises SagaTimeout (still running
+        after `timeout` seconds) or KeyError (no such saga)."""
         deadline = time.monotonic() + timeout
         stream = s.stream_id(saga_id)
         seen = -1
         delay = poll
         while True:
             version = self.store.stream_version(stream)
+            if version == 0:
+                raise KeyError(f"no saga {saga_id!r} (stream {stream} is empty)")
             if version != seen:
                 seen = version
                 state = self.state(saga_id)
