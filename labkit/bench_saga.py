@@ -9,9 +9,9 @@ SagaStarted) and wait for its end, so at most `concurrency` sagas are in flight.
   includes the orchestrator noticing the saga, five participant calls, six appends);
 - `client_p50_ms`, `client_p99_ms`: what a caller of `place_order` + `wait` saw.
 
-Stock is finite (the catalogue seeds 183 units), so by default each round runs in a fresh
-temporary lab (never the student's) with as many one-unit orders as it has stock; rounds are
-measured separately and added up, start-up time excluded.
+Each order is one unit of the most plentiful SKU. By default the benchmark runs in a fresh
+temporary lab (never the student's); should the sagas outnumber the units in stock, it runs
+several rounds, each in a new lab, measured separately and added up (start-up excluded).
 """
 
 from __future__ import annotations
@@ -160,21 +160,26 @@ def run_round(lab: Any, sagas: int, concurrency: int, customer: str = "bench") -
                 "completed"), "errors": errors}
 
 
-def bench_saga(sagas: int = 1000, concurrency: int = 8, *, lab: Any = None,
-               round_size: int = 170) -> dict[str, Any]:
+def _capacity(lab: Any) -> int:
+    items = lab.http("inventory-service").get("/api/inventory").json()["items"]
+    return sum(i["available"] for i in items) - WARMUP
+
+
+def bench_saga(sagas: int = 1000, concurrency: int = 8, *, lab: Any = None) -> dict[str, Any]:
     """Run the benchmark; returns the figures (see the module docstring)."""
     rounds: list[dict[str, Any]] = []
     left = sagas
     while left > 0:
-        n = min(left, round_size)
         if lab is not None:
+            n = min(left, _capacity(lab))
+            if n <= 0:
+                break  # the given lab is out of stock
             rounds.append(run_round(lab, n, concurrency))
         else:
             with _fresh_lab() as fresh:
+                n = min(left, _capacity(fresh))
                 rounds.append(run_round(fresh, n, concurrency))
         left -= n
-        if lab is not None and rounds[-1]["completed"] < n:
-            break  # out of stock on the given lab: stop rather than measure compensations
     saga_ms = [x for r in rounds for x in r["saga_ms"]]
     client_ms = [x for r in rounds for x in r["client_ms"]]
     completed = sum(r["completed"] for r in rounds)
