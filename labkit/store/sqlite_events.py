@@ -6,6 +6,7 @@ positions are committed in order: a reader following `read_all` can never skip a
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import starmap
@@ -13,11 +14,13 @@ from pathlib import Path
 
 from labkit.domain.events import NewEvent, RecordedEvent, UpcasterRegistry
 from labkit.store.base import (
+    ANY,
+    NO_STREAM,
     AppendResult,
+    ConcurrencyError,
     DuplicateEventError,
     EventStore,
     ExpectedVersion,
-    check_expected,
     prepare_append,
 )
 from labkit.store.sqlite_util import SqliteConnections
@@ -36,6 +39,17 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE (stream_id, version)
 );
 """
+
+_INSERT = (
+    "INSERT INTO events (event_id, stream_id, version, type, schema_version, data, metadata, "
+    "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+#: Insert only if the stream is at the expected version (0: the stream must not exist).
+_INSERT_AT_VERSION = (
+    "INSERT INTO events (event_id, stream_id, version, type, schema_version, data, metadata, "
+    "recorded_at) SELECT ?, ?, ?, ?, ?, ?, ?, ? "
+    "WHERE ? = 0 OR EXISTS (SELECT 1 FROM events WHERE stream_id = ? AND version = ?)"
+)
 
 # In RecordedEvent's argument order: rows become events directly (JSON and time decode lazily).
 COLUMNS = "event_id, stream_id, version, position, type, schema_version, data, metadata, recorded_at"
@@ -60,16 +74,67 @@ class SqliteEventStore(EventStore):
         self, stream_id: str, events: Sequence[NewEvent], expected_version: ExpectedVersion
     ) -> AppendResult:
         stream, encoded, expected = prepare_append(stream_id, events, expected_version)
+        if expected == ANY:
+            return self._append_any(stream, encoded)
+        want = 0 if expected == NO_STREAM else expected
+        conn = self._conns.get()
+        now = datetime.now(UTC).isoformat()
+        first, rest = encoded[0], encoded[1:]
+        positions = []
+        # The happy path is ONE statement for a one-event append (autocommit makes it its own
+        # transaction): insert version want+1 only if the stream is at version `want`. The
+        # unique indexes turn a taken version or an already-stored event id into an
+        # IntegrityError, sorted out below, off the happy path.
+        if rest:
+            conn.execute("BEGIN IMMEDIATE")
+        try:
+            cur = conn.execute(_INSERT_AT_VERSION, (
+                first.id, stream, want + 1, first.type, first.schema_version, first.data_json,
+                first.metadata_json, now, want, stream, want))
+            if cur.rowcount == 0:  # the stream is behind `want`
+                if rest:
+                    conn.execute("ROLLBACK")
+                raise ConcurrencyError(stream, expected, self.stream_version(stream))
+            positions.append(cur.lastrowid)
+            for offset, e in enumerate(rest, start=2):
+                cur = conn.execute(_INSERT, (e.id, stream, want + offset, e.type,
+                                             e.schema_version, e.data_json, e.metadata_json, now))
+                positions.append(cur.lastrowid)
+            if rest:
+                conn.execute("COMMIT")
+        except sqlite3.IntegrityError:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return self._explain_integrity_error(stream, encoded, expected)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return AppendResult(stream, tuple(positions), want + len(encoded))
+
+    def _explain_integrity_error(self, stream: str, encoded: list, expected: ExpectedVersion
+                                 ) -> AppendResult:
+        """An idempotent retry (ids already stored) returns the originals; else a conflict."""
+        ids = [e.id for e in encoded]
+        found = self._find_ids(self._conns.get(), ids)
+        if found:
+            return _already_stored(stream, ids, found)
+        raise ConcurrencyError(stream, expected, self.stream_version(stream))
+
+    @staticmethod
+    def _find_ids(conn: sqlite3.Connection, ids: list[str]) -> list[tuple]:
+        marks = ",".join("?" * len(ids))
+        return conn.execute(
+            f"SELECT position, stream_id, version FROM events WHERE event_id IN ({marks}) "
+            "ORDER BY position", ids).fetchall()
+
+    def _append_any(self, stream: str, encoded: list) -> AppendResult:
+        """expected_version 'any': read the current version inside the write transaction."""
         conn = self._conns.get()
         ids = [e.id for e in encoded]
         conn.execute("BEGIN IMMEDIATE")
         try:
-            marks = ",".join("?" * len(ids))
-            found = conn.execute(
-                f"SELECT position, stream_id, version FROM events WHERE event_id IN ({marks}) "
-                "ORDER BY position",
-                ids,
-            ).fetchall()
+            found = self._find_ids(conn, ids)
             if found:
                 conn.execute("ROLLBACK")
                 return _already_stored(stream, ids, found)
@@ -77,16 +142,11 @@ class SqliteEventStore(EventStore):
                 "SELECT MAX(version) FROM events WHERE stream_id = ?", (stream,)
             ).fetchone()
             current = row[0] or 0
-            check_expected(stream, expected, current)
             now = datetime.now(UTC).isoformat()
             positions = []
             for offset, e in enumerate(encoded, start=1):
-                cur = conn.execute(
-                    "INSERT INTO events (event_id, stream_id, version, type, schema_version, "
-                    "data, metadata, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (e.id, stream, current + offset, e.type, e.schema_version,
-                     e.data_json, e.metadata_json, now),
-                )
+                cur = conn.execute(_INSERT, (e.id, stream, current + offset, e.type,
+                                             e.schema_version, e.data_json, e.metadata_json, now))
                 positions.append(cur.lastrowid)
             conn.execute("COMMIT")
         except BaseException:
