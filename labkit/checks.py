@@ -488,6 +488,343 @@ def dns_discovery(lab: Lab) -> tuple[bool | None, str]:
                   "service: " + "; ".join(found) + ". nslookup in the load-tester pod: cluster only")
 
 
+# ---- Saga -------------------------------------------------------------------------------------------
+SAGA = "Saga"
+#: A SKU with plenty of stock (10 000 units): checks and notebooks that must succeed buy this, so
+#: running them again and again never runs the warehouse dry.
+PLENTY_SKU = "MOUSE-WL"
+#: Participant events -> (saga step, kind) whose effect they record.
+EFFECTS: dict[str, tuple[str, str]] = {
+    "OrderPlaced": ("create_order", "action"),
+    "ReservationMade": ("reserve_stock", "action"),
+    "ReservationRejected": ("reserve_stock", "action"),
+    "StockReserved": ("reserve_stock", "action"),
+    "PaymentCharged": ("charge_payment", "action"),
+    "PaymentDeclined": ("charge_payment", "action"),
+    "OrderConfirmed": ("confirm_order", "action"),
+    "OrderCancelled": ("create_order", "compensation"),
+    "ReservationReleased": ("reserve_stock", "compensation"),
+    "StockReleased": ("reserve_stock", "compensation"),
+    "PaymentRefunded": ("charge_payment", "compensation"),
+    "PaymentVoided": ("charge_payment", "compensation"),
+}
+#: Who writes a stream, by its prefix (each service appends only to its own streams).
+WRITERS = {"saga-": "saga-orchestrator", "order-": "order-service", "stock-": "inventory-service",
+           "reservation-": "inventory-service", "payment-": "payment-service",
+           "user-": "command-service"}
+_VIEW_META = ("source", "last_updated", "checkpoint", "log_position")
+
+
+def _writer(stream_id: str) -> str:
+    return next((w for p, w in WRITERS.items() if stream_id.startswith(p)), "?")
+
+
+def _get_status(lab: Lab, service: str, path: str) -> tuple[int, dict[str, Any]]:
+    response = lab.http(service).get(path)
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"detail": response.text[:200]}
+    return response.status_code, body if isinstance(body, dict) else {"body": body}
+
+
+def participant_records(lab: Lab, order_id: str, user_id: str) -> list[dict[str, Any]]:
+    """What each saga participant itself says about one order, from its own API.
+
+    One row per participant: service, request, HTTP status, the record's status, and details
+    (amount, lines). A refused or never-reached step shows its 404 / reason.
+    """
+    asks = [("user-service", f"/api/users/{user_id}"),
+            ("order-service", f"/api/orders/{order_id}"),
+            ("inventory-service", f"/api/inventory/reservations/{order_id}"),
+            ("payment-service", f"/api/payments/{order_id}")]
+    rows = []
+    for service, path in asks:
+        code, body = _get_status(lab, service, path)
+        detail = {k: body[k] for k in ("amount", "total", "account_id") if k in body}
+        if "lines" in body:
+            detail["lines"] = ", ".join(f"{ln['sku']}x{ln['quantity']}" for ln in body["lines"])
+        rows.append({"service": service, "request": f"GET {path}", "http": code,
+                     "status": body.get("status") or body.get("reason") or "",
+                     "detail": detail or body.get("detail", "")})
+    return rows
+
+
+def saga_log(lab: Lab, saga_id: str) -> pd.DataFrame:
+    """The global log around one saga: its own stream interleaved with the participants' events
+    about its order, in log (position) order.
+
+    Columns: position, writer (who appended it), stream_id, event_type, step, kind
+    (action | compensation | saga), role (`decision`: the orchestrator's record, `effect`: what
+    a participant did). Shows that each decision is recorded *before* its effect.
+    """
+    import pandas as pd
+
+    own = lab.stream(f"saga-{saga_id}")
+    if not own:
+        raise KeyError(f"no saga {saga_id!r}")
+    order_id = own[0]["data"]["order_id"]
+    first, last = own[0]["position"], own[-1]["position"]
+    log = lab.events(after=first - 1, limit=last - first + 1)
+    rows = []
+    for e in log.to_dict("records"):
+        data = e["data"] if isinstance(e["data"], dict) else {}
+        mine = e["stream_id"] == f"saga-{saga_id}"
+        if not mine and data.get("order_id") != order_id:
+            continue
+        if mine:
+            kind = ("compensation" if e["event_type"].startswith("Compensation") or
+                    (e["event_type"] == "SagaFailed" and data.get("step")) else
+                    "action" if data.get("step") else "saga")
+            step = data.get("step") or ""
+        else:
+            step, kind = EFFECTS.get(e["event_type"], ("", ""))
+        rows.append({"position": e["position"], "writer": _writer(e["stream_id"]),
+                     "stream_id": e["stream_id"], "event_type": e["event_type"], "step": step,
+                     "kind": kind, "role": "decision" if mine else "effect"})
+    return pd.DataFrame(rows, columns=["position", "writer", "stream_id", "event_type", "step",
+                                       "kind", "role"])
+
+
+def decisions_first(log: pd.DataFrame) -> list[str]:
+    """Effects in `saga_log(...)` that no earlier recorded decision started (empty: all good)."""
+    started: set[tuple[str, str]] = set()
+    problems = []
+    for r in log.sort_values("position").itertuples():
+        if r.role == "decision" and r.event_type in ("StepStarted", "CompensationStarted"):
+            started.add((r.step, r.kind))
+        elif r.role == "effect" and (r.step, r.kind) not in started:
+            problems.append(f"{r.event_type} at position {r.position} ({r.writer}) came before "
+                            f"the saga recorded that it starts {r.kind} {r.step}")
+    return problems
+
+
+def compensation_order(lab: Lab, saga_id: str) -> list[str]:
+    """The compensations of a saga in the order they were recorded as done (from its stream)."""
+    return [e["data"].get("compensation") or e["data"]["step"]
+            for e in lab.stream(f"saga-{saga_id}") if e["event_type"] == "CompensationSucceeded"]
+
+
+def _balance(lab: Lab, account: str) -> int:
+    return int(_get(lab, "payment-service", f"/api/payments/accounts/{account}")["balance"])
+
+
+def _stock(lab: Lab, sku: str) -> dict[str, int]:
+    item = _get(lab, "inventory-service", f"/api/inventory/{sku}")
+    return {k: int(item[k]) for k in ("available", "reserved", "sold")}
+
+
+def _orchestrator_state(lab: Lab) -> str:
+    for r in _status_rows(lab):
+        if r["_name"] == "saga-orchestrator":
+            return r["_state"]
+    return "missing"
+
+
+def _job_summary(output: str) -> dict[str, Any]:
+    """The JSON line `python -m labkit.saga run --pending` prints when it is done."""
+    for line in reversed(str(output).splitlines()):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and "resumed" in entry:
+            return entry
+    return {}
+
+
+def _invariant_group(violation: str) -> str:
+    if violation.startswith(("money", "stock", "saga")):
+        return violation.split(":")[0].split()[0]
+    if violation.startswith("payment:") and violation.endswith("times"):
+        return "double"
+    return "orders"
+
+
+def saga_invariants(lab: Lab, timeout: float = 10.0) -> pd.DataFrame:
+    """The saga invariants (`labkit.invariants`) over the whole running system, one row each:
+    invariant, ok, evidence (the numbers it compared, or the violations).
+
+    Waits up to `timeout` seconds for unfinished sagas to end (their orders are skipped).
+    """
+    import pandas as pd
+
+    from labkit import invariants
+    from labkit.domain.payments import CHARGED, MERCHANT
+
+    store = lab.saga.store
+    deadline = time.monotonic() + timeout
+    while True:
+        state = invariants.snapshot(lab.http, store)
+        report = invariants.check_state(state)
+        if not report.unfinished or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    bad: dict[str, list[str]] = {}
+    for v in report.violations:
+        bad.setdefault(_invariant_group(v), []).append(v)
+    accounts = state.accounts
+    total = sum(a["balance"] for a in accounts)
+    opened = sum(a["initial_balance"] for a in accounts)
+    charged = [p for p in state.payments.values() if p["status"] == CHARGED]
+    merchant = next((a for a in accounts if a["account_id"] == MERCHANT), None)
+    received = merchant["balance"] - merchant["initial_balance"] if merchant else 0
+    held = sum(i["reserved"] + i["sold"] for i in state.stock.values())
+    statuses = [o["status"] for o in state.orders.values()]
+    most = max(state.charges_in_log.values(), default=0)
+    evidence = {
+        "money": (f"{len(accounts)} accounts hold {total:,} cents in total, opened with "
+                  f"{opened:,}; the merchant received {received:,} = the {len(charged)} charged "
+                  f"payments ({sum(p['amount'] for p in charged):,})"),
+        "stock": (f"{len(state.stock)} SKUs, each available + reserved + sold == initial; "
+                  f"{held} units reserved or sold = the units of CONFIRMED orders"),
+        "orders": (f"{statuses.count('CONFIRMED')} CONFIRMED orders, each charged (right account "
+                   f"and amount) and reserved (its lines); {statuses.count('CANCELLED')} "
+                   "CANCELLED orders keep no money and no stock"),
+        "double": (f"{sum(state.charges_in_log.values())} PaymentCharged events in the log for "
+                   f"{len(state.charges_in_log)} orders: at most {most} per order"),
+        "saga": (f"sagas by outcome {report.counts}: completed ⇔ order CONFIRMED, compensated ⇒ "
+                 "order CANCELLED (or never created)"),
+    }
+    names = {"money": "돈은 보존된다 (money is conserved)",
+             "stock": "재고는 보존된다 (stock is conserved)",
+             "orders": "CONFIRMED ⇔ 결제됨 + 재고 예약됨 (CONFIRMED iff charged and reserved)",
+             "double": "이중 결제 없음 (no order charged twice)",
+             "saga": "사가 결과 = 주문 상태 (saga outcome matches its order)"}
+    rows = [{"invariant": names[k], "ok": not bad.get(k),
+             "evidence": "; ".join(bad[k]) if bad.get(k) else evidence[k]} for k in names]
+    if report.unfinished:
+        rows.append({"invariant": "모든 사가가 끝남 (every saga ended)", "ok": False,
+                     "evidence": f"still running after {timeout}s: {report.unfinished[:5]}"})
+    return pd.DataFrame(rows, columns=["invariant", "ok", "evidence"])
+
+
+@checkpoint(SAGA, "Saga Orchestrator Job 정상 실행: 밀린 사가를 끝내고 exit 0")
+def saga_job_runs(lab: Lab) -> tuple[bool, str]:
+    from labkit.scenarios import ALICE, ensure_customer
+
+    ensure_customer(lab, ALICE)
+    ghost = f"ghost-{uuid.uuid4().hex[:6]}"
+    if lab.mode == "cluster":
+        # The follow Deployment keeps running here, so it may finish these first; the Job must
+        # still exit 0 and leave nothing unfinished.
+        ids = [lab.saga.place_order(ALICE, [(PLENTY_SKU, 1)]),
+               lab.saga.place_order(ghost, [(PLENTY_SKU, 1)])]
+        job = lab.run_job("saga-orchestrator")
+        views = [lab.saga.wait(sid, timeout=30) for sid in ids]
+        ok = [v["status"] for v in views] == ["completed", "compensated"]
+        return ok, (f"Job {job} (python -m labkit.saga run --pending) completed; the two sagas "
+                    f"placed before it ended {[v['status'] for v in views]}")
+    follower = _orchestrator_state(lab)
+    if follower == "running":
+        lab.kill("saga-orchestrator")  # the always-on orchestrator: the Job must do the work
+    try:
+        ids = [lab.saga.place_order(ALICE, [(PLENTY_SKU, 1)]),
+               lab.saga.place_order(ghost, [(PLENTY_SKU, 1)])]
+        waiting = [lab.saga.status(sid) for sid in ids]
+        idle = all(v["status"] == "running" and all(v[a]["status"] == "pending"
+                                                    for a in v["actions"]) for v in waiting)
+        started = time.perf_counter()
+        output = lab.run_job("saga-orchestrator")  # raises on a non-zero exit
+        seconds = time.perf_counter() - started
+        views = [lab.saga.status(sid) for sid in ids]
+    finally:
+        lab.up(progress=False)
+    summary = _job_summary(output)
+    statuses = [v["status"] for v in views]
+    ok = (idle and statuses == ["completed", "compensated"] and summary.get("unfinished") == 0
+          and summary.get("resumed", 0) >= len(ids))
+    return ok, (f"stopped the follow orchestrator (was {follower}); 2 sagas placed, "
+                f"{'both waiting with no step started' if idle else 'NOT idle: ' + str(waiting)}; "
+                f"`python -m labkit.saga run --pending` exited 0 after {seconds:.2f}s: "
+                f"{json.dumps(summary)}; the sagas ended {statuses} (alice's order, then a user "
+                f"nobody registered); the follow orchestrator was started again")
+
+
+@checkpoint(SAGA, "각 서비스별 트랜잭션 실행 확인: 주문 확정, 결제, 재고 예약")
+def saga_participants_commit(lab: Lab) -> tuple[bool, str]:
+    from labkit.domain.payments import MERCHANT
+    from labkit.scenarios import ALICE, ensure_customer
+
+    ensure_customer(lab, ALICE)
+    money = {a: _balance(lab, a) for a in (ALICE, MERCHANT)}
+    stock = _stock(lab, PLENTY_SKU)
+    view = lab.saga.wait(lab.fire("happy", lines=[(PLENTY_SKU, 1)]), timeout=10)
+    records = {r["service"]: r for r in participant_records(lab, view["order_id"], ALICE)}
+    paid = {a: _balance(lab, a) - before for a, before in money.items()}
+    moved = {k: v - stock[k] for k, v in _stock(lab, PLENTY_SKU).items()}
+    payment = records["payment-service"]
+    ok = (view["status"] == "completed"
+          and records["user-service"]["status"] == "active"
+          and records["order-service"]["status"] == "CONFIRMED"
+          and records["inventory-service"]["status"] in ("RESERVED", "COMMITTED")
+          and payment["status"] == "CHARGED" and payment["detail"].get("amount") == view["amount"]
+          and paid == {ALICE: -view["amount"], MERCHANT: view["amount"]}
+          and moved["available"] == -1 and moved["reserved"] + moved["sold"] == 1)
+    return ok, (f"saga {view['saga_id']} {view['status']}: "
+                + "; ".join(f"{r['service']} {r['request'].split()[1]} -> {r['http']} {r['status']}"
+                            for r in records.values())
+                + f"; balances moved {paid} (cents, amount {view['amount']}); {PLENTY_SKU} "
+                f"available {moved['available']:+d}, "
+                f"reserved/sold {moved['reserved'] + moved['sold']:+d}")
+
+
+@checkpoint(SAGA, "보상 트랜잭션 동작 테스트: 역순 보상, 잔액·재고 원상 복구")
+def saga_compensates(lab: Lab) -> tuple[bool, str]:
+    from labkit.domain.payments import MERCHANT
+    from labkit.domain.saga import ORDER_SAGA
+    from labkit.scenarios import BOB, POOR_BALANCE, ensure_customer
+
+    sku = "MONITOR-27"  # what payment-declined orders: bob cannot pay for it
+    ensure_customer(lab, BOB, POOR_BALANCE)
+    money = {a: _balance(lab, a) for a in (BOB, MERCHANT)}
+    stock = _stock(lab, sku)
+    view = lab.saga.wait(lab.fire("payment-declined", lines=[(sku, 1)]), timeout=10)
+    done = [st.name for st in ORDER_SAGA if view[st.name]["status"] == "succeeded"]
+    expected = [st.compensation for st in reversed(ORDER_SAGA)
+                if st.compensation and st.name in done]
+    order = compensation_order(lab, view["saga_id"])
+    records = {r["service"]: r for r in participant_records(lab, view["order_id"], BOB)}
+    money_after = {a: _balance(lab, a) for a in money}
+    stock_after = _stock(lab, sku)
+    ok = (view["status"] == "compensated" and view["failed_step"] == "charge_payment"
+          and order == expected == ["release_stock", "cancel_order"]
+          and records["order-service"]["status"] == "CANCELLED"
+          and records["inventory-service"]["status"] == "RELEASED"
+          and money_after == money and stock_after == stock)
+    return ok, (f"saga {view['saga_id']} failed at {view['failed_step']} ({view['failure']}) "
+                f"after {', '.join(done)}; compensations recorded in order {order} (reverse of "
+                f"the steps: {expected}); order -> {records['order-service']['status']}, "
+                f"reservation -> {records['inventory-service']['status']}, payment -> "
+                f"{records['payment-service']['http']} {records['payment-service']['status']}; "
+                f"balances {money} -> {money_after}; {sku} {stock} -> {stock_after}")
+
+
+@checkpoint(SAGA, "분산 트랜잭션 상태 추적: 사가 스트림이 모든 결정을 먼저 기록, 조회 뷰와 일치")
+def saga_tracked(lab: Lab) -> tuple[bool, str]:
+    from labkit.domain.saga import SAGA_EVENTS
+
+    sid = lab.fire("happy", lines=[(PLENTY_SKU, 1)])
+    view = lab.saga.wait(sid, timeout=10)
+    stream = lab.stream(f"saga-{sid}")
+    types = [e["event_type"] for e in stream]
+    log = saga_log(lab, sid)
+    late = decisions_first(log)
+    effects = log[log["role"] == "effect"]
+    lab.wait_for_projection(stream[-1]["position"], "sagas")
+    projected = {k: v for k, v in lab.query(f"sagas/{sid}").items() if k not in _VIEW_META}
+    diff = sorted(k for k in set(projected) | set(view) if projected.get(k) != view.get(k))
+    ok = (types[0] == "SagaStarted" and types[-1] == "SagaCompleted"
+          and set(types) <= set(SAGA_EVENTS) and not late and len(effects) >= 4 and not diff)
+    return ok, (f"stream saga-{sid}: {len(stream)} events ({types[0]} … {types[-1]}), "
+                f"{types.count('StepStarted')} StepStarted; {len(effects)} participant events "
+                f"({', '.join(effects['event_type'])}) each come after the StepStarted that "
+                "decided them" + (f" EXCEPT {late}" if late else "")
+                + f"; query-service /api/queries/sagas/{sid} "
+                + (f"equals lab.saga.status() in all {len(view)} fields" if not diff else
+                   f"differs from the stream in {diff}"))
+
+
 # ---- CQRS -------------------------------------------------------------------------------------------
 CQRS = "CQRS"
 

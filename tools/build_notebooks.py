@@ -423,6 +423,454 @@ else:
 ]
 
 
+# ---- 02-saga ---------------------------------------------------------------------------------------------
+NB_02 = [
+    md("""
+# 02. Saga 패턴: 분산 트랜잭션과 보상 트랜잭션 🔄
+
+## 🎯 목표
+- 주문 하나가 **네 서비스**(user, order, inventory, payment)에 걸친 트랜잭션이 되는 과정을 단계별로 본다
+- 단계가 실패하면 이미 한 일을 **역순으로 되돌리는(보상)** 것을 실제 잔액과 재고로 확인한다
+- **거절**(결제 거절, 재고 부족, 없는 사용자)과 **일시적 장애**(타임아웃, 503)가 어떻게 다르게 처리되는지 타임라인으로 본다
+- 오케스트레이터를 **죽여도** 사가가 끝까지 가는 이유와, 그것이 쿠버네티스 **Job + `backoffLimit`** 과 어떻게 맞물리는지 이해한다
+- 마지막에 시스템 전체의 **불변식**(돈 보존, 재고 보존, 확정 ⇔ 결제+예약, 이중 결제 없음)을 검사한다
+
+> 과정 Step 2 (30분) — 과정에서는 order-service와 payment-service가 nginx의 고정 JSON이었고, 사가 오케스트레이터 Job은
+> `echo "Step 1: Validate User - SUCCESS"`였습니다. 여기서는 주문이 만들어지고, 재고가 예약되고, 돈이 실제로 움직입니다.
+"""),
+    md("""
+## 💡 개념: 오케스트레이션 사가
+
+```mermaid
+graph LR
+    START([주문 요청<br/>SagaStarted]) --> V
+    subgraph "정방향 단계 (actions)"
+        V["1 validate_user<br/>user-service"] --> C["2 create_order<br/>order-service: PENDING"]
+        C --> R["3 reserve_stock<br/>inventory-service"]
+        R --> P["4 charge_payment<br/>payment-service"]
+        P --> K{{"5 confirm_order<br/>order-service: CONFIRMED<br/>피벗 (pivot)"}}
+    end
+    K --> DONE([SagaCompleted])
+    subgraph "보상 트랜잭션 (compensations, 역순)"
+        RF["refund_payment"] --> RS["release_stock"] --> CO["cancel_order"]
+    end
+    P -. 되돌리기 .-> RF
+    R -. 되돌리기 .-> RS
+    C -. 되돌리기 .-> CO
+    CO --> COMP([SagaCompensated])
+    style K fill:#ff9800
+    style RF fill:#ffccbc
+    style RS fill:#ffccbc
+    style CO fill:#ffccbc
+    style DONE fill:#c8e6c9
+    style COMP fill:#ffe0b2
+```
+
+- **오케스트레이터**(`saga-orchestrator`)가 단계를 차례로 부릅니다. 각 서비스는 **자기 데이터만** 바꿉니다.
+  데이터베이스 하나의 트랜잭션(잠금, 롤백)이 없으니, 실패하면 **보상 트랜잭션**으로 되돌립니다.
+- 단계 k가 실패하면, 성공한 단계를 **역순으로** 보상합니다. `validate_user`는 아무것도 바꾸지 않으므로 보상이 없습니다.
+- **피벗(pivot)**: `confirm_order`가 성공하면 더는 되돌리지 않습니다(확정된 주문의 취소는 409 `already_confirmed`).
+  그래서 실패할 수 있는 일(재고, 결제)을 모두 피벗 **앞에** 두고, 피벗 자체는 일시적 장애에도 포기하지 않고 끝까지 재시도합니다.
+- **실패는 두 종류**입니다. *거절*(잔액 부족, 재고 부족, 없는 사용자)은 답이므로 재시도하지 않고 곧바로 보상합니다.
+  *일시적 장애*(타임아웃, 503)는 답이 아니므로 같은 요청을 지수 백오프로 재시도하고, 단계 마감(5초)이 지나면
+  "결과를 모름"으로 보고 **그 단계까지** 보상합니다(결제가 됐을 수도 있으니 환불까지).
+- **기록 먼저, 실행은 나중**: 모든 결정은 사가 자신의 스트림 `saga-<id>`에 **먼저** 저장됩니다. 이 스트림이 사가 상태의 전부입니다.
+- 모든 요청은 **멱등 키** `<saga id>:<step>`를 가집니다. 같은 요청을 다시 보내도 참가자는 처음 답을 돌려줄 뿐, 두 번 결제하지 않습니다.
+"""),
+    SETUP,
+    md("""
+다섯 단계와 각 단계가 보내는 실제 HTTP 요청입니다 (`labkit.domain.saga`에서 읽은 것: 오케스트레이터가 쓰는 바로 그 정의).
+"""),
+    code("""
+import pandas as pd
+
+from labkit.domain.saga import ORDER_SAGA, SagaState, request_for
+
+example = SagaState("<saga>", order_id="<order>", user_id="<user>")
+
+
+def http(action):
+    request = request_for(action, example)
+    return f"{request.method} {request.path}"
+
+
+pd.DataFrame([{"#": i, "step": st.name, "service": st.service, "request": http(st.name),
+               "idempotency key": request_for(st.name, example).idempotency_key,
+               "compensation": st.compensation or "-",
+               "compensation request": http(st.compensation) if st.compensation else "-",
+               "pivot": "✔" if st.pivot else ""}
+              for i, st in enumerate(ORDER_SAGA, 1)])
+"""),
+    md("""
+## 과정의 Job은 무엇을 증명했나?
+
+과정 Step 2-3의 "사가 오케스트레이터"는 이 Job이었습니다.
+
+```yaml
+command: ['sh', '-c']
+args:
+- |
+  echo "Step 1: Validate User - SUCCESS"
+  echo "Step 2: Create Order - SUCCESS"
+  echo "Step 3: Process Payment - SUCCESS"
+restartPolicy: Never
+backoffLimit: 3
+```
+
+- 어떤 서비스도 부르지 않습니다. 결제 서비스가 꺼져 있어도 `SUCCESS`를 찍습니다.
+- 실패할 수 없으니 보상할 일도 없습니다. 과정의 "보상 트랜잭션 테스트"(`kubectl create job compensation-test --from=job/saga-orchestrator`)는 같은 echo를 한 번 더 찍을 뿐입니다.
+- 결과(`/shared/saga-result.json`)는 파드와 함께 사라지는 `emptyDir`에 씁니다. 파드가 죽으면 어디까지 했는지 아무도 모릅니다.
+- `backoffLimit: 3`은 실패한 파드를 다시 띄웁니다. 기록이 없으니 진짜 사가였다면 **처음부터 다시** 결제했을 것입니다.
+
+직접 확인합니다: 과정의 스크립트를 실행하고, 그동안 결제·주문 서비스에 무슨 일이 있었는지 셉니다.
+"""),
+    code("""
+import shutil
+import subprocess
+
+COURSE_JOB = '''
+echo "=== Saga Transaction Started ==="
+echo "Step 1: Validate User - SUCCESS"
+echo "Step 2: Create Order - SUCCESS"
+echo "Step 3: Process Payment - SUCCESS"
+echo "=== Saga Transaction Completed ==="
+'''
+
+
+def counts():
+    return (lab.http("payment-service").get("/api/payments").json()["total"],
+            lab.http("order-service").get("/api/orders").json()["total"])
+
+
+before = counts()
+if shutil.which("sh"):
+    print(subprocess.run(["sh", "-c", COURSE_JOB], capture_output=True, text=True).stdout)
+else:  # no POSIX shell (Windows): the script only echoes anyway
+    print("\\n".join(line[6:-1] for line in COURSE_JOB.strip().splitlines()))
+after = counts()
+print(f"payments recorded by payment-service: {before[0]} -> {after[0]}")
+print(f"orders recorded by order-service:     {before[1]} -> {after[1]}")
+assert after == before  # "SUCCESS", and nothing happened anywhere
+"""),
+    md("""
+이 실습의 Job은 같은 이름(`saga-orchestrator`), 같은 `backoffLimit: 3`이지만 **진짜 일을 합니다**:
+`python -m labkit.saga run --pending`은 아직 끝나지 않은 모든 사가를 스트림에서 읽어 끝까지 진행(또는 보상)한 뒤 종료합니다.
+계속 도는 변형(`run --follow`)은 Deployment `saga-orchestrator-follow`이고, local 모드의 `saga-orchestrator` 프로세스가 바로 이것입니다.
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+from labkit.runtime.manifests import load_step
+
+saga_step = {o["metadata"]["name"]: o for o in load_step("02-saga")}
+job = saga_step["saga-orchestrator"]
+follow = saga_step["saga-orchestrator-follow"]
+assert job["kind"] == "Job" and job["spec"]["backoffLimit"] == 3
+assert job["spec"]["template"]["spec"]["containers"][0]["command"][-2:] == ["run", "--pending"]
+assert follow["kind"] == "Deployment"
+assert follow["spec"]["template"]["spec"]["containers"][0]["command"][-2:] == ["run", "--follow"]
+"""),
+    md("""
+## Step 1: 고객과 상품 (이전 상태 기록)
+
+두 고객을 준비합니다: **alice**는 잔액이 넉넉하고, **bob**은 10.00(1,000센트)뿐입니다.
+금액은 모두 **정수 센트**입니다(`8900` = 89.00). 계좌는 payment-service, 재고는 inventory-service가 각자 관리합니다.
+맨 끝에서 비교하도록 지금 상태를 기록해 둡니다.
+"""),
+    code("""
+from labkit.scenarios import ALICE, BOB, POOR_BALANCE, ensure_customer
+
+ensure_customer(lab, ALICE)                # user-service의 사용자 + payment-service의 계좌
+ensure_customer(lab, BOB, POOR_BALANCE)
+accounts_before, stock_before = lab.accounts(), lab.stock()
+display(accounts_before[["account_id", "balance", "initial_balance"]])
+stock_before[["sku", "name", "price", "available", "reserved", "sold", "initial"]]
+"""),
+    md("""
+## Step 2: 정상 주문 (happy path)
+
+`lab.saga.place_order`는 사가 스트림에 `SagaStarted` 하나를 쓰고 바로 돌아옵니다. 나머지는 **오케스트레이터 프로세스**가 합니다.
+`lab.saga.wait`는 사가가 끝날 때까지 기다렸다가 스트림에서 접은(fold) 상태를 돌려줍니다.
+"""),
+    code("""
+from labkit.saga import format_view
+
+happy_id = lab.saga.place_order(ALICE, [("MOUSE-WL", 2)])  # wireless mouse x2 (plenty in stock)
+happy = lab.saga.wait(happy_id)
+print(format_view(happy))
+assert happy["status"] == "completed"
+"""),
+    md("""
+사가의 말만 믿지 말고, **각 참가자에게 직접** 물어봅시다. 주문은 확정(CONFIRMED), 재고는 예약(RESERVED), 결제는 완료(CHARGED)여야 합니다.
+"""),
+    code("""
+pd.DataFrame(checks.participant_records(lab, happy["order_id"], ALICE))
+"""),
+    code("""
+plots.saga_gantt(lab.saga.timeline(happy_id),
+                 title="정상 주문: 다섯 단계가 차례로 성공 (각 막대 = 한 번의 HTTP 호출)")
+"""),
+    md("""
+## Step 3: 사가 스트림 — 결정은 실행보다 먼저 기록된다
+
+사가의 상태는 오케스트레이터의 메모리가 아니라 이벤트 저장소의 스트림 `saga-<id>`에 있습니다.
+`StepStarted`("이제 3단계를 한다")가 먼저 쓰이고, 그다음에 참가자를 부르고, 결과(`StepSucceeded`)를 씁니다.
+`owner`는 그 결정을 내린 오케스트레이터 프로세스입니다.
+"""),
+    code("""
+stream = lab.events(stream=f"saga-{happy_id}")
+stream = stream.assign(step=stream["data"].map(lambda d: d.get("step", "")),
+                       attempt=stream["data"].map(lambda d: d.get("attempt", "")),
+                       owner=stream["metadata"].map(lambda m: m.get("owner", "")))
+stream[["position", "version", "event_type", "step", "attempt", "owner", "recorded_at"]]
+"""),
+    md("""
+전역 로그에서 이 사가의 결정(`decision`, 오케스트레이터가 씀)과 참가자들이 남긴 결과(`effect`, 각 서비스가 자기 스트림에 씀)를
+위치(position) 순서로 섞어 봅니다. 모든 `effect` 바로 앞에 그것을 시작한 `StepStarted`가 있습니다.
+그래서 오케스트레이터가 어느 순간에 죽어도, 새 오케스트레이터는 스트림만 읽고 **어디까지 했는지** 압니다.
+"""),
+    code("""
+log = checks.saga_log(lab, happy_id)
+assert checks.decisions_first(log) == [], checks.decisions_first(log)
+log
+"""),
+    md("""
+같은 사가를 **CQRS의 읽기 쪽**(query-service의 사가 뷰)에서도 볼 수 있습니다. 사가 프로젝션이 같은 이벤트로 만든 조회 모델입니다.
+"""),
+    code("""
+lab.wait_for_projection(int(stream["position"].max()), "sagas")
+view = lab.query(f"sagas/{happy_id}")
+{k: view[k] for k in ("saga_id", "status", "amount", "duration_ms", "source", "checkpoint")}
+"""),
+    md("""
+## Step 4: 거절 → 보상 트랜잭션
+
+`lab.fire(시나리오)`는 필요한 준비를 한 뒤 사가 하나를 시작하고 그 id를 돌려줍니다. 가짜 실패는 없습니다:
+거절은 참가자 자신의 규칙에서 나옵니다.
+
+| 시나리오 | 무슨 일이 일어나나 | 예상 보상 |
+|---|---|---|
+| `payment-declined` | bob(잔액 10.00)이 모니터(329.00)를 주문 → payment-service가 409 `declined` | release_stock → cancel_order |
+| `out-of-stock` | 헤드셋을 재고보다 1개 더 주문 → inventory-service가 409 `insufficient_stock` | cancel_order |
+| `invalid-user` | 아무도 등록하지 않은 사용자 → user-service가 404 | 없음 (아무것도 안 바뀜) |
+
+세 사가는 서로 다른 고객과 상품을 쓰므로 **동시에** 시작합니다.
+"""),
+    code("""
+refusals = {name: lab.fire(name) for name in ("payment-declined", "out-of-stock", "invalid-user")}
+views = {name: lab.saga.wait(sid) for name, sid in refusals.items()}
+assert all(v["status"] == "compensated" for v in views.values())
+pd.DataFrame([{"scenario": name, "saga": v["saga_id"], "user": v["user_id"],
+               "failed at": v["failed_step"], "reason": v["failure"],
+               "succeeded before": ", ".join(a for a in v["actions"] if v[a]["status"] == "succeeded"),
+               "compensated (recorded order)": " → ".join(checks.compensation_order(lab, v["saga_id"]))}
+              for name, v in views.items()])
+"""),
+    code("""
+plots.saga_gantt(lab.saga.timeline(list(refusals.values())),
+                 title="거절 세 가지: 실패한 단계(빨강) 뒤에는 역순 보상(빗금)만")
+"""),
+    md("""
+보상된 주문을 참가자들에게 다시 물어봅니다. 주문은 취소(CANCELLED), 예약은 해제(RELEASED), 결제는 없음(404)이어야 합니다.
+"""),
+    code("""
+declined = views["payment-declined"]
+pd.DataFrame(checks.participant_records(lab, declined["order_id"], declined["user_id"]))
+"""),
+    md("""
+## Step 5: 일시적 장애 → 재시도, 그리고 마감
+
+이번에는 참가자가 **답을 못 하는** 경우입니다. 장애는 참가자의 `/faults` 엔드포인트로 실제로 주입합니다.
+
+- `inventory-flaky`: inventory-service가 예약 요청에 503을 세 번 돌려줍니다 → 같은 멱등 키로 재시도 → 네 번째에 성공, 사가는 **완료**.
+- `payment-timeout`: payment-service가 요청마다 요청 타임아웃(1초)보다 늦게 답합니다 → 재시도를 거듭하다 단계 마감(5초)을 넘김 →
+  결제가 **됐는지 모르므로** 환불까지 포함해 역순 보상. 약 6초 걸립니다.
+
+두 장애는 다른 사가의 요청도 가로챌 수 있으므로 하나씩 실행합니다. `payment-timeout`의 결제 기록은 `REFUNDED`(늦게 도착한 결제를 환불)이거나
+`VOIDED`(환불이 결제보다 먼저 도착: 주문을 무효로 표시해 늦은 결제를 거절)입니다. 어느 쪽이든 돈은 돌아옵니다.
+"""),
+    code("""
+flaky_id = lab.fire("inventory-flaky", lines=[("MOUSE-WL", 1)])
+flaky = lab.saga.wait(flaky_id)
+print(format_view(flaky))
+assert flaky["status"] == "completed" and flaky["reserve_stock"]["attempts"] > 1
+"""),
+    code("""
+import time
+
+started = time.perf_counter()
+timeout_id = lab.fire("payment-timeout", lines=[("MOUSE-WL", 1)])
+slow = lab.saga.wait(timeout_id, timeout=60)
+lab.faults.clear()  # drop any delay the scenario armed but the saga did not use
+print(format_view(slow))
+print(f"\\nended after {time.perf_counter() - started:.1f}s")
+assert slow["status"] == "compensated" and slow["failure"] == "deadline_exceeded"
+pd.DataFrame(checks.participant_records(lab, slow["order_id"], ALICE))
+"""),
+    code("""
+plots.saga_gantt(lab.saga.timeline([flaky_id, timeout_id]),
+                 title="일시적 장애: 재시도(노랑) 뒤 성공, 또는 마감을 넘겨 환불까지 보상")
+"""),
+    md("""
+## Step 6: 오케스트레이터가 죽으면? — 스트림에서 이어서 한다
+
+`orchestrator-crash`는 오케스트레이터 프로세스가 3단계(`reserve_stock`)의 성공을 기록한 **바로 뒤에** 스스로 `SIGKILL`로 죽게 합니다.
+정리도, 플러시도 없이 `kill -9`처럼 죽습니다. 새 프로세스(쿠버네티스라면 Deployment나 Job 컨트롤러가 띄우는 새 파드)는
+스트림을 읽고 4단계부터 이어 갑니다. 진행 중이던 요청은 같은 멱등 키로 다시 보내므로 두 번 결제되지 않습니다.
+"""),
+    code("""
+def orchestrator_pid():
+    if lab.mode != "local":
+        return "(pods: see lab.status())"
+    pid = lab.status().set_index("service").loc["saga-orchestrator", "pid"]
+    return int(pid) if pid == pid else None  # NaN: not running
+
+
+pid_before = orchestrator_pid()
+crash_id = lab.fire("orchestrator-crash", step=3, lines=[("MOUSE-WL", 1)])
+crashed = lab.saga.wait(crash_id)
+print(f"saga-orchestrator pid: {pid_before} -> {orchestrator_pid()}")
+print(format_view(crashed))
+assert crashed["status"] == "completed"
+"""),
+    md("""
+스트림의 `owner`를 보면 **두 프로세스**가 이 사가를 몰았습니다. 첫 번째는 3단계 기록 직후에 사라졌고, 두 번째가 그 뒤를 이었습니다.
+"""),
+    code("""
+crash_log = lab.events(stream=f"saga-{crash_id}")
+crash_log["owner"] = crash_log["metadata"].map(lambda m: m.get("owner", "(lab.saga.place_order)"))
+crash_log["step"] = crash_log["data"].map(lambda d: d.get("step", ""))
+drivers = list(crash_log["owner"].iloc[1:].unique())
+assert len(drivers) == 2, drivers  # two orchestrator processes drove this saga
+crash_log[["version", "event_type", "step", "owner", "recorded_at"]]
+"""),
+    code("""
+timeline = lab.saga.timeline(crash_id)
+fig = plots.saga_gantt(timeline,
+                       title="오케스트레이터 크래시: 새 프로세스가 스트림을 읽고 4단계부터 이어서 끝낸다")
+t0 = timeline["start"].min()
+died = crash_log.loc[crash_log["owner"] == drivers[0], "recorded_at"].max()
+resumed = crash_log.loc[crash_log["owner"] == drivers[1], "recorded_at"].min()
+ax = fig.axes[0]
+ax.axvspan((died - t0).total_seconds(), (resumed - t0).total_seconds(), color="#c62828", alpha=0.15,
+           label="오케스트레이터 없음 (SIGKILL 뒤 새 프로세스가 뜰 때까지)")
+ax.legend(loc="lower right")
+fig
+"""),
+    md("""
+### Job + `backoffLimit` = 내구성 있는 사가
+
+쿠버네티스 Job은 파드가 실패하면 `backoffLimit`(여기서 3)번까지 **새 파드**를 띄웁니다. 과정의 echo Job에서는 의미가 없었지만,
+상태가 스트림에 있는 오케스트레이터라면 바로 그것이 **크래시 복구**입니다. 새 파드의 `run --pending`이 끝나지 않은 사가를 찾아 이어 갑니다.
+
+직접 해 봅니다: 계속 도는 오케스트레이터를 멈추고(local 모드; 클러스터에서는 follow Deployment가 계속 돕니다), 결제 기록 직후에 죽도록 한 주문을 넣은 뒤,
+Job 컨트롤러가 하듯 **성공할 때까지 최대 4개의 파드**(첫 실행 + backoffLimit 3)를 차례로 실행합니다.
+"""),
+    code("""
+from labkit.lab import LabError
+
+if lab.mode == "local" and lab.status().set_index("service").loc["saga-orchestrator", "status"] == "running":
+    lab.kill("saga-orchestrator")  # nobody drives sagas now, except the Job below
+job_saga = lab.saga.place_order(ALICE, [("MOUSE-WL", 1)], crash_after="charge_payment:StepSucceeded")
+print("before the Job:", lab.saga.status(job_saga)["status"], "(SagaStarted only)")
+
+pods = []
+for pod in range(1, 1 + 1 + 3):  # first pod + backoffLimit: 3
+    try:
+        output = lab.run_job("saga-orchestrator")  # python -m labkit.saga run --pending
+    except LabError as exc:  # the pod died: SIGKILL -> exit -9
+        pods.append({"pod": pod, "result": "Failed", "output": str(exc).splitlines()[0]})
+        continue
+    pods.append({"pod": pod, "result": "Succeeded", "output": output.strip().splitlines()[-1]})
+    break
+job_view = lab.saga.wait(job_saga)
+print("after the Job: ", job_view["status"])
+assert job_view["status"] == "completed" and pods[-1]["result"] == "Succeeded"
+pd.DataFrame(pods)
+"""),
+    code("""
+_ = lab.up()  # 계속 도는 오케스트레이터를 다시 띄운다 (쿠버네티스라면 Deployment가 하는 일)
+lab.status()
+"""),
+    md("""
+## 보기: 잔액과 재고, 사가 전후
+
+Step 1에서 기록한 상태와 지금을 비교합니다. 돈은 **계좌 사이에서만** 움직입니다: alice가 낸 만큼 merchant가 받았고,
+bob의 잔액은 그대로입니다(결제가 거절되었으니). 재고는 확정된 주문만큼만 줄었고, 보상된 주문의 예약은 돌아왔습니다.
+"""),
+    code("""
+accounts_after, stock_after = lab.accounts(), lab.stock()
+balances = accounts_before[["account_id", "balance"]].merge(
+    accounts_after[["account_id", "balance"]], on="account_id", how="outer", suffixes=(" before", " after"))
+balances["change"] = balances["balance after"] - balances["balance before"]
+assert accounts_after["balance"].sum() == accounts_after["initial_balance"].sum()  # money is conserved
+balances
+"""),
+    code("""
+stock = stock_before[["sku", "available", "reserved", "sold"]].merge(
+    stock_after[["sku", "available", "reserved", "sold"]], on="sku", suffixes=(" before", " after"))
+stock["available change"] = stock["available after"] - stock["available before"]
+stock
+"""),
+    code("""
+plots.before_after(accounts_before, accounts_after, "account_id", "balance",
+                   "계좌 잔액: 사가 전후 (돈은 계좌 사이에서만 이동)", ylabel="잔액 (센트)")
+"""),
+    code("""
+fig = plots.before_after(stock_before, stock_after, "sku", "available",
+                         "가용 재고: 사가 전후 (보상된 주문의 예약은 돌아온다)", ylabel="가용 재고 (개)")
+fig.axes[0].legend(loc="upper left")  # keep the change label of the last SKU visible
+fig
+"""),
+    md("""
+## 불변식: 시스템 전체에 대고 검사하기
+
+하나하나의 사가가 아니라, 지금까지 이 실습에서 실행된 **모든** 사가에 대해 참이어야 하는 것들입니다 (`labkit.invariants`).
+각 서비스의 API와 이벤트 로그를 읽어 비교합니다.
+"""),
+    code("""
+invariant_table = checks.saga_invariants(lab)
+assert invariant_table["ok"].all(), invariant_table
+invariant_table
+"""),
+    md("""
+## 위젯: 직접 주문하고, 장애를 일으켜 보기
+
+주문 폼은 `lab.saga.place_order(user, [(sku, n)])`를, 장애 버튼은 `lab.fire(이름)`을 부릅니다.
+비싼 상품을 bob으로 주문하거나, 재고보다 많이 주문해 보세요. 그다음 위의 Gantt 셀을 다시 실행하면 방금 것이 보입니다
+(`lab.saga.timeline()`은 인자가 없으면 최근 10개 사가).
+각 위젯 바로 아래의 쌍둥이 셀은 같은 함수를 그냥 호출합니다.
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+from labkit import widgets
+
+widgets.order_form(lab)
+"""),
+    code("""
+# 위젯의 쌍둥이: 주문 버튼이 부르는 것과 같은 함수
+twin = lab.saga.wait(lab.saga.place_order(ALICE, [("MOUSE-WL", 1)]))
+print(format_view(twin))
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+widgets.failure_buttons(lab)
+"""),
+    code("""
+# 위젯의 쌍둥이: 버튼 하나 = lab.fire(이름) 한 번
+print(format_view(lab.saga.wait(lab.fire("out-of-stock"))))
+"""),
+    *checkpoint_cells("Saga", "Saga 패턴"),
+    md("""
+## 💡 회고
+- **보상은 되돌리기가 아닐 때가 있습니다.** 이미 보낸 확인 메일, 출고된 상품의 보상은 무엇일까요? (의미적 보상: 사과 메일, 반품 절차)
+- 피벗을 결제 **앞**으로 옮기면(먼저 확정하고 나중에 결제) 무엇이 깨질까요?
+- 이 실습은 **오케스트레이션**(지휘자 하나)입니다. 각 서비스가 이벤트를 듣고 다음 일을 하는 **코레오그래피**와 비교해,
+  실패 추적과 보상은 어느 쪽이 쉬울까요? 위의 사가 스트림 같은 한 곳의 기록이 없다면요?
+- 과정의 Job이 `SUCCESS`를 찍을 때 알 수 없던 것 가운데, 여러분 팀의 배치 Job도 모르는 것은 무엇인가요?
+"""),
+]
+
+
 # ---- 03-cqrs -----------------------------------------------------------------------------------------
 NB_03 = [
     md("""
@@ -881,6 +1329,221 @@ lab.query(f"users/{legacy_id}")
 ]
 
 
+# ---- 05-checkpoints --------------------------------------------------------------------------------------
+NB_05 = [
+    md("""
+# 05. 전체 체크포인트와 회고 ✅
+
+## 🎯 목표
+- 과정의 **✅ 실습 체크포인트** 네 묶음(Kubernetes Native, Saga, CQRS, Event Sourcing)의 모든 항목을 실제 시스템에 대고 한 번에 확인한다
+- 각 항목이 **무엇을 보고** 통과했는지(evidence) 표 하나로 정리한다
+- 과정의 **💡 실습 회고**(팀 회고 1-4)를, 방금 이 시스템에서 잰 **숫자**를 근거로 토론한다
+
+> 과정의 "🚀 고급 테스트 및 검증", "✅ 실습 체크포인트", "💡 실습 회고"에 해당합니다. 02-saga, 03-cqrs, 04-event-sourcing을
+> 먼저 해 보면 숫자가 더 풍부하지만, 00-setup 다음에 바로 실행해도 됩니다 (체크는 필요한 것을 스스로 만듭니다).
+"""),
+    md("""
+## 💡 체크포인트는 어떻게 확인하나
+
+체크리스트 한 줄마다 `labkit.checks`의 함수 하나가 있고, 함수는 실행 중인 시스템에 실제로 요청을 보내 결과와 근거를 돌려줍니다.
+
+| 과정의 명령 (고급 테스트 및 검증) | 이 워크북의 체크가 대신 하는 일 |
+|---|---|
+| `kubectl get jobs`, `kubectl logs job/saga-orchestrator` | 사가 Job을 실제로 실행해 exit 0과, 밀려 있던 사가가 끝난 것을 확인 |
+| `kubectl create job compensation-test --from=job/saga-orchestrator` | 결제가 거절되는 사가로 **역순 보상**과 잔액·재고 복구를 확인 (과정의 명령은 같은 echo를 다시 찍을 뿐) |
+| `curl -X POST .../api/commands/create-user`, `curl .../api/queries/users` | 명령은 이벤트가 되고, 조회는 조회 모델에서만 나오는지 확인 |
+| `curl .../api/events`, `curl -X POST .../api/events/replay` | 스트림 버전·전역 순서·409 충돌, 재생 결과 = 기존 상태 |
+| `kubectl get cronjobs`, `kubectl get jobs \\| grep event-processor` | event-processor Job을 돌려 체크포인트가 로그 끝까지 가는지 확인 |
+| `curl -H "Host: api.local" .../api/users`, `nslookup command-service...` | 모든 경로가 올바른 서비스에서 답하는지, 서비스 이름으로 찾는지 확인 |
+
+`➖ n/a`는 이 모드에서 확인할 수 없는 항목입니다(예: local 모드의 게이트웨이). 통과도 실패도 아니며, 이유가 evidence에 적혀 있습니다.
+"""),
+    SETUP,
+    md("""
+## Step 1: 모든 체크리스트 항목 실행
+
+네 묶음을 과정의 순서대로 실행합니다. 체크들은 실제로 사용자를 만들고, 사가를 돌리고, 재생을 실행합니다.
+"""),
+    code("""
+import time
+
+started = time.perf_counter()
+results = checks.run_all(lab)
+print(f"{len(results)} checks in {time.perf_counter() - started:.1f}s ({lab.mode} mode)")
+checks.report(results)
+"""),
+    code("""
+summary = checks.table(results).groupby("section", sort=False)["status"].value_counts().unstack(fill_value=0)
+summary
+"""),
+    md("""
+## 💡 실습 회고 — 숫자를 근거로
+
+### 🤝 팀 회고 (15분)
+과정의 네 질문에 답하기 전에, 이 실습 시스템에서 **측정한 값**을 모읍니다. 의견은 자유지만, 근거는 아래 표에서 찾아 보세요.
+재생(replay)은 정확히 재기 위해 계속 도는 event-processor를 잠시 멈추고 실행합니다.
+"""),
+    code("""
+import statistics
+
+import pandas as pd
+
+from labkit.figures import processor_paused
+
+
+def median_ms(fn, n):
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t) * 1000)
+    return statistics.median(samples)
+
+
+sagas = pd.DataFrame(lab.saga.list(limit=None))
+log = lab.events(limit=1_000_000)
+log["category"] = log["stream_id"].str.extract(r"^([a-z]+)-", expand=False)
+lag = lab.projection_lag(5)
+read_ms = median_ms(lambda: lab.query("users", limit=20), 20)
+write_ms = median_ms(lambda: lab.command("create-user", name="Retro",
+                                         email=f"retro.{time.time_ns()}@example.com"), 5)
+with processor_paused(lab):
+    replay = lab.replay()
+print(f"{len(sagas)} sagas, {len(log)} events in {log['stream_id'].nunique()} streams, "
+      f"projection lag p50 {lag['lag_ms'].median():.1f} ms, replay {replay['events_per_s']:,.0f} events/s")
+"""),
+    md("""
+#### 1. 패턴 비교: Saga, CQRS, Event Sourcing 중 어떤 패턴이 가장 유용했나?
+
+생각해 볼 것: 각 패턴이 **없었다면** 이번 실습에서 무엇이 잘못되었을까요? 아래 표의 "한 일"이 여러분 서비스에도 필요한 일인가요?
+"""),
+    code("""
+outcomes = sagas["status"].value_counts().to_dict() if len(sagas) else {}
+durations = sagas.groupby("status")["duration_ms"].median().round(1).to_dict() if len(sagas) else {}
+invariant_violations = int((~checks.saga_invariants(lab)["ok"]).sum())
+pd.DataFrame([
+    {"pattern": "Saga",
+     "what it did here": f"{len(sagas)} orders across 4 services: {outcomes}; "
+                         "every failure undone in reverse order",
+     "measured": f"median saga ms by outcome {durations}; invariant violations: {invariant_violations}"},
+    {"pattern": "CQRS",
+     "what it did here": "commands became events; every read came from the read model",
+     "measured": f"query p50 {read_ms:.1f} ms, command p50 {write_ms:.1f} ms, "
+                 f"projection lag p50 {lag['lag_ms'].median():.1f} ms"},
+    {"pattern": "Event Sourcing",
+     "what it did here": f"{len(log)} events kept, never changed; read models rebuilt from them",
+     "measured": f"replay {replay['events_count']:,} events in {replay['seconds']:.2f}s "
+                 f"= {replay['events_per_s']:,.0f} events/s"},
+])
+"""),
+    md("""
+#### 2. Kubernetes Native: 순수 Kubernetes 리소스만으로 구현한 소감은?
+
+생각해 볼 것: 아래는 이 실습의 `manifests/`에 든 오브젝트 전부입니다. 사가의 재시도·크래시 복구는 Job과 Deployment가,
+서비스 디스커버리는 Service와 DNS가, 보안은 NetworkPolicy 규칙이 맡았습니다. Day 2의 Service Mesh가 이 가운데 무엇을 대신할까요
+(예: NetworkPolicy 규칙 → mTLS와 AuthorizationPolicy, 애플리케이션의 재시도 → 사이드카의 재시도)? 대신하면 안 되는 것은요?
+"""),
+    code("""
+from labkit.runtime.manifests import load_all
+
+objects = pd.DataFrame([{"step": step, "kind": o["kind"]} for step, objs in load_all().items() for o in objs])
+rules = checks.network_policy_rules()
+print(f"{len(objects)} Kubernetes objects; "
+      f"{rules['policy'].nunique()} NetworkPolicies with {len(rules)} rules")
+pd.crosstab(objects["kind"], objects["step"], margins=True, margins_name="total")
+"""),
+    md("""
+#### 3. 복잡도 분석: 각 패턴이 시스템에 추가하는 복잡도는?
+
+생각해 볼 것: 복잡도는 코드 줄 수만이 아닙니다. 띄워야 하는 워크로드, 알아야 하는 스트림과 이벤트 타입, 기다려야 하는 지연이
+모두 운영 비용입니다. 어느 패턴이 가장 비쌌고, 그 비용은 무엇과 맞바꾼 것인가요?
+(Event Sourcing 행은 로그 **전체**입니다: 이 실습에서는 사가와 CQRS의 이벤트도 모두 같은 이벤트 저장소에 쌓입니다.)
+"""),
+    code("""
+PATTERNS = {  # pattern -> (its manifests step, the stream categories it writes)
+    "Saga": ("02-saga", ["saga", "order", "stock", "reservation", "payment"]),
+    "CQRS": ("03-cqrs", ["user"]),
+    "Event Sourcing": ("04-event-sourcing", sorted(log["category"].dropna().unique())),
+}
+workload_kinds = {"Deployment", "StatefulSet", "Job", "CronJob"}
+rows = []
+for pattern, (step, categories) in PATTERNS.items():
+    mine = log[log["category"].isin(categories)]
+    step_objects = objects[objects["step"] == step]
+    rows.append({"pattern": pattern, "K8s objects": len(step_objects),
+                 "workloads": int(step_objects["kind"].isin(workload_kinds).sum()),
+                 "streams": mine["stream_id"].nunique(), "event types": mine["event_type"].nunique(),
+                 "events": len(mine)})
+complexity = pd.DataFrame(rows).set_index("pattern")
+complexity["waits for"] = [f"saga p50 {sagas['duration_ms'].median():.0f} ms" if len(sagas) else "-",
+                           f"projection lag p50 {lag['lag_ms'].median():.1f} ms",
+                           f"replay {replay['seconds']:.2f} s"]
+complexity
+"""),
+    code("""
+import matplotlib as mpl
+from matplotlib.figure import Figure
+
+with mpl.rc_context(plots.STYLE):
+    fig = Figure(figsize=(15, 5), layout="constrained")
+    colors = ["#ff5722", "#2196f3", "#795548"]
+    panels = {"workloads": "워크로드 수 (manifests)", "event types": "이벤트 타입 수",
+              "events": "이벤트 수 (로그)"}
+    for ax, (column, label) in zip(fig.subplots(1, 3), panels.items(), strict=True):
+        bars = ax.bar(complexity.index, complexity[column], color=colors)
+        ax.bar_label(bars, fmt="{:,.0f}")
+        ax.set_title(label)
+        ax.set_xlabel("패턴")
+        ax.set_ylabel("개수")
+        ax.margins(y=0.15)
+    fig.suptitle("패턴별 복잡도: 이 실습에서 센 값", fontweight="bold")
+fig
+"""),
+    md("""
+#### 4. 실무 적용: 실제 프로젝트에서 어떤 패턴을 우선 적용할 것인가?
+
+생각해 볼 것: 아래는 이번 실습에서 보상 트랜잭션이 **실제로 되돌린 것**과, 실패의 이유별 횟수입니다. 여러분 서비스에서
+이런 실패가 하루에 몇 번 일어날까요? 보상이 없다면 누가 어떻게 고치나요? 반대로, 읽기 지연(위의 projection lag)을
+사용자가 눈치챌 화면은 어디인가요? 우선순위는 "가장 자주 아픈 곳"부터입니다.
+"""),
+    code("""
+def undone(event_type, field=None):
+    rows = log[log["event_type"] == event_type]
+    return len(rows), int(rows["data"].map(lambda d: d.get(field, 0)).sum()) if field else 0
+
+
+cancelled, _ = undone("OrderCancelled")
+released, units = undone("StockReleased", "quantity")
+refunded, cents = undone("PaymentRefunded", "amount")
+voided, _ = undone("PaymentVoided")  # refunded before the (late) charge arrived: it is refused
+display(pd.DataFrame([
+    {"compensation": "cancel_order", "events": cancelled, "undid": "orders that would stay PENDING"},
+    {"compensation": "release_stock", "events": released, "undid": f"{units} units held for nobody"},
+    {"compensation": "refund_payment", "events": refunded + voided,
+     "undid": f"{cents:,} cents taken for nothing; {voided} late charges refused"},
+]))
+if len(sagas) and (sagas["status"] != "completed").any():
+    failed = sagas[sagas["status"] != "completed"]
+    display(failed.groupby(["failed_step", "failure"]).size().rename("sagas").reset_index())
+else:
+    print("no failed saga yet: run 02-saga")
+"""),
+    md("""
+### 📊 학습 성과
+- **고급 패턴**: 마이크로서비스의 핵심 패턴을 실제로 동작하는 시스템으로 구현하고, 위의 체크로 확인
+- **분산 시스템**: 보상 트랜잭션, 최종 일관성, 낙관적 동시성, 재생을 숫자로 관찰
+- **운영 관점**: 각 패턴이 더하는 워크로드·이벤트·지연을 직접 세어 트레이드오프를 판단
+
+## ✅ 마지막 확인
+
+위 Step 1의 결과 가운데 하나라도 실패했다면 이 셀이 에러로 멈춥니다. 근거(evidence)를 보고 고친 뒤 다시 실행하세요.
+"""),
+    code("""
+checks.assert_ok(results)
+"""),
+]
+
+
 # ---- 06-cleanup ---------------------------------------------------------------------------------------
 NB_06 = [
     md("""
@@ -969,8 +1632,10 @@ lab.status()
 NOTEBOOKS_SPEC: dict[str, list[tuple[str, str]]] = {
     "00-setup": NB_00,
     "01-networking": NB_01,
+    "02-saga": NB_02,
     "03-cqrs": NB_03,
     "04-event-sourcing": NB_04,
+    "05-checkpoints": NB_05,
     "06-cleanup": NB_06,
 }
 
