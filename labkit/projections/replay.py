@@ -53,11 +53,9 @@ def replay(
 
         bar = tqdm(total=head, unit="pos", desc="replay", unit_scale=True, leave=True)
     started = time.perf_counter()
-    count = 0
     last = 0
     try:
-        while n := projector.step():
-            count += n
+        while projector.step():
             if bar is not None:
                 reached = min(projector.checkpoints().values())
                 bar.update(max(0, reached - last))
@@ -66,12 +64,16 @@ def replay(
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - started
+    position = min(projector.checkpoints().values())
+    # Every event up to `position` was rebuilt, by this replay or, if one runs alongside, by a
+    # following projector (each batch is committed by exactly one of them).
+    count = events.count_events(0, position)
     return ReplayStats(
         projections=[p.name for p in chosen],
         events=count,
         seconds=round(seconds, 4),
         events_per_s=round(count / seconds, 1) if seconds > 0 else 0.0,
-        position=min(projector.checkpoints().values()),
+        position=position,
     )
 
 

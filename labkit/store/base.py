@@ -140,6 +140,10 @@ class EventStore(abc.ABC):
         """The highest global position committed (0 for an empty store)."""
 
     @abc.abstractmethod
+    def count_events(self, after_position: int = 0, upto_position: int | None = None) -> int:
+        """How many events have after_position < position <= upto_position (None: the head)."""
+
+    @abc.abstractmethod
     def stats(self) -> dict[str, object]:
         """Counts for humans: events, streams, last position, events per type."""
 

@@ -315,6 +315,8 @@ class PostgresEventStore(EventStore):
                 "SELECT COALESCE(MAX(version), 0) FROM {} WHERE stream_id = %s"
             ).format(table),
             "last_position": sql.SQL("SELECT COALESCE(MAX(position), 0) FROM {}").format(table),
+            "count_between": sql.SQL(
+                "SELECT COUNT(*) FROM {} WHERE position > %s AND position <= %s").format(table),
             "totals": sql.SQL(
                 "SELECT COUNT(*), COUNT(DISTINCT stream_id), COALESCE(MAX(position), 0) FROM {}"
             ).format(table),
@@ -428,6 +430,10 @@ class PostgresEventStore(EventStore):
 
     def last_position(self) -> int:
         return int(self._query("last_position")[0][0])
+
+    def count_events(self, after_position: int = 0, upto_position: int | None = None) -> int:
+        upto = self.last_position() if upto_position is None else upto_position
+        return int(self._query("count_between", (after_position, upto))[0][0])
 
     def stats(self) -> dict[str, object]:
         total, streams, last = self._query("totals")[0]

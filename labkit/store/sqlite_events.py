@@ -187,6 +187,14 @@ class SqliteEventStore(EventStore):
         row = self._conns.get().execute("SELECT MAX(position) FROM events").fetchone()
         return row[0] or 0
 
+    def count_events(self, after_position: int = 0, upto_position: int | None = None) -> int:
+        sql = "SELECT COUNT(*) FROM events WHERE position > ?"
+        args: list[int] = [after_position]
+        if upto_position is not None:
+            sql += " AND position <= ?"
+            args.append(upto_position)
+        return self._conns.get().execute(sql, args).fetchone()[0]
+
     def stats(self) -> dict[str, object]:
         conn = self._conns.get()
         total, streams, last = conn.execute(
