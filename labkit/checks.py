@@ -142,7 +142,7 @@ def table(results: Iterable[CheckResult]) -> pd.DataFrame:
 def report(results: Iterable[CheckResult]) -> Any:
     """`table(results)` styled for a notebook: every evidence shown in full, wrapped."""
     df = table(results)
-    return (df.style.hide(axis="index")
+    return (df.style.hide(axis="index").format(escape="html")
             .set_properties(**{"text-align": "left", "white-space": "pre-wrap"})
             .set_properties(subset=["evidence"], **{"font-size": "0.9em"}))
 

@@ -214,7 +214,7 @@ def _grouped_bars(ax: Any, keys: list[str], before: list[float], after: list[flo
     else:
         ax.set_ylim(0, top * 1.22)
         ax.yaxis.set_major_formatter("{x:,.0f}")
-    ax.legend(loc="upper right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # outside: never over a label
     ax.grid(axis="x", visible=False)
 
 

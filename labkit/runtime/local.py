@@ -313,8 +313,11 @@ class LocalRuntime:
         if proc is None:
             raise RuntimeErrorWithHint(f"{name} is not running (see `labkit status`)")
         proc.send_signal(sig)
-        with contextlib.suppress(Exception):
-            proc.wait(5)
+        # Not our child (started by another shell or kernel): psutil's wait() would poll slowly
+        # until init reaps it, but a zombie is already dead for every purpose here.
+        deadline = time.monotonic() + 5
+        while _proc(rec.pid, rec.started) is not None and time.monotonic() < deadline:  # type: ignore[union-attr]
+            time.sleep(0.01)
         return rec.pid  # type: ignore[union-attr]
 
     # ---- observation --------------------------------------------------------------------------
