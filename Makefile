@@ -26,7 +26,8 @@ lab: install
 	LABKIT_MODE=$${LABKIT_MODE:-local} $(BIN)/jupyter lab --notebook-dir=notebooks
 
 lint: install
-	$(BIN)/ruff check labkit tests
+	$(BIN)/ruff check labkit tests tools
+	$(BIN)/python tools/build_notebooks.py --check
 
 validate: install
 	$(BIN)/labkit validate
