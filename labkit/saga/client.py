@@ -52,19 +52,20 @@ def _lab_store(lab: Any) -> EventStore:
     cluster's PostgreSQL, through LABKIT_PG_URL (e.g. a port-forward) or, when the runtime
     offers one, `lab.runtime.pg_url()`.
     """
-    from dataclasses import replace
 
     from labkit.store.factory import open_event_store
 
     st = lab.settings
     if getattr(lab, "mode", "local") == "cluster" and not st.pg_url:
-        finder = getattr(lab.runtime, "pg_url", None)
-        if finder is None:
-            raise RuntimeError(
-                "in cluster mode the saga API reads and writes the cluster's event store: set "
-                "LABKIT_PG_URL to its PostgreSQL (for example through `kubectl port-forward "
-                "svc/postgres 5432`) and LABKIT_PG_SCHEMA if it is not 'labkit'")
-        st = replace(st, pg_url=finder())
+        # No database access from the notebook: read the log through event-store-api.
+        from labkit.store.http_events import HttpEventStore
+
+        url = lab.url("event-store-api")
+        with _stores_lock:
+            store = _stores.get(url)
+            if store is None:
+                store = _stores[url] = HttpEventStore(url)
+            return store
     key = f"{st.pg_url}#{st.pg_schema}" if st.pg_url else str(st.events_db)
     with _stores_lock:
         store = _stores.get(key)
@@ -104,6 +105,13 @@ class SagaClient:
         """
         needs_price = any(not (isinstance(ln, Mapping) and "price" in ln)
                           and not (isinstance(ln, list | tuple) and len(ln) == 3) for ln in lines)
+        if self.store.backend == "http":  # cluster mode: the write side starts the saga
+            clean = s.normalise_lines(lines, self.prices() if needs_price else None)
+            body: dict[str, Any] = {"user_id": user, "lines": clean}
+            for k, v in (("order_id", order_id), ("saga_id", saga_id), ("crash_after", crash_after)):
+                if v:
+                    body[k] = v
+            return self.lab.command("place-order", **body)["saga_id"]
         faults = {"crash_after": crash_after} if crash_after else None
         return start_saga(self.store, user, lines, order_id=order_id, saga_id=saga_id,
                           prices=self.prices() if needs_price else None, faults=faults)

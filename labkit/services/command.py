@@ -23,7 +23,7 @@ from labkit.store.base import ConcurrencyError, EventStore
 from labkit.store.factory import open_event_store
 
 COMMAND_TYPES = {"create-user": "CreateUserCommand", "update-user": "UpdateUserCommand",
-                 "deactivate-user": "DeactivateUserCommand"}
+                 "deactivate-user": "DeactivateUserCommand", "place-order": "PlaceOrderCommand"}
 #: Retries when a command without `expected_version` races another writer of the same user.
 AUTO_RETRIES = 3
 _NS = uuid.UUID("5b0c5c3e-6f4e-4f53-9d7e-3d1f6c1b8a11")
@@ -52,6 +52,24 @@ class DeactivateUser(BaseModel):
     user_id: UserId
     reason: str = Field("", max_length=500)
     expected_version: int | None = Field(None, ge=0, le=2**31)
+
+
+class OrderLine(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sku: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(ge=1, le=10_000)
+    price: int | None = Field(None, ge=0, le=10**12, description="integer cents; default: catalogue")
+
+
+class PlaceOrder(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: UserId
+    lines: list[OrderLine] = Field(min_length=1, max_length=50)
+    order_id: UserId | None = None
+    saga_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
+    crash_after: str | None = Field(
+        None, max_length=100, description="`<step>:<Event>`: the orchestrator kills itself right "
+        "after recording it (the crash scenario; only with LABKIT_FAULTS=1)")
 
 
 def _key_ids(key: str | None) -> tuple[str, str]:
@@ -133,6 +151,39 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
         return handlers.handle("deactivate-user", body.user_id,
                                lambda user: u.deactivate(user, body.reason),
                                body.expected_version, idempotency_key)
+
+    @app.post("/api/commands/place-order", status_code=202, tags=["commands"],
+              summary="Start an order saga (the orchestrator drives it)")
+    def place_order(body: PlaceOrder, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+        """The write side starts the saga, as in the course's architecture (command service ->
+        saga job): it opens the saga's stream with `SagaStarted`; from there on only the
+        saga-orchestrator writes to it."""
+        from labkit.domain import saga as sd
+        from labkit.domain.stock import CATALOGUE
+        from labkit.saga.orchestrator import start_saga
+
+        if body.crash_after and not settings.faults:
+            raise ApiError(422, "faults_disabled", "crash_after needs LABKIT_FAULTS=1")
+        command_id, _ = _key_ids(idempotency_key)
+        saga_id = body.saga_id or (uuid.uuid5(_NS, "saga:" + idempotency_key).hex[:12]
+                                   if idempotency_key else None)
+        prices = {sku: item.price for sku, item in CATALOGUE.items()}
+        lines = [line.model_dump(exclude_none=True) for line in body.lines]
+        try:
+            sid = start_saga(es, body.user_id, lines, order_id=body.order_id, saga_id=saga_id,
+                             prices=prices,
+                             faults={"crash_after": body.crash_after} if body.crash_after else None)
+        except sd.SagaRuleError as exc:
+            if exc.reason == "already_exists" and idempotency_key:
+                sid = saga_id  # the same key again: the saga it started the first time
+            else:
+                raise ApiError(409 if exc.reason == "already_exists" else 422, exc.reason,
+                               str(exc)) from None
+        first = es.read_stream(sd.stream_id(sid))[0]
+        return {"command_id": command_id, "type": COMMAND_TYPES["place-order"],
+                "status": "accepted", "saga_id": sid, "order_id": first.data.get("order_id"),
+                "event_id": first.id, "position": first.position,
+                "timestamp": first.recorded_iso}
 
     @app.get("/api/commands/users/{user_id}/version", tags=["commands"],
              summary="The user's current stream version (for expected_version)")

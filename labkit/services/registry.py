@@ -66,7 +66,9 @@ SERVICES: dict[str, ServiceSpec] = {
                     routes=("/api/inventory",), faults=True),
         ServiceSpec("payment-service", "labkit.services.payment",
                     routes=("/api/payments",), faults=True),
-        ServiceSpec("command-service", "labkit.services.command", routes=("/api/commands",)),
+        # LABKIT_FAULTS: place-order accepts the crash scenario's `crash_after` only when set.
+        ServiceSpec("command-service", "labkit.services.command", routes=("/api/commands",),
+                    extra_env=("LABKIT_FAULTS",)),
         ServiceSpec("query-service", "labkit.services.query", stores=("read",),
                     routes=("/api/queries",)),
         ServiceSpec("event-store-api", "labkit.services.eventstore_api",
