@@ -220,6 +220,25 @@ def cmd_notebooks_reset(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- commands with their own parsers (`labkit saga --help`, `labkit chaos --help`) ----------------
+def cmd_saga(args: argparse.Namespace) -> int:
+    from labkit.saga.cli import main
+
+    return main(args.rest)
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from labkit.chaos import main
+
+    return main(args.rest)
+
+
+def cmd_bench_saga(args: argparse.Namespace) -> int:
+    from labkit.bench_saga import main
+
+    return main(args.rest)
+
+
 # ---- cluster tooling -------------------------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace) -> int:
     from labkit.validate import main
@@ -298,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--redis-url", default=None)
     sp.add_argument("--repeat", type=int, default=3)
     sp.add_argument("--json", action="store_true")
+    sp = bs.add_parser("saga", help="order sagas per second and p50/p99 latency "
+                       "(--sagas N --concurrency C --json)", add_help=False)
+    sp.add_argument("rest", nargs=argparse.REMAINDER)
+    sp.set_defaults(fn=cmd_bench_saga)
     sp = add("up", cmd_bench_up, "seconds from up to ready, and memory", bs)
     sp.add_argument("--json", action="store_true")
     sp = add("commands", cmd_bench_commands, "CQRS command rate and projection lag", bs)
@@ -318,6 +341,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("names", nargs="*", metavar="NAME", help="e.g. 03-cqrs (default: all)")
     sp.add_argument("--dry-run", action="store_true", help="show what would change")
 
+    for name, fn, help_ in (
+        ("saga", cmd_saga, "order sagas: run --follow|--pending|--order-id, place, status, list, "
+                           "timeline (labkit saga --help)"),
+        ("chaos", cmd_chaos, "random faults against the real system, then the saga invariants "
+                             "(--runs N --seed S --json)"),
+    ):
+        sp = sub.add_parser(name, help=help_, add_help=False)
+        sp.add_argument("rest", nargs=argparse.REMAINDER)
+        sp.set_defaults(fn=fn)
+
     sp = add("validate", cmd_validate, "validate manifests: strict schemas + consistency checks")
     sp.add_argument("--k8s-version", default="1.33.0")
     img = sub.add_parser("image", help="the lab's container image", description="container image")
@@ -336,7 +369,15 @@ def main(argv: list[str] | None = None) -> int:
     from labkit.runtime.local import RuntimeErrorWithHint
     from labkit.store.base import ConcurrencyError, DuplicateEventError, StoreUnavailableError
 
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # These commands own their whole argument list (argparse's REMAINDER drops a leading --help).
+    delegated = {("saga",): cmd_saga, ("chaos",): cmd_chaos, ("bench", "saga"): cmd_bench_saga}
+    for prefix, fn in delegated.items():
+        if tuple(argv[: len(prefix)]) == prefix:
+            args = argparse.Namespace(fn=fn, rest=argv[len(prefix):])
+            break
+    else:
+        args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
     except (LabError, RuntimeErrorWithHint, StoreUnavailableError, EventValidationError,

@@ -104,3 +104,7 @@ def test_the_cli_runs_up_status_down(tmp_path) -> None:
     assert bad.returncode == 1 and "error: no log for 'nope'" in bad.stderr
     down = run("down")
     assert down.returncode == 0 and "nothing was running" in down.stdout
+    for argv, expected in ((["saga", "--help"], "place"), (["chaos", "--help"], "--runs"),
+                           (["bench", "saga", "--help"], "--concurrency")):
+        helped = run(*argv)
+        assert helped.returncode == 0 and expected in helped.stdout, argv
