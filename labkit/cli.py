@@ -220,6 +220,19 @@ def cmd_notebooks_reset(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fire(args: argparse.Namespace) -> int:
+    from labkit.saga.cli import format_view
+
+    lab = _lab()
+    sid = lab.fire(args.scenario)
+    view = lab.saga.wait(sid, timeout=args.timeout)
+    if args.json:
+        _print_json(view)
+    else:
+        print(format_view(view))
+    return 0
+
+
 # ---- commands with their own parsers (`labkit saga --help`, `labkit chaos --help`) ----------------
 def cmd_saga(args: argparse.Namespace) -> int:
     from labkit.saga.cli import main
@@ -341,6 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("names", nargs="*", metavar="NAME", help="e.g. 03-cqrs (default: all)")
     sp.add_argument("--dry-run", action="store_true", help="show what would change")
 
+    from labkit.scenarios import SCENARIOS
+
+    sp = add("fire", cmd_fire, "fire a saga scenario (customers and faults set up for you), "
+                               "wait, and show how it ended")
+    sp.add_argument("scenario", choices=SCENARIOS)
+    sp.add_argument("--timeout", type=float, default=60.0)
+    sp.add_argument("--json", action="store_true")
     for name, fn, help_ in (
         ("saga", cmd_saga, "order sagas: run --follow|--pending|--order-id, place, status, list, "
                            "timeline (labkit saga --help)"),

@@ -37,7 +37,8 @@ SCENARIOS = ("happy", "payment-declined", "out-of-stock", "invalid-user", "payme
 ALICE, BOB = "alice", "bob"
 RICH_BALANCE, POOR_BALANCE = 100_000_000, 1_000
 #: What the default order buys.
-DEFAULT_LINES = (("KEYBOARD-MX", 1),)
+#: MOUSE-WL: 10,000 in stock, so a class can fire `happy` all day without running out.
+DEFAULT_LINES = (("MOUSE-WL", 1),)
 SCARCE_SKU = "HEADSET-BT"
 
 

@@ -1,6 +1,6 @@
 """`lab.saga`: place orders as sagas, wait for them, and read them back.
 
-    sid = lab.saga.place_order("u-1", [("KEYBOARD", 1)])   # appends SagaStarted
+    sid = lab.saga.place_order("u-1", [("MOUSE-WL", 1)])   # appends SagaStarted
     lab.saga.wait(sid)                                      # the saga's view once it ended
     lab.saga.timeline([sid])                                # DataFrame for the Gantt chart
 

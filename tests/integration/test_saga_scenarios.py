@@ -125,7 +125,7 @@ def test_inventory_flaky_retries_then_succeeds(lab: Lab) -> None:
 def test_orchestrator_crash_resumes_and_equals_the_uncrashed_run(lab: Lab) -> None:
     before = orchestrator_pid(lab)
     reference = lab.saga.wait(lab.fire("happy"))
-    stock_before = get(lab, "inventory-service", "/api/inventory/KEYBOARD-MX")[1]["available"]
+    stock_before = get(lab, "inventory-service", "/api/inventory/MOUSE-WL")[1]["available"]
     view = lab.saga.wait(lab.fire("orchestrator-crash", step=3))
     after = orchestrator_pid(lab)
     assert after is not None and after != before  # it really died and a new one took over
@@ -136,7 +136,7 @@ def test_orchestrator_crash_resumes_and_equals_the_uncrashed_run(lab: Lab) -> No
     assert get(lab, "order-service", f"/api/orders/{view['order_id']}")[1]["status"] == "CONFIRMED"
     assert get(lab, "payment-service", f"/api/payments/{view['order_id']}")[1]["status"] == "CHARGED"
     assert get(lab, "inventory-service",
-               "/api/inventory/KEYBOARD-MX")[1]["available"] == stock_before - 1
+               "/api/inventory/MOUSE-WL")[1]["available"] == stock_before - 1
 
 
 def _env(lab: Lab, **extra: str) -> dict[str, str]:
