@@ -23,17 +23,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from labkit.bench_system import percentile
 from labkit.domain import saga as s
 
 WARMUP = 10
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 @contextlib.contextmanager
@@ -190,10 +183,10 @@ def bench_saga(sagas: int = 1000, concurrency: int = 8, *, lab: Any = None) -> d
         "errors": sum(len(r["errors"]) for r in rounds),
         "seconds": round(seconds, 3),
         "sagas_per_s": round(completed / seconds, 1) if seconds else 0.0,
-        "p50_ms": round(_percentile(saga_ms, 50), 1), "p99_ms": round(_percentile(saga_ms, 99), 1),
+        "p50_ms": round(percentile(saga_ms, 50), 1), "p99_ms": round(percentile(saga_ms, 99), 1),
         "mean_ms": round(statistics.fmean(saga_ms), 1) if saga_ms else None,
-        "client_p50_ms": round(_percentile(client_ms, 50), 1),
-        "client_p99_ms": round(_percentile(client_ms, 99), 1),
+        "client_p50_ms": round(percentile(client_ms, 50), 1),
+        "client_p99_ms": round(percentile(client_ms, 99), 1),
         "targets": {"sagas_per_s": 100, "p99_ms": 150},
     }
 

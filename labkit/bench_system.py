@@ -49,7 +49,8 @@ def bench_up() -> dict[str, Any]:
                 "all_ready": all(s["status"] in ("ready", "running") for s in status)}
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile by nearest rank (NaN for no values)."""
     ordered = sorted(values)
     if not ordered:
         return float("nan")
@@ -118,8 +119,8 @@ def bench_commands(requests: int = 1000, concurrency: int = 8) -> dict[str, Any]
             "benchmark": "commands", "requests": requests, "concurrency": concurrency,
             "accepted": len(accepted), "errors": len(errors),
             "commands_per_s": round(len(accepted) / elapsed, 1),
-            "lag_p50_ms": round(_percentile(lags, 50), 2),
-            "lag_p99_ms": round(_percentile(lags, 99), 2),
+            "lag_p50_ms": round(percentile(lags, 50), 2),
+            "lag_p99_ms": round(percentile(lags, 99), 2),
             "lag_mean_ms": round(statistics.fmean(lags), 2) if lags else None,
             "visible": len(lags),
         }
