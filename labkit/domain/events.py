@@ -205,19 +205,35 @@ class UpcasterRegistry:
 
     def __init__(self) -> None:
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        self._types: frozenset[str] = frozenset()
 
     def register(self, event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
         def decorator(fn: Upcaster) -> Upcaster:
-            self._upcasters[(event_type, from_version)] = fn
+            self.add(event_type, from_version, fn)
             return fn
 
         return decorator
 
     def add(self, event_type: str, from_version: int, fn: Upcaster) -> None:
         self._upcasters[(event_type, from_version)] = fn
+        self._types = frozenset(t for t, _ in self._upcasters)
 
     def remove(self, event_type: str, from_version: int) -> None:
         self._upcasters.pop((event_type, from_version), None)
+        self._types = frozenset(t for t, _ in self._upcasters)
+
+    @property
+    def types(self) -> frozenset[str]:
+        """Event types that have at least one upcaster."""
+        return self._types
+
+    def upcast_all(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        """`upcast` each event; events of types without upcasters pass through untouched."""
+        types = self._types
+        if not types:
+            return events
+        up = self.upcast
+        return [up(e) if e.type in types else e for e in events]
 
     def latest_version(self, event_type: str, version: int = 1) -> int:
         while (event_type, version) in self._upcasters:

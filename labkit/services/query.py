@@ -63,10 +63,10 @@ def create_app(settings: Settings, store: ReadStore | None = None) -> FastAPI:
     def user_stats() -> dict[str, Any]:
         meta = freshness(pu.USER_STATS_VIEW.name)
         summary = reads.get(pu.USER_STATS, pu.STATS_KEY) or {}
-        today = reads.get(pu.USERS_BY_DAY, datetime.now(UTC).date().isoformat()) or {}
+        today = pu.CREATED_ON + datetime.now(UTC).date().isoformat()
         return {"total_users": summary.get("total_users", 0),
                 "active_users": summary.get("active_users", 0),
-                "new_users_today": today.get("created", 0),
+                "new_users_today": summary.get(today, 0),
                 "source": "aggregated_view", **meta}
 
     @app.get("/api/queries/sagas", tags=["queries"])

@@ -157,7 +157,7 @@ class EventStore(abc.ABC):
     def read_stream(self, stream_id: str, from_version: int = 0) -> list[RecordedEvent]:
         """A stream's events with version >= from_version, oldest first, upcast to current."""
         stream = validate_stream_id(stream_id)
-        return [self.upcasters.upcast(e) for e in self._read_stream(stream, from_version)]
+        return self.upcasters.upcast_all(self._read_stream(stream, from_version))
 
     def read_all(
         self,
@@ -170,8 +170,7 @@ class EventStore(abc.ABC):
         """Up to `limit` events with position > after_position, in position order, upcast."""
         if limit < 1:
             raise EventValidationError("limit must be >= 1")
-        rows = self._read_all(after_position, limit, stream_prefix, types)
-        return [self.upcasters.upcast(e) for e in rows]
+        return self.upcasters.upcast_all(self._read_all(after_position, limit, stream_prefix, types))
 
     def iter_all(self, after_position: int = 0, batch: int = 1000) -> Iterator[RecordedEvent]:
         """Every event after `after_position`, fetched in batches."""

@@ -40,6 +40,13 @@ def add_users(store: SqliteEventStore, n: int, seed: int = 1) -> tuple[int, int]
     return n, deactivated
 
 
+def _counts(reads: ReadStore) -> dict[str, int]:
+    """The user-stats summary: totals, and the per-day creation counters added up."""
+    doc = reads.get("user_stats", "summary") or {}
+    return {"total_users": doc.get("total_users"), "active_users": doc.get("active_users"),
+            "created": sum(v for k, v in doc.items() if k.startswith("created_on:"))}
+
+
 def test_projector_catches_up_and_reports_lag(tmp_path: Path) -> None:
     es = SqliteEventStore(tmp_path / "e.db")
     rs = SqliteReadStore(tmp_path / "r.db")
@@ -48,8 +55,8 @@ def test_projector_catches_up_and_reports_lag(tmp_path: Path) -> None:
     assert projector.lag() == es.last_position()
     assert projector.run_once() == es.last_position()
     assert projector.lag() == 0
-    stats = rs.get("user_stats", "summary")
-    assert stats == {"total_users": created, "active_users": created - deactivated}
+    assert _counts(rs) == {"total_users": created, "active_users": created - deactivated,
+                           "created": created}
     assert rs.count("users") == created
     assert projector.run_once() == 0  # nothing new: nothing read, nothing re-applied
 
@@ -108,7 +115,7 @@ def test_killing_the_processor_mid_batch_never_applies_twice_or_skips_sqlite(tmp
     killed = _kill_and_restart(tmp_path, _processor_env(tmp_path, {}), es, reads, kills=5)
     assert killed >= 3, "the kills must land while the processor is still working"
     # Counters would be off if any event had been applied twice or skipped.
-    assert reads.get("user_stats", "summary") == {"total_users": created,
+    assert _counts(reads) == {"total_users": created, "created": created,
                                                   "active_users": created - deactivated}
     _assert_equals_fresh_replay(es, reads, tmp_path)
 
@@ -126,7 +133,7 @@ def test_killing_the_processor_mid_batch_never_applies_twice_or_skips_redis(
     env = _processor_env(tmp_path, {"LABKIT_REDIS_URL": url, "LABKIT_REDIS_PREFIX": prefix})
     killed = _kill_and_restart(tmp_path, env, es, reads, kills=5)
     assert killed >= 3
-    assert reads.get("user_stats", "summary") == {"total_users": created,
+    assert _counts(reads) == {"total_users": created, "created": created,
                                                   "active_users": created - deactivated}
     _assert_equals_fresh_replay(es, reads, tmp_path)
 
@@ -144,7 +151,7 @@ def test_two_projectors_at_once_apply_each_event_exactly_once(tmp_path: Path) ->
     for t in threads:
         t.join()
     projectors[0].run_once()
-    assert reads.get("user_stats", "summary") == {"total_users": created,
+    assert _counts(reads) == {"total_users": created, "created": created,
                                                   "active_users": created - deactivated}
 
 
@@ -206,6 +213,6 @@ def test_replay_next_to_a_following_projector_still_rebuilds_everything(tmp_path
         stop.set()
         thread.join(10)
     assert stats.position == es.last_position()
-    assert reads.get("user_stats", "summary") == {"total_users": created,
+    assert _counts(reads) == {"total_users": created, "created": created,
                                                   "active_users": created - deactivated}
     _assert_equals_fresh_replay(es, reads, tmp_path)
