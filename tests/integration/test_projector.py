@@ -78,14 +78,16 @@ def _kill_and_restart(tmp_path: Path, env: dict[str, str], es: SqliteEventStore,
     head = es.last_position()
     for _ in range(kills):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        before = reads.checkpoint("users")
-        deadline = time.monotonic() + 20
-        # Wait until it has committed at least one batch, then kill it at a random moment.
-        while reads.checkpoint("users") == before and time.monotonic() < deadline:
-            time.sleep(0.002)
-        time.sleep(rnd.uniform(0.0, 0.03))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        try:
+            before = reads.checkpoint("users")
+            deadline = time.monotonic() + 20
+            # Wait until it has committed at least one batch, then kill it at a random moment.
+            while reads.checkpoint("users") == before and time.monotonic() < deadline:
+                time.sleep(0.002)
+            time.sleep(rnd.uniform(0.0, 0.03))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
         if reads.checkpoint("users") < head:
             killed_mid_way += 1
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
