@@ -111,16 +111,20 @@ def _sqlite_connect(path: Path, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
-def _sqlite_labkit(path: Path, synchronous: str) -> tuple[Callable[[list[Batch]], None], Any]:
-    from labkit.store.sqlite_events import SqliteEventStore
-
-    store = SqliteEventStore(path, synchronous=synchronous)
+def _labkit_runner(store: Any) -> tuple[Callable[[list[Batch]], None], Any]:
+    """labkit's side, the same on both backends: one `append` per batch."""
 
     def run(work: list[Batch]) -> None:
         for stream, expected, evs in work:
             store.append(stream, evs, expected)
 
     return run, store.close
+
+
+def _sqlite_labkit(path: Path, synchronous: str) -> tuple[Callable[[list[Batch]], None], Any]:
+    from labkit.store.sqlite_events import SqliteEventStore
+
+    return _labkit_runner(SqliteEventStore(path, synchronous=synchronous))
 
 
 def _sqlite_peer(path: Path, synchronous: str) -> tuple[Callable[[list[Batch]], None], Any]:
@@ -207,13 +211,7 @@ def _bench_sqlite(events: int, batch: int, synchronous: str) -> dict[str, float]
 def _pg_labkit(url: str, schema: str) -> tuple[Callable[[list[Batch]], None], Any]:
     from labkit.store.postgres_events import PostgresEventStore
 
-    store = PostgresEventStore(url, schema=schema)
-
-    def run(work: list[Batch]) -> None:
-        for stream, expected, evs in work:
-            store.append(stream, evs, expected)
-
-    return run, store.close
+    return _labkit_runner(PostgresEventStore(url, schema=schema))
 
 
 def _pg_peer(url: str, schema: str) -> tuple[Callable[[list[Batch]], None], Any]:

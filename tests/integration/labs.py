@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from labkit.config import Settings
 from labkit.runtime.local import LocalRuntime
@@ -40,3 +41,16 @@ def running(settings: Settings, services: list[str] | None = None) -> Iterator[L
             keys = list(client.scan_iter(match=f"{settings.redis_prefix}:*", count=1000))
             if keys:
                 client.delete(*keys)
+
+
+@contextlib.contextmanager
+def full_lab(data_dir: Path) -> Iterator[Any]:
+    """The whole system (every service) as local processes; reset (stopped, data gone) after."""
+    from labkit.lab import Lab
+
+    lab = Lab(lab_settings(data_dir))
+    try:
+        lab.up(progress=False)
+        yield lab
+    finally:
+        lab.reset()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -104,16 +103,10 @@ def test_load_tester_is_cluster_only():
 @pytest.fixture(scope="module")
 def real_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """The whole system as local processes in a temporary data directory."""
-    from labkit.lab import Lab
-    from tests.integration.labs import lab_settings
+    from tests.integration.labs import full_lab
 
-    data_dir: Path = tmp_path_factory.mktemp("checks") / "data"
-    lab = Lab(lab_settings(data_dir))
-    try:
-        lab.up(progress=False)
+    with full_lab(tmp_path_factory.mktemp("checks") / "data") as lab:
         yield lab
-    finally:
-        lab.reset()
 
 
 @pytest.mark.slow

@@ -142,16 +142,11 @@ def test_output_checked_cells_are_silent_and_pass_without_a_lab():
 # ---- against a real lab ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def real_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    from labkit.lab import Lab
-    from tests.integration.labs import lab_settings
+    """The whole system as local processes in a temporary data directory."""
+    from tests.integration.labs import full_lab
 
-    data_dir: Path = tmp_path_factory.mktemp("saga-checks") / "data"
-    lab = Lab(lab_settings(data_dir))
-    try:
-        lab.up(progress=False)
+    with full_lab(tmp_path_factory.mktemp("saga-checks") / "data") as lab:
         yield lab
-    finally:
-        lab.reset()
 
 
 def _orchestrator(lab) -> str:
