@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lab: install
-	LABKIT_MODE=$${LABKIT_MODE:-local} $(BIN)/jupyter lab --notebook-dir=notebooks
+	LABKIT_MODE=$${LABKIT_MODE:-local} $(BIN)/jupyter lab --notebook-dir=notebooks \
+		$$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 lint: install
 	$(BIN)/ruff check labkit tests tools
