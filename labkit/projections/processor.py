@@ -7,7 +7,6 @@ event-processor, but doing real work). With `--follow` it keeps projecting (the 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 import time
@@ -15,6 +14,7 @@ import time
 from labkit import logs
 from labkit.projections import get_projections
 from labkit.projections.projector import Projector
+from labkit.signals import stop_on_signals
 from labkit.store.base import StoreUnavailableError
 
 
@@ -44,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                    seconds=round(time.perf_counter() - started, 3))
         return 0
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop_on_signals(stop)
     logs.event(log, "following", checkpoints=projector.checkpoints())
     projector.follow(stop, args.poll, on_error=lambda exc: log.error(str(exc)))
     logs.event(log, "stopped", checkpoints=projector.checkpoints())

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import threading
 import time
@@ -65,6 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from labkit import logs
     from labkit.saga.orchestrator import Orchestrator, find_saga
     from labkit.saga.participants import HttpParticipants, participant_urls
+    from labkit.signals import stop_on_signals
     from labkit.store.base import StoreUnavailableError
 
     log = logs.setup("saga-orchestrator")
@@ -78,8 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     participants = HttpParticipants(participant_urls(), timeout=policy.request_timeout)
     orch = Orchestrator(store, participants, policy=policy, workers=args.workers)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop_on_signals(stop)
     started = time.perf_counter()
     try:
         if args.follow:
