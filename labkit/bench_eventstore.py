@@ -121,6 +121,22 @@ def _labkit_runner(store: Any) -> tuple[Callable[[list[Batch]], None], Any]:
     return run, store.close
 
 
+def _peer_runner(recorder: Any) -> Callable[[list[Batch]], None]:
+    """The peer's side, the same on both backends: one `insert_events` per batch."""
+    from eventsourcing.persistence import StoredEvent
+
+    def run(work: list[Batch]) -> None:
+        for stream, expected, evs in work:
+            stored = []
+            for offset, e in enumerate(evs, start=1):
+                data, meta = _encode(e)
+                state = ('{"data":' + data + ',"metadata":' + meta + "}").encode()
+                stored.append(StoredEvent(stream, expected + offset, e.type, state))
+            recorder.insert_events(stored)
+
+    return run
+
+
 def _sqlite_labkit(path: Path, synchronous: str) -> tuple[Callable[[list[Batch]], None], Any]:
     from labkit.store.sqlite_events import SqliteEventStore
 
@@ -128,7 +144,6 @@ def _sqlite_labkit(path: Path, synchronous: str) -> tuple[Callable[[list[Batch]]
 
 
 def _sqlite_peer(path: Path, synchronous: str) -> tuple[Callable[[list[Batch]], None], Any]:
-    from eventsourcing.persistence import StoredEvent
     from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 
     datastore = SQLiteDatastore(str(path), originator_id_type="text")
@@ -144,16 +159,7 @@ def _sqlite_peer(path: Path, synchronous: str) -> tuple[Callable[[list[Batch]], 
     recorder = SQLiteApplicationRecorder(datastore)
     recorder.create_table()
 
-    def run(work: list[Batch]) -> None:
-        for stream, expected, evs in work:
-            stored = []
-            for offset, e in enumerate(evs, start=1):
-                data, meta = _encode(e)
-                state = ('{"data":' + data + ',"metadata":' + meta + "}").encode()
-                stored.append(StoredEvent(stream, expected + offset, e.type, state))
-            recorder.insert_events(stored)
-
-    return run, datastore.close
+    return _peer_runner(recorder), datastore.close
 
 
 _SQLITE_RAW_INSERT = (
@@ -216,7 +222,6 @@ def _pg_labkit(url: str, schema: str) -> tuple[Callable[[list[Batch]], None], An
 
 def _pg_peer(url: str, schema: str) -> tuple[Callable[[list[Batch]], None], Any]:
     import psycopg
-    from eventsourcing.persistence import StoredEvent
     from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 
     params = psycopg.conninfo.conninfo_to_dict(url)
@@ -234,16 +239,7 @@ def _pg_peer(url: str, schema: str) -> tuple[Callable[[list[Batch]], None], Any]
     recorder = PostgresApplicationRecorder(datastore)
     recorder.create_table()
 
-    def run(work: list[Batch]) -> None:
-        for stream, expected, evs in work:
-            stored = []
-            for offset, e in enumerate(evs, start=1):
-                data, meta = _encode(e)
-                state = ('{"data":' + data + ',"metadata":' + meta + "}").encode()
-                stored.append(StoredEvent(stream, expected + offset, e.type, state))
-            recorder.insert_events(stored)
-
-    return run, datastore.close
+    return _peer_runner(recorder), datastore.close
 
 
 def _pg_raw(
