@@ -1,6 +1,9 @@
 # The lab's one image: every service, the saga orchestrator, the event processor and replay.
 #   docker build -t labkit:0.1.0 .        (or: labkit image build [--kind CLUSTER])
-# The tag lives in labkit/image.py (IMAGE); the manifests use it with imagePullPolicy IfNotPresent.
+# The tag lives in labkit/ops/image.py (IMAGE); the manifests use it with imagePullPolicy IfNotPresent.
+
+# The image holds the system under study (the `ecommerce` package) and nothing of the workbook
+# helper (`labkit`): .dockerignore admits ecommerce/ only, so `pip install .` finds just it.
 
 # ---- build stage: a virtualenv with the package and only the service dependencies ----------
 FROM python:3.12.8-slim-bookworm AS build
@@ -8,7 +11,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/labkit
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY labkit ./labkit
+COPY ecommerce ./ecommerce
 # `pip install .` installs [project.dependencies] only (no `lab` / `dev` extras: no Jupyter,
 # no kubernetes client). Every dependency ships a wheel, so no compiler is needed; the build
 # backend runs in pip's throwaway isolated environment and nothing of it reaches /opt/labkit.
@@ -31,5 +34,5 @@ COPY --from=build /opt/labkit /opt/labkit
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 8080
-# Each manifest sets its own command (`python -m <entrypoint> ...`, see labkit/services/registry.py).
-CMD ["python", "-c", "print('labkit image: run python -m <entrypoint>, see labkit/services/registry.py')"]
+# Each manifest sets its own command (`python -m <entrypoint> ...`, see ecommerce/services/registry.py).
+CMD ["python", "-c", "print('labkit image: run python -m <entrypoint>, see ecommerce/services/registry.py')"]

@@ -27,7 +27,8 @@ lab: install
 		$$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 lint: install
-	$(BIN)/ruff check labkit tests tools
+	$(BIN)/ruff check ecommerce labkit tests tools
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python tools/build_notebooks.py --check
 
 validate: install

@@ -41,7 +41,7 @@ def code(text: str) -> tuple[str, str]:
 def setup(imports: str = "checks, plots") -> tuple[str, str]:
     return code(f"""
 import labkit
-from labkit import {imports}
+from labkit.workbook import {imports}
 
 lab = labkit.connect()  # 모드는 LABKIT_MODE 환경 변수로 정해진다 (기본: local)
 lab.up()                # 이미 떠 있는 것은 그대로 둔다 (idempotent): 몇 번을 실행해도 된다
@@ -161,7 +161,7 @@ graph TB
 """),
     code("""
 import labkit
-from labkit import checks
+from labkit.workbook import checks
 
 lab = labkit.connect()  # LABKIT_MODE=local (기본) 또는 cluster
 lab
@@ -185,7 +185,7 @@ assert problems.empty, "doctor가 문제를 찾았습니다 / doctor found probl
 ## Step 2: 전체 시스템 띄우기 (`lab.up()`)
 
 과정의 `./setup-environment.sh`에 해당합니다. local 모드에서는 `manifests/`에 적힌 컨테이너 명령
-(`python -m labkit.services.order` 등)을 같은 환경 변수 이름으로 **프로세스**로 띄우고, 모든 서비스의 `/readyz`가
+(`python -m ecommerce.services.order` 등)을 같은 환경 변수 이름으로 **프로세스**로 띄우고, 모든 서비스의 `/readyz`가
 200을 돌려줄 때까지 기다립니다 (진행 표시줄이 보입니다). 이미 떠 있는 것은 건드리지 않으므로 몇 번을 실행해도 됩니다.
 """),
     code("""
@@ -229,7 +229,7 @@ lab.http("query-service").get("/readyz").json()
 """),
     code("""
 # NBVAL_IGNORE_OUTPUT
-from labkit import widgets
+from labkit.workbook import widgets
 
 widgets.status_panel(lab)
 """),
@@ -290,7 +290,7 @@ graph LR
 """),
     code("""
 import pandas as pd
-from labkit.config import service_url_var
+from ecommerce.config import service_url_var
 
 http_services = ["user-service", "order-service", "inventory-service", "payment-service",
                  "command-service", "query-service", "event-store-api"]
@@ -368,12 +368,12 @@ routes_called
     md("""
 ## 보기: 서비스 맵
 
-`labkit.topology.call_graph()`는 서비스 레지스트리(`labkit/services/registry.py`)에서 호출 관계를 읽습니다.
+`labkit.lab.topology.call_graph()`는 서비스 레지스트리(`ecommerce/services/registry.py`)에서 호출 관계를 읽습니다.
 주황색은 게이트웨이 라우트, 파란색은 서비스 간 HTTP 호출, 갈색 점선은 데이터베이스 접근입니다.
 NetworkPolicy는 바로 이 선들만 허용하도록 만들어져 있습니다.
 """),
     code("""
-from labkit.topology import call_graph
+from labkit.lab.topology import call_graph
 
 plots.service_map(call_graph())
 """),
@@ -479,12 +479,12 @@ graph LR
 """),
     SETUP,
     md("""
-다섯 단계와 각 단계가 보내는 실제 HTTP 요청입니다 (`labkit.domain.saga`에서 읽은 것: 오케스트레이터가 쓰는 바로 그 정의).
+다섯 단계와 각 단계가 보내는 실제 HTTP 요청입니다 (`ecommerce.domain.saga`에서 읽은 것: 오케스트레이터가 쓰는 바로 그 정의).
 """),
     code("""
 import pandas as pd
 
-from labkit.domain.saga import ORDER_SAGA, SagaState, request_for
+from ecommerce.domain.saga import ORDER_SAGA, SagaState, request_for
 
 example = SagaState("<saga>", order_id="<order>", user_id="<user>")
 
@@ -554,7 +554,7 @@ assert after == before  # "SUCCESS", and nothing happened anywhere
 """),
     md("""
 이 실습의 Job은 같은 이름(`saga-orchestrator`), 같은 `backoffLimit: 3`이지만 **진짜 일을 합니다**:
-`python -m labkit.saga run --pending`은 아직 끝나지 않은 모든 사가를 스트림에서 읽어 끝까지 진행(또는 보상)한 뒤 종료합니다.
+`python -m ecommerce.saga run --pending`은 아직 끝나지 않은 모든 사가를 스트림에서 읽어 끝까지 진행(또는 보상)한 뒤 종료합니다.
 계속 도는 변형(`run --follow`)은 Deployment `saga-orchestrator-follow`이고, local 모드의 `saga-orchestrator` 프로세스가 바로 이것입니다.
 """),
     code("""
@@ -577,7 +577,7 @@ assert follow["spec"]["template"]["spec"]["containers"][0]["command"][-2:] == ["
 맨 끝에서 비교하도록 지금 상태를 기록해 둡니다.
 """),
     code("""
-from labkit.scenarios import ALICE, BOB, POOR_BALANCE, ensure_customer
+from labkit.lab.scenarios import ALICE, BOB, POOR_BALANCE, ensure_customer
 
 ensure_customer(lab, ALICE)                # user-service의 사용자 + payment-service의 계좌
 ensure_customer(lab, BOB, POOR_BALANCE)
@@ -592,7 +592,7 @@ stock_before[["sku", "name", "price", "available", "reserved", "sold", "initial"
 `lab.saga.wait`는 사가가 끝날 때까지 기다렸다가 스트림에서 접은(fold) 상태를 돌려줍니다.
 """),
     code("""
-from labkit.saga import format_view
+from ecommerce.saga import format_view
 
 happy_id = lab.saga.place_order(ALICE, [("MOUSE-WL", 2)])  # wireless mouse x2 (plenty in stock)
 happy = lab.saga.wait(happy_id)
@@ -776,7 +776,7 @@ print("before the Job:", lab.saga.status(job_saga)["status"], "(SagaStarted only
 pods = []
 for pod in range(1, 1 + 1 + 3):  # first pod + backoffLimit: 3
     try:
-        output = lab.run_job("saga-orchestrator")  # python -m labkit.saga run --pending
+        output = lab.run_job("saga-orchestrator")  # python -m ecommerce.saga run --pending
     except LabError as exc:  # the pod died: SIGKILL -> exit -9
         pods.append({"pod": pod, "result": "Failed", "output": str(exc).splitlines()[0]})
         continue
@@ -824,7 +824,7 @@ fig
     md("""
 ## 불변식: 시스템 전체에 대고 검사하기
 
-하나하나의 사가가 아니라, 지금까지 이 실습에서 실행된 **모든** 사가에 대해 참이어야 하는 것들입니다 (`labkit.invariants`).
+하나하나의 사가가 아니라, 지금까지 이 실습에서 실행된 **모든** 사가에 대해 참이어야 하는 것들입니다 (`labkit.ops.invariants`).
 각 서비스의 API와 이벤트 로그를 읽어 비교합니다.
 """),
     code("""
@@ -842,7 +842,7 @@ invariant_table
 """),
     code("""
 # NBVAL_IGNORE_OUTPUT
-from labkit import widgets
+from labkit.workbook import widgets
 
 widgets.order_form(lab)
 """),
@@ -1051,7 +1051,7 @@ pd.DataFrame([
 사용자 3명을 만든 뒤 비활성화(deactivate) 명령을 보내고, 조회 모델(`user-stats`)의 상태별 사용자 수를 전후로 비교합니다.
 """),
     code("""
-from labkit.figures import create_users, users_by_status
+from labkit.workbook.figures import create_users, users_by_status
 
 leavers = create_users(lab, 3, prefix="Leaver")
 lab.wait_for_projection(leavers[-1]["position"], "user-stats")
@@ -1197,7 +1197,7 @@ pd.DataFrame([{"position": e["position"], "event": e["event_type"],
 그다음 Job을 한 번 돌리면(`kubectl create job --from=cronjob/event-processor`와 같음) 체크포인트가 로그 끝까지 갑니다.
 """),
     code("""
-from labkit.figures import create_users
+from labkit.workbook.figures import create_users
 
 lab.kill("event-processor")  # 계속 따라가는 프로세서를 멈춘다
 batch = create_users(lab, 5, prefix="Batch")
@@ -1226,7 +1226,7 @@ lab.status()
 망가지지는 않지만, 누가 얼마나 처리했는지 측정값이 흐려집니다.
 """),
     code("""
-from labkit.figures import users_by_status
+from labkit.workbook.figures import users_by_status
 
 filler = create_users(lab, 200, prefix="Replay")
 lab.wait_for_projection(filler[-1]["position"])
@@ -1244,8 +1244,8 @@ plots.replay_throughput(runs)
 """),
     code("""
 if lab.mode == "local":
-    from labkit.projections.replay import replay
-    from labkit.store.factory import open_event_store, open_read_store
+    from ecommerce.projections.replay import replay
+    from ecommerce.store.factory import open_event_store, open_read_store
 
     with open_event_store(lab.settings) as es, open_read_store(lab.settings) as rs:
         stats = replay(es, rs, progress=True, batch_size=200)
@@ -1268,7 +1268,7 @@ plots.projection_state(before, after, "재생 전후의 사용자 조회 모델:
 옛 v1 이벤트는 **쓰인 그대로** 남습니다. 대신 읽을 때 **업캐스터**가 v1을 v2 모양으로 바꿔 줍니다.
 """),
     code("""
-from labkit.domain import users as user_domain
+from ecommerce.domain import users as user_domain
 
 print("UserCreated current schema version:", user_domain.USER_CREATED_VERSION)
 print("upcaster v1 -> v2:", user_domain.upcast_user_created_v1.__doc__)
@@ -1283,8 +1283,8 @@ print("upcaster v1 -> v2:", user_domain.upcast_user_created_v1.__doc__)
 legacy_id = f"legacy-{uuid.uuid4().hex[:6]}"
 v1_data = {"user_id": legacy_id, "name": "박옛날", "email": f"{legacy_id}@example.com"}  # no "tier": v1
 if lab.mode == "local":
-    from labkit.domain.events import NewEvent
-    from labkit.store.factory import open_event_store
+    from ecommerce.domain.events import NewEvent
+    from ecommerce.store.factory import open_event_store
 
     with open_event_store(lab.settings) as es:
         written = es.append(f"user-{legacy_id}", [NewEvent("UserCreated", v1_data, schema_version=1)], "none")
@@ -1345,7 +1345,7 @@ NB_05 = [
     md("""
 ## 💡 체크포인트는 어떻게 확인하나
 
-체크리스트 한 줄마다 `labkit.checks`의 함수 하나가 있고, 함수는 실행 중인 시스템에 실제로 요청을 보내 결과와 근거를 돌려줍니다.
+체크리스트 한 줄마다 `labkit.workbook.checks`의 함수 하나가 있고, 함수는 실행 중인 시스템에 실제로 요청을 보내 결과와 근거를 돌려줍니다.
 
 | 과정의 명령 (고급 테스트 및 검증) | 이 워크북의 체크가 대신 하는 일 |
 |---|---|
@@ -1388,7 +1388,7 @@ import statistics
 
 import pandas as pd
 
-from labkit.figures import processor_paused
+from labkit.workbook.figures import processor_paused
 
 
 def median_ms(fn, n):

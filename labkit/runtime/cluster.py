@@ -24,12 +24,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from labkit.config import DEFAULT_NAMESPACE
-from labkit.image import IMAGE
+from ecommerce.config import DEFAULT_NAMESPACE
 from labkit.runtime import k8s_status as ks
 from labkit.runtime import manifests as m
 from labkit.runtime.k8s_errors import GATEWAY_GROUP, MISSING_GATEWAY_CRDS, ClusterError, explain
 from labkit.runtime.kube_api import KubeApi, KubernetesApi
+from labkit.runtime.manifests import IMAGE
 
 FIELD_MANAGER = "labkit"
 GATEWAY_NAME = "labkit-gateway"
@@ -529,7 +529,7 @@ class ClusterRuntime:
         Each new connection goes to a ready pod, so the forward survives killed pods. The
         default port is the lab's container port (8080); e.g. `forward("postgres", 5432)`.
         """
-        from labkit.services.registry import CONTAINER_PORT
+        from ecommerce.services.registry import CONTAINER_PORT
 
         target = port or CONTAINER_PORT
         key = f"{service}:{target}"

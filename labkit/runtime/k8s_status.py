@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from labkit.image import IMAGE
+from labkit.runtime.manifests import IMAGE
 
 READY, PROGRESSING, FAILED, SUSPENDED, MISSING = "ready", "progressing", "failed", "suspended", "missing"
 #: Waiting reasons that never fix themselves while we wait.

@@ -25,8 +25,8 @@ from typing import Any
 
 import httpx
 
-from labkit.config import Settings, service_url_var
-from labkit.services.registry import SERVICES, TASKS, ServiceSpec
+from ecommerce.config import Settings, service_url_var
+from ecommerce.services.registry import SERVICES, TASKS, ServiceSpec
 
 #: Variables the local runtime decides itself (addresses and databases).
 OVERRIDDEN = ("LABKIT_HOST", "LABKIT_PORT", "LABKIT_PG_URL", "LABKIT_REDIS_URL")
@@ -216,7 +216,7 @@ class LocalRuntime:
         return self.status()
 
     def _check_databases(self) -> None:
-        from labkit.store.factory import open_event_store, open_read_store
+        from ecommerce.store.factory import open_event_store, open_read_store
 
         try:
             open_event_store(self.settings).close()

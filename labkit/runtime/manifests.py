@@ -2,7 +2,7 @@
 
 Pure and fast: PyYAML only, no Kubernetes client. The local runtime reads the container
 commands and environment variable names from here (`container_specs()`), the cluster runtime
-applies `plan(load_step(...))`, and `labkit.validate` checks the same objects.
+applies `plan(load_step(...))`, and `labkit.ops.validate` checks the same objects.
 
 A step is a folder with a `kustomization.yaml` whose `resources:` list names its files in
 order, so `kubectl apply -k manifests/<step>` and labkit apply exactly the same objects.
@@ -18,9 +18,12 @@ from typing import Any
 
 import yaml
 
-from labkit.config import DEFAULT_NAMESPACE, REPO_DIR
+from ecommerce.config import DEFAULT_NAMESPACE, REPO_DIR
 
 MANIFESTS_DIR = REPO_DIR / "manifests"
+#: The image every labkit container in manifests/ runs (imagePullPolicy: IfNotPresent); built
+#: from the repo's Dockerfile by `labkit image build`.
+IMAGE = "labkit:0.1.0"
 #: The lab steps, in the order they are applied.
 STEPS = ("00-base", "01-networking", "02-saga", "03-cqrs", "04-event-sourcing")
 #: The namespace the course's load-tester runs in (not renamed with the lab namespace).
@@ -244,7 +247,7 @@ class ContainerSpec:
 
     @property
     def module(self) -> str | None:
-        """`labkit.services.order` for `python -m labkit.services.order ...`."""
+        """`ecommerce.services.order` for `python -m ecommerce.services.order ...`."""
         c = self.command
         if len(c) >= 3 and c[0] in ("python", "python3") and c[1] == "-m":
             return c[2]

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
+from ecommerce.services.registry import SERVICES
 from labkit.runtime import manifests as m
 from labkit.runtime.cluster import ClusterRuntime
-from labkit.services.registry import SERVICES
 
 pytestmark = pytest.mark.cluster
 
@@ -87,8 +87,8 @@ def test_cqrs_command_then_query_through_the_gateway(gw: httpx.Client, lab_up: C
 @pytest.fixture(scope="module")
 def sagas(lab_up: ClusterRuntime) -> Iterator[Any]:
     """A SagaClient on the cluster's event store, through a port-forward to PostgreSQL."""
-    from labkit.saga.client import SagaClient
-    from labkit.store.postgres_events import PostgresEventStore
+    from ecommerce.store.postgres_events import PostgresEventStore
+    from labkit.lab.saga_client import SagaClient
 
     secret = lab_up.api.get("v1", "Secret", "postgres-credentials", lab_up.namespace)
     url = base64.b64decode(secret["data"]["url"]).decode()

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from labkit.config import Settings
+from ecommerce.config import Settings
 from labkit.runtime.local import LocalRuntime
 
 

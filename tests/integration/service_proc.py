@@ -1,4 +1,4 @@
-"""Run one labkit service as a REAL subprocess (`python -m labkit.services.<name>`) for a test.
+"""Run one labkit service as a REAL subprocess (`python -m ecommerce.services.<name>`) for a test.
 
     from tests.integration.service_proc import services  # the fixture
 
@@ -26,8 +26,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from labkit.config import REPO_DIR
-from labkit.services.registry import SERVICES
+from ecommerce.config import REPO_DIR
+from ecommerce.services.registry import SERVICES
 
 READY_TIMEOUT = 30.0
 
@@ -39,8 +39,8 @@ def free_port() -> int:
 
 
 def module_of(name: str) -> str:
-    """`order`, `order-service` or `labkit.services.order` -> the module to run."""
-    if name.startswith("labkit."):
+    """`order`, `order-service` or `ecommerce.services.order` -> the module to run."""
+    if name.startswith("ecommerce."):
         return name
     spec = SERVICES.get(name) or SERVICES.get(f"{name}-service")
     if spec is None:

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from labkit.domain.events import (
+from ecommerce.domain.events import (
     MAX_EVENT_BYTES,
     EventValidationError,
     NewEvent,
     UpcasterRegistry,
 )
-from labkit.store.base import (
+from ecommerce.store.base import (
     ConcurrencyError,
     DuplicateEventError,
     EventStore,
@@ -38,12 +38,12 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
     opened: list[EventStore] = []
 
     if request.param == "sqlite":
-        from labkit.store.sqlite_events import SqliteEventStore
+        from ecommerce.store.sqlite_events import SqliteEventStore
 
         def open_store(registry: UpcasterRegistry | None = None) -> EventStore:
             return SqliteEventStore(tmp_path / "events.db", registry=registry)
     else:
-        from labkit.store.postgres_events import PostgresEventStore
+        from ecommerce.store.postgres_events import PostgresEventStore
 
         url, schema = request.getfixturevalue("pg_schema")
 
@@ -392,7 +392,7 @@ def test_old_schema_versions_are_upcast_on_read(make_store: StoreFactory) -> Non
 
 @pytest.mark.postgres
 def test_postgres_unreachable_server_is_one_clear_error() -> None:
-    from labkit.store.postgres_events import PostgresEventStore
+    from ecommerce.store.postgres_events import PostgresEventStore
 
     url = "postgresql://lab:s3cret@127.0.0.1:9/test"  # port 9 (discard): nothing listens
     with pytest.raises(StoreUnavailableError) as caught:
@@ -408,7 +408,7 @@ def test_postgres_unreachable_server_is_one_clear_error() -> None:
 def test_postgres_stores_starting_together_set_up_the_schema_once(
     pg_schema: tuple[str, str],
 ) -> None:
-    from labkit.store.postgres_events import PostgresEventStore
+    from ecommerce.store.postgres_events import PostgresEventStore
 
     url, schema = pg_schema
     stores: list[PostgresEventStore] = []
@@ -443,7 +443,7 @@ def test_postgres_store_recovers_when_its_connections_are_killed(
 ) -> None:
     import psycopg
 
-    from labkit.store.postgres_events import PostgresEventStore
+    from ecommerce.store.postgres_events import PostgresEventStore
 
     url, schema = pg_schema
     store = PostgresEventStore(url, schema=schema, pool_size=2)

@@ -5,7 +5,7 @@ while a follower polls `read_all(after_position)` the way every projector does. 
 follower must have seen every committed event exactly once, in strictly increasing positions.
 
 On PostgreSQL this holds only because appends are serialised by an advisory lock (see
-labkit/store/postgres_events.py). The tests below also run the store with the lock removed
+ecommerce/store/postgres_events.py). The tests below also run the store with the lock removed
 (`_serialise=False`) and show the follower then loses events: deterministically by holding one
 append's transaction open, and statistically under the same concurrent load.
 """
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from labkit.domain.events import NewEvent, UpcasterRegistry
-from labkit.store.base import ConcurrencyError, EventStore
+from ecommerce.domain.events import NewEvent, UpcasterRegistry
+from ecommerce.store.base import ConcurrencyError, EventStore
 
 WRITERS = 4
 APPENDS_PER_WRITER = 250
@@ -118,11 +118,11 @@ def assert_saw_everything_once_in_order(store: EventStore, follower: Follower,
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
     if request.param == "sqlite":
-        from labkit.store.sqlite_events import SqliteEventStore
+        from ecommerce.store.sqlite_events import SqliteEventStore
 
         s: EventStore = SqliteEventStore(tmp_path / "events.db", registry=UpcasterRegistry())
     else:
-        from labkit.store.postgres_events import PostgresEventStore
+        from ecommerce.store.postgres_events import PostgresEventStore
 
         url, schema = request.getfixturevalue("pg_schema")
         s = PostgresEventStore(url, schema=schema, registry=UpcasterRegistry())
@@ -164,7 +164,7 @@ def _call_append_in_open_transaction(url: str, schema: str, function: str) -> tu
 
 @pytest.mark.postgres
 def test_postgres_without_the_lock_a_follower_skips_an_event(pg_schema: tuple[str, str]) -> None:
-    from labkit.store.postgres_events import PostgresEventStore
+    from ecommerce.store.postgres_events import PostgresEventStore
 
     url, schema = pg_schema
     store = PostgresEventStore(url, schema=schema, _serialise=False)
@@ -191,7 +191,7 @@ def test_postgres_without_the_lock_a_follower_skips_an_event(pg_schema: tuple[st
 def test_postgres_with_the_lock_a_later_append_waits_for_the_open_one(
     pg_schema: tuple[str, str],
 ) -> None:
-    from labkit.store.postgres_events import PostgresEventStore
+    from ecommerce.store.postgres_events import PostgresEventStore
 
     url, schema = pg_schema
     store = PostgresEventStore(url, schema=schema)
@@ -229,7 +229,7 @@ def test_postgres_without_the_lock_concurrent_load_loses_events(
     pg_schema: tuple[str, str],
 ) -> None:
     """The load test above is strong enough to catch a missing lock."""
-    from labkit.store.postgres_events import PostgresEventStore
+    from ecommerce.store.postgres_events import PostgresEventStore
 
     url, schema = pg_schema
     store = PostgresEventStore(url, schema=schema, registry=UpcasterRegistry(), _serialise=False)

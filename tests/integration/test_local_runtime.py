@@ -12,8 +12,8 @@ import sys
 import psutil
 import pytest
 
+from ecommerce.services.registry import SERVICES
 from labkit.runtime.local import LocalRuntime, RuntimeErrorWithHint, launch_specs
-from labkit.services.registry import SERVICES
 from tests.integration.labs import lab_settings
 
 SERVICES_UNDER_TEST = ["command-service", "query-service", "event-processor"]

@@ -15,13 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
-from labkit.domain import payments as pay
-from labkit.domain import stock as st
-from labkit.faults import FaultError, Faults
-from labkit.services.faults import CRASH_EXIT_CODE
-from labkit.store.base import EventStore
-from labkit.store.postgres_events import PostgresEventStore
-from labkit.store.sqlite_events import SqliteEventStore
+from ecommerce.domain import payments as pay
+from ecommerce.domain import stock as st
+from ecommerce.services.faults import CRASH_EXIT_CODE
+from ecommerce.store.base import EventStore
+from ecommerce.store.postgres_events import PostgresEventStore
+from ecommerce.store.sqlite_events import SqliteEventStore
+from labkit.ops.fault_client import FaultError, Faults
 from tests.integration import service_proc
 from tests.integration.service_proc import ServiceProc, Services
 
@@ -430,8 +430,8 @@ def test_probes_and_openapi(services: Services) -> None:
 def test_participant_folds_every_event_exactly_once(tmp_path) -> None:
     """Own appends are folded at once, other writers' on the next catch-up, none twice, and
     other services' events never, however they interleave."""
-    from labkit.domain.events import NewEvent
-    from labkit.services.participant import Participant
+    from ecommerce.domain.events import NewEvent
+    from ecommerce.services.participant import Participant
 
     seen: list[str] = []
     es = SqliteEventStore(tmp_path / "events.db")

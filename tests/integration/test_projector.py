@@ -15,13 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from labkit.domain import users as u
-from labkit.projections import get_projections
-from labkit.projections.projector import Projector
-from labkit.projections.replay import replay
-from labkit.store.read_base import ReadStore
-from labkit.store.sqlite_events import SqliteEventStore
-from labkit.store.sqlite_read import SqliteReadStore
+from ecommerce.domain import users as u
+from ecommerce.projections import get_projections
+from ecommerce.projections.projector import Projector
+from ecommerce.projections.replay import replay
+from ecommerce.store.read_base import ReadStore
+from ecommerce.store.sqlite_events import SqliteEventStore
+from ecommerce.store.sqlite_read import SqliteReadStore
 
 COLLECTIONS = [c for p in get_projections() for c in p.collections]
 
@@ -72,7 +72,7 @@ def _processor_env(tmp_path: Path, extra: dict[str, str]) -> dict[str, str]:
 def _kill_and_restart(tmp_path: Path, env: dict[str, str], es: SqliteEventStore,
                       reads: ReadStore, kills: int) -> int:
     """Run the real processor process; SIGKILL it `kills` times while it is working."""
-    cmd = [sys.executable, "-m", "labkit.projections.processor", "--follow", "--batch", "20"]
+    cmd = [sys.executable, "-m", "ecommerce.projections.processor", "--follow", "--batch", "20"]
     rnd = random.Random(3)
     killed_mid_way = 0
     head = es.last_position()
@@ -126,7 +126,7 @@ def test_killing_the_processor_mid_batch_never_applies_twice_or_skips_sqlite(tmp
 def test_killing_the_processor_mid_batch_never_applies_twice_or_skips_redis(
     tmp_path: Path, redis_prefix: tuple[str, str]
 ) -> None:
-    from labkit.store.redis_read import RedisReadStore
+    from ecommerce.store.redis_read import RedisReadStore
 
     url, prefix = redis_prefix
     es = SqliteEventStore(tmp_path / "e.db")

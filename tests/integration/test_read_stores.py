@@ -9,21 +9,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from labkit.domain.readmodel import Delete, Incr, Merge, Put, WriteBuffer, apply_to_dict
-from labkit.store.read_base import CheckpointConflict, ReadStore
+from ecommerce.domain.readmodel import Delete, Incr, Merge, Put, WriteBuffer, apply_to_dict
+from ecommerce.store.read_base import CheckpointConflict, ReadStore
 
 
 @pytest.fixture(params=["sqlite", "redis"])
 def reads(request, tmp_path) -> Iterator[ReadStore]:
     if request.param == "sqlite":
-        from labkit.store.sqlite_read import SqliteReadStore
+        from ecommerce.store.sqlite_read import SqliteReadStore
 
         store: ReadStore = SqliteReadStore(tmp_path / "read.db")
         yield store
         store.close()
     else:
         url, prefix = request.getfixturevalue("redis_prefix")
-        from labkit.store.redis_read import RedisReadStore
+        from ecommerce.store.redis_read import RedisReadStore
 
         store = RedisReadStore(url, prefix=prefix)
         yield store

@@ -7,12 +7,12 @@ import json
 import subprocess
 import sys
 
-from labkit.bench_saga import bench_saga
-from labkit.config import REPO_DIR
+from ecommerce.config import REPO_DIR
+from labkit.bench.saga import bench_saga
 
 
 def test_chaos_30_runs_hold_every_invariant_and_print_json_last() -> None:
-    done = subprocess.run([sys.executable, "-m", "labkit.chaos", "--runs", "30", "--seed", "1",
+    done = subprocess.run([sys.executable, "-m", "labkit.cli", "chaos", "--runs", "30", "--seed", "1",
                            "--json"], capture_output=True, text=True, timeout=240, cwd=REPO_DIR)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert {"runs", "completed", "compensated", "stuck", "violations", "seconds"} <= set(result)

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from ecommerce.store.http_events import HttpEventStore, ReadOnlyStoreError
 from labkit.lab import Lab
-from labkit.scenarios import ensure_customer
-from labkit.store.http_events import HttpEventStore, ReadOnlyStoreError
+from labkit.lab.scenarios import ensure_customer
 from tests.integration.labs import lab_settings
 
 

@@ -3,7 +3,7 @@ HTTP and the real event store, on SQLite and on PostgreSQL + Redis.
 
 Every scenario of `lab.fire` from the Python API, the CLI, the query-service view, the
 Kubernetes-Job mode (`run --pending`) resuming after a SIGKILL, and two orchestrators at once.
-After each test the invariants must hold (`labkit.invariants`).
+After each test the invariants must hold (`labkit.ops.invariants`).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from labkit import invariants
-from labkit.config import REPO_DIR, service_url_var
-from labkit.domain import saga as s
+from ecommerce.config import REPO_DIR, service_url_var
+from ecommerce.domain import saga as s
+from ecommerce.services.registry import PARTICIPANTS
 from labkit.lab import Lab
-from labkit.services.registry import PARTICIPANTS
+from labkit.ops import invariants
 from tests.conftest import require_postgres, require_redis
 from tests.integration.labs import lab_settings, running
 
@@ -156,7 +156,14 @@ def _env(lab: Lab, **extra: str) -> dict[str, str]:
 
 
 def saga_cli(lab: Lab, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "labkit.saga", *args], env=_env(lab, **env),
+    """`labkit saga ...` (the student's commands; `run` is the orchestrator's entrypoint)."""
+    return subprocess.run([sys.executable, "-m", "labkit.cli", "saga", *args], env=_env(lab, **env),
+                          capture_output=True, text=True, timeout=120, cwd=REPO_DIR)
+
+
+def orchestrator(lab: Lab, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m ecommerce.saga ...`: what the Job's container runs."""
+    return subprocess.run([sys.executable, "-m", "ecommerce.saga", *args], env=_env(lab, **env),
                           capture_output=True, text=True, timeout=120, cwd=REPO_DIR)
 
 
@@ -193,11 +200,11 @@ def test_job_mode_killed_mid_saga_resumes_on_the_next_run(lab: Lab) -> None:
     lab.kill("saga-orchestrator")
     try:
         ids = [lab.saga.place_order("alice", [("MOUSE-WL", 1)]) for _ in range(3)]
-        first = saga_cli(lab, "run", "--pending", LABKIT_SAGA_CRASH_AFTER="4:StepSucceeded")
+        first = orchestrator(lab, "run", "--pending", LABKIT_SAGA_CRASH_AFTER="4:StepSucceeded")
         assert first.returncode == -9, first.stdout + first.stderr
         states = [lab.saga.state(i) for i in ids]
         assert not all(st.terminal for st in states)
-        second = saga_cli(lab, "run", "--pending")
+        second = orchestrator(lab, "run", "--pending")
         assert second.returncode == 0, second.stdout + second.stderr
         assert json.loads(second.stdout.strip().splitlines()[-1])["unfinished"] == 0
         assert [lab.saga.state(i).status for i in ids] == ["completed"] * 3
@@ -208,7 +215,7 @@ def test_job_mode_killed_mid_saga_resumes_on_the_next_run(lab: Lab) -> None:
 
 
 def test_two_orchestrators_at_once_apply_every_effect_once(lab: Lab) -> None:
-    second = subprocess.Popen([sys.executable, "-m", "labkit.saga", "run", "--follow"],
+    second = subprocess.Popen([sys.executable, "-m", "ecommerce.saga", "run", "--follow"],
                               env=_env(lab), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               cwd=REPO_DIR)
     try:

@@ -1,7 +1,7 @@
 """Long-running processes stop cleanly (exit 0) on SIGTERM, what Kubernetes and `labkit down`
 send, wherever in their poll loop it lands.
 
-(The deadlock labkit.signals avoids, a handler calling `Event.set()` while the main thread held
+(The deadlock ecommerce.signals avoids, a handler calling `Event.set()` while the main thread held
 the event's lock, is too narrow a race to reproduce on demand; this checks the behaviour around
 it: the signal stops the loop and the process exits by itself.)
 """
@@ -19,8 +19,8 @@ import pytest
 
 
 @pytest.mark.parametrize("command", [
-    ["labkit.projections.processor", "--follow", "--poll", "0.0005"],
-    ["labkit.saga", "run", "--follow", "--poll", "0.0005"],
+    ["ecommerce.projections.processor", "--follow", "--poll", "0.0005"],
+    ["ecommerce.saga", "run", "--follow", "--poll", "0.0005"],
 ])
 def test_sigterm_always_stops_the_process(tmp_path, command) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABKIT_")}

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from labkit import checks
-from labkit.checks import CheckpointError, CheckResult
+from labkit.workbook import checks
+from labkit.workbook.checks import CheckpointError, CheckResult
 
 
 @pytest.fixture

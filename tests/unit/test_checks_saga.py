@@ -16,8 +16,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from labkit import checks
-from labkit.config import REPO_DIR
+from ecommerce.config import REPO_DIR
+from labkit.workbook import checks
 
 COURSE_ITEMS = ("Saga Orchestrator Job 정상 실행", "각 서비스별 트랜잭션 실행 확인",
                 "보상 트랜잭션 동작 테스트", "분산 트랜잭션 상태 추적")
@@ -62,8 +62,8 @@ def test_decisions_first_reports_an_effect_nobody_decided():
 
 
 def test_every_participant_effect_maps_to_a_saga_step():
-    from labkit.domain import orders, payments, stock
-    from labkit.domain.saga import STEPS_BY_NAME
+    from ecommerce.domain import orders, payments, stock
+    from ecommerce.domain.saga import STEPS_BY_NAME
 
     for etype, (step, kind) in checks.EFFECTS.items():
         assert step in STEPS_BY_NAME and kind in ("action", "compensation"), etype
@@ -198,7 +198,7 @@ def test_saga_checks_fail_with_evidence_when_a_participant_misbehaves(real_lab):
 
 @pytest.mark.slow
 def test_saga_log_and_helpers_on_real_sagas(real_lab, tmp_path):
-    from labkit import plots
+    from labkit.workbook import plots
 
     sid = real_lab.fire("payment-declined", wait=True)
     log = checks.saga_log(real_lab, sid)

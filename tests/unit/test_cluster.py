@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from labkit.image import IMAGE
+from labkit.ops.image import IMAGE
 from labkit.runtime import manifests as m
 from labkit.runtime.cluster import (
     ClusterRuntime,
@@ -478,7 +478,7 @@ def test_run_job_from_the_cronjob_like_kubectl_create_job_from(fake, clock):
     assert owner["kind"] == "CronJob" and owner["name"] == "event-processor"
     assert job["metadata"]["labels"][m.PART_OF] == "labkit"  # cleanup will find it
     assert job["spec"]["template"]["spec"]["containers"][0]["command"][2] == \
-        "labkit.projections.processor"
+        "ecommerce.projections.processor"
 
 
 def test_run_job_copies_a_suspended_job_and_starts_it(fake, clock):

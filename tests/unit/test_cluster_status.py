@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from labkit.image import IMAGE
+from labkit.ops.image import IMAGE
 from labkit.runtime import k8s_status as ks
 
 

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labkit.domain import orders as o
-from labkit.domain.events import NewEvent, RecordedEvent
-from labkit.domain.readmodel import apply_to_dict
-from labkit.projections.orders import ORDER_STATS, ORDERS, ORDERS_VIEW, STATS_KEY
+from ecommerce.domain import orders as o
+from ecommerce.domain.events import NewEvent, RecordedEvent
+from ecommerce.domain.readmodel import apply_to_dict
+from ecommerce.projections.orders import ORDER_STATS, ORDERS, ORDERS_VIEW, STATS_KEY
 
 AT = "2026-01-05T10:00:00+00:00"
 

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labkit.domain import payments as pay
-from labkit.domain.events import NewEvent, RecordedEvent
-from labkit.domain.idempotency import Replies, event_id, reply_metadata, request_event_id
+from ecommerce.domain import payments as pay
+from ecommerce.domain.events import NewEvent, RecordedEvent
+from ecommerce.domain.idempotency import Replies, event_id, reply_metadata, request_event_id
 
 AT = "2026-01-05T10:00:00+00:00"
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labkit.domain import stock as s
-from labkit.domain.events import NewEvent, RecordedEvent
+from ecommerce.domain import stock as s
+from ecommerce.domain.events import NewEvent, RecordedEvent
 
 AT = "2026-01-05T10:00:00+00:00"
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from labkit.domain import users as u
-from labkit.store.sqlite_events import SqliteEventStore
+from ecommerce.domain import users as u
+from ecommerce.store.sqlite_events import SqliteEventStore
 
 
 def test_user_lifecycle_is_folded_from_its_events(tmp_path) -> None:

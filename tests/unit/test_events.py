@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from labkit.domain import users
-from labkit.domain.events import (
+from ecommerce.domain import users
+from ecommerce.domain.events import (
     MAX_EVENT_BYTES,
     EventValidationError,
     NewEvent,
     UpcasterRegistry,
     encode_event,
 )
-from labkit.store.base import parse_expected_version
-from labkit.store.sqlite_events import SqliteEventStore
+from ecommerce.store.base import parse_expected_version
+from ecommerce.store.sqlite_events import SqliteEventStore
 
 
 def test_expected_version_accepts_only_none_any_or_a_version() -> None:

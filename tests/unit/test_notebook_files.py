@@ -12,8 +12,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from labkit import notebook_files
-from labkit.config import REPO_DIR
+from ecommerce.config import REPO_DIR
+from labkit.workbook import notebook_files
 
 PRISTINE = json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}) + "\n"
 NOW = datetime(2026, 3, 5, 14, 30, 0)

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from labkit import plots
-from labkit.topology import call_graph
+from labkit.lab.topology import call_graph
+from labkit.workbook import plots
 
 T0 = pd.Timestamp("2026-03-01T10:00:00Z")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from labkit.chaos import plan_runs
-from labkit.domain import saga as s
+from ecommerce.domain import saga as s
+from labkit.bench.chaos import plan_runs
 
 
 def test_same_seed_same_plan_and_another_seed_another() -> None:

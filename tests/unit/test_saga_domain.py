@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from labkit.domain import saga as s
+from ecommerce.domain import saga as s
 
 POLICY = s.RetryPolicy()
 ME, OTHER = "me", "other"

@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
-from labkit.domain import saga as s
-from labkit.domain import stock as st
-from labkit.invariants import SystemState, check_state
+from ecommerce.domain import saga as s
+from ecommerce.domain import stock as st
+from labkit.ops.invariants import SystemState, check_state
 
 
 def saga(sid: str, oid: str, status: str) -> s.SagaState:

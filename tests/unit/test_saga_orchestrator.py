@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from labkit.domain import saga as s
-from labkit.saga.orchestrator import (
+from ecommerce.domain import saga as s
+from ecommerce.saga.orchestrator import (
     Orchestrator,
     SimulatedCrash,
     find_saga,
@@ -26,8 +26,8 @@ from labkit.saga.orchestrator import (
     raise_crash,
     start_saga,
 )
-from labkit.saga.participants import HttpParticipants
-from labkit.store.sqlite_events import SqliteEventStore
+from ecommerce.saga.participants import HttpParticipants
+from ecommerce.store.sqlite_events import SqliteEventStore
 
 FAST = s.RetryPolicy(initial_backoff=0.001, max_backoff=0.004, step_deadline=0.2,
                      request_timeout=0.05, lease_margin=0.05)

@@ -7,11 +7,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labkit.domain import saga as s
-from labkit.domain.events import RecordedEvent
-from labkit.domain.readmodel import apply_to_dict
-from labkit.domain.saga_view import describe, timeline_rows
-from labkit.projections.sagas import SAGA_STATS, SAGAS, project_saga_stats, project_sagas
+from ecommerce.domain import saga as s
+from ecommerce.domain.events import RecordedEvent
+from ecommerce.domain.readmodel import apply_to_dict
+from ecommerce.domain.saga_view import describe, timeline_rows
+from ecommerce.projections.sagas import SAGA_STATS, SAGAS, project_saga_stats, project_sagas
 from tests.unit.test_saga_domain import OTHER, POLICY, Sim
 
 

@@ -1,4 +1,4 @@
-"""labkit.validate: the real manifests pass, and each kind of breakage is reported.
+"""labkit.ops.validate: the real manifests pass, and each kind of breakage is reported.
 
 Each mutation test breaks one thing in a copy of the manifests and asserts the validator names
 it, so a check that silently stopped working would fail here.
@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from labkit import validate as v
-from labkit.config import REPO_DIR
+from ecommerce.config import REPO_DIR
+from labkit.cli import main as cli_main
+from labkit.ops import validate as v
 from labkit.runtime import manifests as m
 
 REPO = REPO_DIR
@@ -64,7 +65,7 @@ def test_real_manifests_pass_every_check_but_unwritten_entrypoints(real_problems
 
 
 def test_every_manifest_entrypoint_module_exists(real_problems):
-    """`python -m labkit.validate` fails until every entrypoint in the manifests is written."""
+    """`python -m labkit.ops.validate` fails until every entrypoint in the manifests is written."""
     missing = sorted({p.message.split()[0] for p in real_problems
                       if "finds no such module" in p.message})
     if missing and os.environ.get("LABKIT_REQUIRE_SERVERS") != "1":
@@ -87,7 +88,7 @@ def test_main_prints_ok_or_problems_and_sets_the_exit_code(tmp_path: Path, capsy
     shutil.copy(REPO / "Dockerfile", tmp_path / "Dockerfile")
     path = root / "03-cqrs" / "query-service.yaml"
     path.write_text(path.read_text().replace("replicas: 3", "replicas: 1"))
-    assert v.main(["--manifests", str(root)]) == 1
+    assert cli_main(["validate", "--manifests", str(root)]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "must run 3 replicas" in out and "problem(s) in 57 objects" in out
 
@@ -244,28 +245,28 @@ def test_a_deployment_selector_must_match_its_template(loaded):
 
 def test_a_wrong_entrypoint_is_reported(loaded):
     def mutate(items):
-        container(find(items, "Deployment", "order-service"))["command"][2] = "labkit.services.ordr"
+        container(find(items, "Deployment", "order-service"))["command"][2] = "ecommerce.services.ordr"
         container(find(items, "Job", "saga-orchestrator"))["command"] = [
-            "python", "-m", "labkit.saga", "run", "--all"]
+            "python", "-m", "ecommerce.saga", "run", "--all"]
         container(find(items, "Deployment", "query-service"))["command"] = ["sh", "-c", "echo"]
     assert_reported(problems_after(loaded, mutate),
-                    "runs labkit.services.ordr, but the registry's order-service is "
-                    "labkit.services.order", "arguments 'run --all' are not one of",
-                    "command ['sh', '-c', 'echo'] must be `python -m labkit.services.query")
+                    "runs ecommerce.services.ordr, but the registry's order-service is "
+                    "ecommerce.services.order", "arguments 'run --all' are not one of",
+                    "command ['sh', '-c', 'echo'] must be `python -m ecommerce.services.query")
 
 
 def test_a_module_that_does_not_exist_is_not_a_real_entrypoint(loaded):
     items = [v.Item(it.step, it.path, copy.deepcopy(it.obj)) for it in loaded]
-    problems = v.check_entrypoints(items, module_exists=lambda mod: mod != "labkit.services.user")
+    problems = v.check_entrypoints(items, module_exists=lambda mod: mod != "ecommerce.services.user")
     assert [p.message for p in problems] == [
-        "labkit.services.user is not a real entrypoint: `python -m labkit.services.user` finds no "
+        "ecommerce.services.user is not a real entrypoint: `python -m ecommerce.services.user` finds no "
         "such module with a __main__ block"]
 
 
 def test_module_lookup_needs_a_main_block():
-    assert v._find_module("labkit.validate")  # has `if __name__ == "__main__"`
+    assert v._find_module("ecommerce.services.order")  # has `if __name__ == "__main__"`
     assert not v._find_module("labkit.runtime.manifests")  # a library module
-    assert not v._find_module("labkit.services.nope")
+    assert not v._find_module("ecommerce.services.nope")
 
 
 def test_a_registry_process_without_a_workload_is_reported(loaded):

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from labkit import widgets
+from labkit.workbook import widgets
 
 
 class FakeSaga:
@@ -110,7 +110,7 @@ def test_failure_buttons_fire_their_scenario():
 
 
 def test_failure_buttons_default_to_every_scenario_lab_fire_knows():
-    from labkit.scenarios import SCENARIOS
+    from labkit.lab.scenarios import SCENARIOS
 
     panel = widgets.failure_buttons(FakeLab())
     assert list(panel.parts["buttons"]) == list(SCENARIOS)

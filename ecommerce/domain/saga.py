@@ -1,0 +1,638 @@
+"""The order saga as plain data plus pure transition logic: given a saga's events, what next.
+
+A saga is its own stream `saga-<id>`. Every decision is an event appended *before* the
+orchestrator acts on it, so the stream alone says where a saga is; `fold` rebuilds that state
+and `next_action` says what to do with it. Nothing here does I/O: the orchestrator
+(`ecommerce.saga`) reads the stream, asks this module, records the answer, then calls a participant.
+
+Steps run in order; each has a compensation (or none). On a failure, every step that
+succeeded, or whose outcome is unknown (it timed out), is compensated in reverse order.
+
+    1. validate_user   user-service       -
+    2. create_order    order-service      cancel_order
+    3. reserve_stock   inventory-service  release_stock
+    4. charge_payment  payment-service    refund_payment
+    5. confirm_order   order-service      -  (the pivot)
+
+Failures come in two kinds. A *business refusal* (declined, out of stock, unknown user) is an
+answer: it is not retried, and compensation starts. A *transient* failure (timeout, 503,
+connection refused) is not: the step is retried with capped exponential backoff until its
+deadline, then fails with an unknown outcome. The pivot is never given up on a transient
+failure: once the order may be confirmed it cannot be cancelled, so the orchestrator keeps
+asking (same idempotency key, same answer) until the order service replies. Compensations are
+retried until they succeed; a compensation the participant *refuses* ends the saga as
+`SagaFailed` (a human must look).
+
+Ownership: the step or compensation in progress carries its driver's `owner` and a
+`lease_until` time, renewed with every recorded attempt. Another orchestrator takes a running
+step over only once the lease has expired (the owner died), and records the takeover first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Literal, Protocol
+
+SAGA_STARTED: Final = "SagaStarted"
+STEP_STARTED: Final = "StepStarted"
+STEP_RETRIED: Final = "StepRetried"
+STEP_SUCCEEDED: Final = "StepSucceeded"
+STEP_FAILED: Final = "StepFailed"
+COMPENSATION_STARTED: Final = "CompensationStarted"
+COMPENSATION_RETRIED: Final = "CompensationRetried"
+COMPENSATION_SUCCEEDED: Final = "CompensationSucceeded"
+SAGA_COMPLETED: Final = "SagaCompleted"
+SAGA_COMPENSATED: Final = "SagaCompensated"
+SAGA_FAILED: Final = "SagaFailed"
+
+TERMINAL_EVENTS: Final = (SAGA_COMPLETED, SAGA_COMPENSATED, SAGA_FAILED)
+SAGA_EVENTS: Final = (SAGA_STARTED, STEP_STARTED, STEP_RETRIED, STEP_SUCCEEDED, STEP_FAILED,
+                      COMPENSATION_STARTED, COMPENSATION_RETRIED, COMPENSATION_SUCCEEDED,
+                      *TERMINAL_EVENTS)
+
+STREAM_PREFIX: Final = "saga-"
+
+#: Saga status as folded from its events.
+Status = Literal["new", "running", "compensating", "completed", "compensated", "failed"]
+TERMINAL_STATUSES: Final = ("completed", "compensated", "failed")
+Kind = Literal["action", "compensation"]
+
+
+class SagaRuleError(ValueError):
+    """A saga cannot be started as asked (no lines, bad quantity...)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def stream_id(saga_id: str) -> str:
+    return STREAM_PREFIX + saga_id
+
+
+def saga_id_of(stream: str) -> str:
+    return stream[len(STREAM_PREFIX):] if stream.startswith(STREAM_PREFIX) else stream
+
+
+# --- the definition -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepDef:
+    name: str
+    service: str
+    title: str
+    compensation: str | None = None
+    #: The go/no-go step: never abandoned on a transient failure (see the module docstring).
+    pivot: bool = False
+
+
+ORDER_SAGA: Final = (
+    StepDef("validate_user", "user-service", "validate user"),
+    StepDef("create_order", "order-service", "create order (PENDING)", "cancel_order"),
+    StepDef("reserve_stock", "inventory-service", "reserve stock", "release_stock"),
+    StepDef("charge_payment", "payment-service", "charge payment", "refund_payment"),
+    StepDef("confirm_order", "order-service", "confirm order", pivot=True),
+)
+STEP_NAMES: Final = tuple(s.name for s in ORDER_SAGA)
+#: The services the saga calls, in the order it first calls them.
+PARTICIPANTS: Final = tuple(dict.fromkeys(s.service for s in ORDER_SAGA))
+STEPS_BY_NAME: Final = {s.name: s for s in ORDER_SAGA}
+_BY_COMPENSATION: Final = {s.compensation: s.name for s in ORDER_SAGA if s.compensation}
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Timing of retries. Small defaults, so failure scenarios finish in seconds in class."""
+
+    initial_backoff: float = 0.05
+    max_backoff: float = 1.0
+    multiplier: float = 2.0
+    #: A forward step (not the pivot) fails with an unknown outcome after this many seconds.
+    step_deadline: float = 5.0
+    #: One HTTP request to a participant gives up after this many seconds.
+    request_timeout: float = 1.0
+    #: Extra time a driver may take past timeout + backoff before others may take over.
+    lease_margin: float = 1.0
+
+    @property
+    def lease(self) -> float:
+        """How long a recorded attempt keeps others away: a live owner renews it in time."""
+        return self.request_timeout + self.max_backoff + self.lease_margin
+
+    def backoff(self, attempt: int, jitter: float = 0.0) -> float:
+        """Seconds to wait after failed attempt `attempt` (1-based): capped exponential.
+
+        `jitter` in [0, 1) takes up to that fraction off the delay, so retries of many sagas
+        do not arrive in lockstep.
+        """
+        base = min(self.max_backoff, self.initial_backoff * self.multiplier ** max(0, attempt - 1))
+        return base * (1.0 - min(max(jitter, 0.0), 0.99))
+
+
+# --- requests (what each action asks of its participant) ----------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    service: str
+    method: str
+    path: str
+    body: dict[str, Any] | None
+    idempotency_key: str
+
+
+def request_for(action: str, saga: SagaState) -> Request:
+    """The HTTP request (docs/api.md) an action or compensation sends for this saga."""
+    key = f"{saga.saga_id}:{action}"
+    oid = saga.order_id
+    if action == "validate_user":
+        return Request("user-service", "GET", f"/api/users/{saga.user_id}", None, key)
+    if action == "create_order":
+        return Request("order-service", "POST", "/api/orders",
+                       {"order_id": oid, "saga_id": saga.saga_id, "user_id": saga.user_id,
+                        "lines": [dict(line) for line in saga.lines]}, key)
+    if action == "reserve_stock":
+        return Request("inventory-service", "POST", "/api/inventory/reservations",
+                       {"order_id": oid, "lines": [{"sku": ln["sku"], "quantity": ln["quantity"]}
+                                                   for ln in saga.lines]}, key)
+    if action == "charge_payment":
+        return Request("payment-service", "POST", "/api/payments",
+                       {"order_id": oid, "account_id": saga.user_id, "amount": saga.amount}, key)
+    if action == "confirm_order":
+        return Request("order-service", "POST", f"/api/orders/{oid}/confirm", {}, key)
+    if action == "cancel_order":
+        return Request("order-service", "POST", f"/api/orders/{oid}/cancel",
+                       {"reason": f"saga {saga.saga_id} compensated: {saga.failure or 'failed'}"},
+                       key)
+    if action == "release_stock":
+        return Request("inventory-service", "POST",
+                       f"/api/inventory/reservations/{oid}/release", {}, key)
+    if action == "refund_payment":
+        return Request("payment-service", "POST", f"/api/payments/{oid}/refund", {}, key)
+    raise KeyError(f"unknown saga action {action!r}")
+
+
+# --- outcomes of one call -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Succeeded:
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A business answer: do not retry. `reason` is machine-readable (declined, ...)."""
+
+    reason: str
+    detail: str = ""
+    status: int = 0
+
+
+@dataclass(frozen=True)
+class Transient:
+    """No answer (timeout, connection refused, 503): retry, the same key is safe."""
+
+    error: str
+
+
+Outcome = Succeeded | Refused | Transient
+
+
+def classify(action: str, kind: Kind, status: int, body: Any) -> Outcome:
+    """Turn a participant's HTTP answer into an outcome (docs/api.md's status codes)."""
+    body_d = body if isinstance(body, dict) else {}
+    reason = str(body_d.get("reason") or "")
+    detail = str(body_d.get("detail") or "")[:300]
+    if status == 408 or status == 429 or status >= 500:
+        return Transient(f"HTTP {status} {reason}".strip())
+    if kind == "compensation":
+        if 200 <= status < 300 or status == 404:
+            # 404: the thing to undo never happened (the forward call never landed).
+            return Succeeded(_small(body_d) if status != 404 else {"noop": "not_found"})
+        return Refused(reason or f"http_{status}", detail, status)
+    if 200 <= status < 300:
+        if action == "validate_user" and body_d.get("status", "active") != "active":
+            return Refused("inactive_user", f"user {body_d.get('id')} is {body_d.get('status')}",
+                           status)
+        return Succeeded(_small(body_d))
+    if action == "validate_user" and status == 404:
+        return Refused("invalid_user", detail or "user does not exist", status)
+    return Refused(reason or f"http_{status}", detail, status)
+
+
+def _small(body: dict[str, Any]) -> dict[str, Any]:
+    """The part of a response worth keeping in the saga's log (no echoed order lines)."""
+    return {k: v for k, v in body.items()
+            if k != "lines" and isinstance(v, str | int | float | bool | None)}
+
+
+# --- state --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step's action or compensation, as far as the events tell."""
+
+    status: Literal["pending", "running", "succeeded", "failed"] = "pending"
+    attempts: int = 0
+    owner: str = ""
+    lease_until: float = 0.0
+    deadline_at: float = 0.0
+    started_at: str | None = None
+    ended_at: str | None = None
+    error: str = ""
+    #: StepFailed only: "refused" (it did not happen) or "deadline" (it may have happened).
+    failure_kind: str = ""
+    result: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class SagaState:
+    saga_id: str
+    status: Status = "new"
+    order_id: str = ""
+    user_id: str = ""
+    lines: tuple[Mapping[str, Any], ...] = ()
+    amount: int = 0
+    version: int = 0
+    actions: tuple[Progress, ...] = tuple(Progress() for _ in ORDER_SAGA)
+    compensations: tuple[Progress, ...] = tuple(Progress() for _ in ORDER_SAGA)
+    failure: str = ""
+    failed_step: str = ""
+    started_at: str | None = None
+    ended_at: str | None = None
+    #: Fault injection recorded in SagaStarted (e.g. {"crash_after": "charge_payment:StepSucceeded"}).
+    faults: Mapping[str, Any] = field(default_factory=dict)
+    #: "<step>:<event type>" of every event seen: fault hooks fire on the first one only.
+    seen: frozenset[str] = frozenset()
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def to_compensate(self) -> list[int]:
+        """Indexes of steps to undo, in the order to undo them (reverse)."""
+        out = []
+        for i, (step, act) in enumerate(zip(ORDER_SAGA, self.actions, strict=True)):
+            maybe_done = act.status == "succeeded" or (
+                act.status == "failed" and act.failure_kind == "deadline")
+            if step.compensation and maybe_done:
+                out.append(i)
+        return out[::-1]
+
+
+def _index(step: str) -> int:
+    try:
+        return STEP_NAMES.index(step)
+    except ValueError:
+        raise KeyError(f"unknown saga step {step!r}") from None
+
+
+def _set(items: tuple[Progress, ...], i: int, p: Progress) -> tuple[Progress, ...]:
+    return (*items[:i], p, *items[i + 1:])
+
+
+def apply(state: SagaState, etype: str, data: Mapping[str, Any], version: int, at: str) -> SagaState:
+    """The state after one event (`at`: its recorded time, ISO-8601)."""
+    d = data
+    step = d.get("step")
+    seen = state.seen | {f"{step}:{etype}"} if step else state.seen | {etype}
+    s = replace(state, version=version, seen=seen)
+    if etype == SAGA_STARTED:
+        return replace(s, status="running", order_id=d["order_id"], user_id=d["user_id"],
+                       lines=tuple(d["lines"]), amount=d["amount"], started_at=at,
+                       faults=d.get("faults") or {})
+    if etype in (STEP_STARTED, STEP_RETRIED, STEP_SUCCEEDED, STEP_FAILED):
+        i = _index(step)
+        p = s.actions[i]
+        if d.get("started_at"):
+            p = replace(p, started_at=d["started_at"])
+        if etype == STEP_STARTED:
+            p = replace(p, status="running", attempts=d.get("attempt", p.attempts + 1),
+                        owner=d.get("owner", ""), lease_until=d.get("lease_until", 0.0),
+                        deadline_at=d.get("deadline_at", 0.0), started_at=p.started_at or at,
+                        error="")
+        elif etype == STEP_RETRIED:
+            p = replace(p, attempts=d.get("attempt", p.attempts), owner=d.get("owner", p.owner),
+                        error=d.get("error", ""), lease_until=d.get("lease_until", p.lease_until))
+        elif etype == STEP_SUCCEEDED:
+            p = replace(p, status="succeeded", ended_at=at, result=d.get("result") or {},
+                        lease_until=0.0, error="", attempts=d.get("attempt", p.attempts))
+        else:
+            p = replace(p, status="failed", ended_at=at, error=d.get("reason", ""),
+                        attempts=d.get("attempt", p.attempts),
+                        failure_kind=d.get("kind", "refused"), lease_until=0.0)
+            s = replace(s, status="compensating", failure=d.get("reason", ""), failed_step=step)
+        return replace(s, actions=_set(s.actions, i, p))
+    if etype in (COMPENSATION_STARTED, COMPENSATION_RETRIED, COMPENSATION_SUCCEEDED):
+        i = _index(step)
+        p = s.compensations[i]
+        if d.get("started_at"):
+            p = replace(p, started_at=d["started_at"])
+        if etype == COMPENSATION_STARTED:
+            p = replace(p, status="running", attempts=d.get("attempt", p.attempts + 1),
+                        owner=d.get("owner", ""), lease_until=d.get("lease_until", 0.0),
+                        started_at=p.started_at or at, error="")
+        elif etype == COMPENSATION_RETRIED:
+            p = replace(p, attempts=d.get("attempt", p.attempts), owner=d.get("owner", p.owner),
+                        error=d.get("error", ""), lease_until=d.get("lease_until", p.lease_until))
+        else:
+            p = replace(p, status="succeeded", ended_at=at, result=d.get("result") or {},
+                        lease_until=0.0, error="", attempts=d.get("attempt", p.attempts))
+        return replace(s, compensations=_set(s.compensations, i, p))
+    if etype == SAGA_COMPLETED:
+        return replace(s, status="completed", ended_at=at)
+    if etype == SAGA_COMPENSATED:
+        return replace(s, status="compensated", ended_at=at)
+    if etype == SAGA_FAILED:
+        if d.get("step"):
+            i = _index(d["step"])
+            p = s.compensations[i]
+            p = replace(p, status="failed", ended_at=at, error=d.get("reason", ""),
+                        lease_until=0.0, started_at=d.get("step_started_at") or p.started_at,
+                        attempts=d.get("attempt", p.attempts))
+            s = replace(s, compensations=_set(s.compensations, i, p))
+        return replace(s, status="failed", ended_at=at, failure=d.get("reason", s.failure),
+                       failed_step=d.get("step", s.failed_step))
+    return s
+
+
+class EventLike(Protocol):
+    """What `fold` needs of an event: `RecordedEvent` fits."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def data(self) -> Mapping[str, Any]: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def recorded_iso(self) -> str: ...
+
+
+def fold(saga_id: str, events: Iterable[EventLike]) -> SagaState:
+    """Rebuild a saga's state from its stream's events (RecordedEvent or alike)."""
+    state = SagaState(saga_id)
+    for e in events:
+        state = apply(state, e.type, e.data, e.version, e.recorded_iso)
+    return state
+
+
+# --- decisions ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewSagaEvent:
+    """An event the orchestrator must record: type + data (it adds ids and appends)."""
+
+    type: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Invoke:
+    """Record `record` (may be empty: already recorded by me), then call the participant."""
+
+    step: StepDef
+    kind: Kind
+    attempt: int
+    record: tuple[NewSagaEvent, ...] = ()
+
+    @property
+    def action(self) -> str:
+        return self.step.name if self.kind == "action" else str(self.step.compensation)
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Record the terminal event."""
+
+    record: tuple[NewSagaEvent, ...]
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Another live orchestrator holds this saga's lease until `until` (epoch seconds)."""
+
+    until: float
+    owner: str
+
+
+@dataclass(frozen=True)
+class Done:
+    status: str
+
+
+@dataclass(frozen=True)
+class NotStarted:
+    """The stream has no SagaStarted: nothing to do."""
+
+
+Action = Invoke | Finish | Wait | Done | NotStarted
+
+
+def next_action(state: SagaState, now: float, owner: str, policy: RetryPolicy) -> Action:
+    """What to do next with this saga, as orchestrator `owner` at time `now` (epoch seconds)."""
+    if state.status == "new":
+        return NotStarted()
+    if state.terminal:
+        return Done(state.status)
+    if state.status == "running":
+        for i, step in enumerate(ORDER_SAGA):
+            p = state.actions[i]
+            if p.status == "succeeded":
+                continue
+            if p.status == "pending":
+                return Invoke(step, "action", 1, (_step_started(step, 1, owner, now, policy),))
+            # running
+            if p.owner == owner:
+                return Invoke(step, "action", p.attempts + 1)
+            if p.lease_until > now:
+                return Wait(p.lease_until, p.owner)
+            started = _step_started(step, p.attempts + 1, owner, now, policy,
+                                    p.started_at or "")
+            return Invoke(step, "action", p.attempts + 1, (started,))
+        return Finish((NewSagaEvent(SAGA_COMPLETED, {"order_id": state.order_id,
+                                                     "started_at": state.started_at}),))
+    # compensating
+    for i in state.to_compensate():
+        step = ORDER_SAGA[i]
+        p = state.compensations[i]
+        if p.status == "succeeded":
+            continue
+        if p.status == "pending":
+            return Invoke(step, "compensation", 1,
+                          (_comp_started(step, 1, owner, now, policy),))
+        if p.owner == owner:
+            return Invoke(step, "compensation", p.attempts + 1)
+        if p.lease_until > now:
+            return Wait(p.lease_until, p.owner)
+        return Invoke(step, "compensation", p.attempts + 1,
+                      (_comp_started(step, p.attempts + 1, owner, now, policy,
+                                    p.started_at or ""),))
+    return Finish((NewSagaEvent(SAGA_COMPENSATED, {
+        "order_id": state.order_id, "reason": state.failure, "failed_step": state.failed_step,
+        "started_at": state.started_at,
+        "compensated": [ORDER_SAGA[i].compensation for i in state.to_compensate()],
+    }),))
+
+
+def _step_started(step: StepDef, attempt: int, owner: str, now: float, policy: RetryPolicy,
+                  takeover_of: str | None = None) -> NewSagaEvent:
+    """StepStarted; `takeover_of` (when the step first started) marks a takeover."""
+    data: dict[str, Any] = {"step": step.name, "service": step.service, "attempt": attempt,
+                            "owner": owner, "lease_until": round(now + policy.lease, 3),
+                            "deadline_at": round(now + policy.step_deadline, 3)}
+    if takeover_of is not None:
+        data["takeover"] = True
+        data["started_at"] = takeover_of
+    return NewSagaEvent(STEP_STARTED, data)
+
+
+def _comp_started(step: StepDef, attempt: int, owner: str, now: float, policy: RetryPolicy,
+                  takeover_of: str | None = None) -> NewSagaEvent:
+    data: dict[str, Any] = {"step": step.name, "compensation": step.compensation,
+                            "service": step.service, "attempt": attempt, "owner": owner,
+                            "lease_until": round(now + policy.lease, 3)}
+    if takeover_of is not None:
+        data["takeover"] = True
+        data["started_at"] = takeover_of
+    return NewSagaEvent(COMPENSATION_STARTED, data)
+
+
+def on_outcome(
+    state: SagaState, invoke: Invoke, outcome: Outcome, now: float, owner: str,
+    policy: RetryPolicy, jitter: float = 0.0,
+) -> tuple[NewSagaEvent, ...]:
+    """The events that record one call's outcome (a retry, a success, a failure)."""
+    step, attempt = invoke.step, invoke.attempt
+    i = _index(step.name)
+    progress = state.actions[i] if invoke.kind == "action" else state.compensations[i]
+    # Outcome events repeat when their step started, so each one describes the step in full
+    # (the saga projection turns one event into one complete step record).
+    base: dict[str, Any] = {"step": step.name, "attempt": attempt,
+                            "started_at": progress.started_at}
+    if invoke.kind == "action":
+        if isinstance(outcome, Succeeded):
+            return (NewSagaEvent(STEP_SUCCEEDED, {**base, "result": outcome.result}),)
+        if isinstance(outcome, Refused):
+            return (NewSagaEvent(STEP_FAILED, {**base, "kind": "refused", "reason": outcome.reason,
+                                               "detail": outcome.detail, "status": outcome.status}),)
+        delay = policy.backoff(attempt, jitter)
+        deadline = progress.deadline_at
+        if step.pivot or now + delay < deadline:
+            return (NewSagaEvent(STEP_RETRIED, {
+                **base, "error": outcome.error, "retry_in": round(delay, 4), "owner": owner,
+                "lease_until": round(now + delay + policy.lease, 3)}),)
+        return (NewSagaEvent(STEP_FAILED, {**base, "kind": "deadline", "reason": "deadline_exceeded",
+                                           "detail": f"last error: {outcome.error}"}),)
+    base["compensation"] = step.compensation
+    if isinstance(outcome, Succeeded):
+        return (NewSagaEvent(COMPENSATION_SUCCEEDED, {**base, "result": outcome.result}),)
+    if isinstance(outcome, Refused):
+        return (NewSagaEvent(SAGA_FAILED, {
+            "order_id": state.order_id, "step": step.name, "compensation": step.compensation,
+            "reason": f"compensation_refused:{outcome.reason}", "detail": outcome.detail,
+            "saga_failure": state.failure, "started_at": state.started_at,
+            "attempt": attempt, "step_started_at": progress.started_at}),)
+    delay = policy.backoff(attempt, jitter)
+    return (NewSagaEvent(COMPENSATION_RETRIED, {
+        **base, "error": outcome.error, "retry_in": round(delay, 4), "owner": owner,
+        "lease_until": round(now + delay + policy.lease, 3)}),)
+
+
+def retry_delay(events: Sequence[NewSagaEvent]) -> float:
+    """How long to sleep after recording these events (a retry's backoff), else 0."""
+    for e in events:
+        if e.type in (STEP_RETRIED, COMPENSATION_RETRIED):
+            return float(e.data.get("retry_in", 0.0))
+    return 0.0
+
+
+# --- starting a saga ----------------------------------------------------------------------
+
+
+def normalise_lines(lines: Sequence[Any], prices: Mapping[str, int] | None = None
+                    ) -> list[dict[str, Any]]:
+    """Order lines as `[{"sku", "quantity", "price"}]`; accepts `(sku, qty)` pairs too.
+
+    Prices are integer cents (1999 is 19.99), like everywhere in the lab. A line without a
+    price takes it from `prices` (the catalogue).
+    """
+    if not lines:
+        raise SagaRuleError("no_lines", "an order needs at least one line")
+    out = []
+    for line in lines:
+        if isinstance(line, Mapping):
+            sku, qty, price = line.get("sku"), line.get("quantity", 1), line.get("price")
+        elif isinstance(line, list | tuple) and len(line) in (2, 3):
+            sku, qty = line[0], line[1]
+            price = line[2] if len(line) == 3 else None
+        else:
+            raise SagaRuleError("bad_line", f"an order line is {{sku, quantity, price}}; got {line!r}")
+        if not isinstance(sku, str) or not sku:
+            raise SagaRuleError("bad_line", f"line sku must be a non-empty string; got {sku!r}")
+        if isinstance(qty, bool) or not isinstance(qty, int) or qty < 1:
+            raise SagaRuleError("bad_line", f"line quantity must be an int >= 1; got {qty!r}")
+        if price is None and prices is not None:
+            price = prices.get(sku)
+        if price is None:
+            raise SagaRuleError("bad_line", f"no price for {sku!r}: give one (integer cents)")
+        if isinstance(price, bool) or not isinstance(price, int) or price < 0:
+            raise SagaRuleError("bad_line", f"line price is integer cents >= 0; got {price!r}")
+        out.append({"sku": sku, "quantity": qty, "price": price})
+    skus = [ln["sku"] for ln in out]
+    if len(set(skus)) != len(skus):
+        raise SagaRuleError("bad_line", "each sku may appear on one line only")
+    return out
+
+
+def order_amount(lines: Sequence[Mapping[str, Any]]) -> int:
+    """What the order costs in cents: sum of quantity x price."""
+    return sum(int(ln["quantity"]) * int(ln["price"]) for ln in lines)
+
+
+def saga_started(saga_id: str, order_id: str, user_id: str, lines: Sequence[Mapping[str, Any]],
+                 faults: Mapping[str, Any] | None = None) -> NewSagaEvent:
+    """The first event of a saga: what it is about. `faults` are test hooks (crash_after)."""
+    if not isinstance(user_id, str) or not user_id:
+        raise SagaRuleError("bad_user", "user id must be a non-empty string")
+    clean = normalise_lines(lines)
+    data: dict[str, Any] = {"saga_id": saga_id, "order_id": order_id, "user_id": user_id,
+                            "lines": clean, "amount": order_amount(clean), "saga": "order",
+                            "steps": list(STEP_NAMES)}
+    if faults:
+        data["faults"] = dict(faults)
+    return NewSagaEvent(SAGA_STARTED, data)
+
+
+def crash_point(spec: str, events: Sequence[NewSagaEvent], before: SagaState) -> int | None:
+    """The index in `events` at which recording them first reaches crash point `spec`, or None.
+
+    `spec` is "<step>:<event type>", "<step number>:<event type>" (1-based), a compensation's
+    name ("refund_payment:CompensationSucceeded") or a bare saga-level type ("SagaCompleted").
+    Fires once: a resumed orchestrator never re-records a first event.
+    """
+    if not spec:
+        return None
+    where, _, etype = spec.rpartition(":")
+    if where.isdigit():
+        n = int(where)
+        where = STEP_NAMES[n - 1] if 1 <= n <= len(STEP_NAMES) else where
+    where = _BY_COMPENSATION.get(where, where)
+    for i, e in enumerate(events):
+        if e.type != etype:
+            continue
+        step = e.data.get("step")
+        mark = f"{step}:{etype}" if step else etype
+        if (not where or step == where) and mark not in before.seen:
+            return i
+    return None
+
+
+def crash_point_matches(spec: str, events: Sequence[NewSagaEvent], before: SagaState) -> bool:
+    """Whether recording `events` reaches the crash point `spec` for the first time."""
+    return crash_point(spec, events, before) is not None

@@ -1,0 +1,92 @@
+"""The saga view (`/api/queries/sagas`, `/api/queries/sagas/{id}`) and saga counts.
+
+One document per saga, keyed by saga id, in the shape of `ecommerce.domain.saga_view.describe`:
+the saga's status, failure and duration, plus one record per action and per compensation.
+Every saga event carries what its record needs (outcome events repeat when their step
+started), so each event becomes one `Merge` of whole records: no read-before-write.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ecommerce.domain import saga as s
+from ecommerce.domain.events import RecordedEvent
+from ecommerce.domain.readmodel import Incr, Merge, Put, Write
+from ecommerce.domain.saga_view import duration_ms, empty_view, progress_doc
+from ecommerce.projections.base import Projection
+
+SAGAS = "sagas"
+SAGA_STATS = "saga_stats"
+STATS_KEY = "summary"
+
+_STEP_STATUS = {s.STEP_STARTED: "running", s.STEP_RETRIED: "running",
+                s.STEP_SUCCEEDED: "succeeded", s.STEP_FAILED: "failed",
+                s.COMPENSATION_STARTED: "running", s.COMPENSATION_RETRIED: "running",
+                s.COMPENSATION_SUCCEEDED: "succeeded"}
+_TERMINAL_STATUS = {s.SAGA_COMPLETED: "completed", s.SAGA_COMPENSATED: "compensated",
+                    s.SAGA_FAILED: "failed"}
+
+
+def _record(e: RecordedEvent, kind: str, step: s.StepDef) -> dict[str, Any]:
+    d, t = e.data, e.type
+    status = _STEP_STATUS[t]
+    started = d.get("started_at") or e.recorded_iso
+    ended = e.recorded_iso if status in ("succeeded", "failed") else None
+    if t in (s.STEP_RETRIED, s.COMPENSATION_RETRIED):
+        error = d.get("error", "")
+    elif t == s.STEP_FAILED:
+        error = d.get("reason", "")
+    else:
+        error = ""
+    return progress_doc(kind, step, status, d.get("attempt", 1), started, ended, error)
+
+
+def project_sagas(e: RecordedEvent) -> list[Write]:
+    t = e.type
+    saga_id = s.saga_id_of(e.stream_id)
+    if t == s.SAGA_STARTED:
+        return [Put(SAGAS, saga_id, empty_view(saga_id, e.data, e.recorded_iso, e.version),
+                    e.position)]
+    d = e.data
+    fields: dict[str, Any] = {"version": e.version}
+    if t in _STEP_STATUS:
+        step = s.STEPS_BY_NAME[d["step"]]
+        if t.startswith("Compensation"):
+            fields[str(step.compensation)] = _record(e, "compensation", step)
+        else:
+            fields[step.name] = _record(e, "action", step)
+        if t == s.STEP_FAILED:
+            fields.update(status="compensating", failure=d.get("reason", ""),
+                          failed_step=step.name)
+    elif t in _TERMINAL_STATUS:
+        started = d.get("started_at")
+        fields.update(status=_TERMINAL_STATUS[t], ended_at=e.recorded_iso,
+                      duration_ms=duration_ms(started, e.recorded_iso))
+        if t == s.SAGA_FAILED:
+            fields.update(failure=d.get("reason", ""), failed_step=d.get("step", ""))
+            if d.get("step"):
+                step = s.STEPS_BY_NAME[d["step"]]
+                fields[str(step.compensation)] = progress_doc(
+                    "compensation", step, "failed", d.get("attempt", 1),
+                    d.get("step_started_at") or e.recorded_iso, e.recorded_iso, d.get("reason", ""))
+    return [Merge(SAGAS, saga_id, fields, e.position)]
+
+
+def project_saga_stats(e: RecordedEvent) -> list[Write]:
+    if e.type == s.SAGA_STARTED:
+        return [Incr(SAGA_STATS, STATS_KEY, {"started": 1, "running": 1})]
+    status = _TERMINAL_STATUS.get(e.type)
+    if status:
+        return [Incr(SAGA_STATS, STATS_KEY, {"running": -1, status: 1})]
+    return []
+
+
+SAGAS_VIEW = Projection(
+    "sagas", (SAGAS,), frozenset(s.SAGA_EVENTS), project_sagas,
+    "one document per saga: status, failure, every action and compensation with its timing",
+)
+SAGA_STATS_VIEW = Projection(
+    "saga-stats", (SAGA_STATS,), frozenset({s.SAGA_STARTED, *s.TERMINAL_EVENTS}),
+    project_saga_stats, "sagas started, running, completed, compensated, failed",
+)

@@ -1,0 +1,1 @@
+"""One FastAPI app per service. `ecommerce.services.registry` lists them all."""

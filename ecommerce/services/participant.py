@@ -1,0 +1,209 @@
+"""What the saga participants share: state kept current from the log, and idempotent replies.
+
+Each participant folds the events it owns into memory once, then *catches up* before every
+request: `read_all(after=<last position seen>)` returns only what is new, usually nothing or a
+few events. Decisions are made on that state under one lock per process and appended with an
+expected version, so another replica's concurrent write is a `ConcurrencyError`: catch up and
+decide again (`Participant.run`). What a service appended is folded right away and skipped when
+the catch-up meets it in the log (never applied twice). A request thus costs one small query
+plus its appends.
+
+Replies: a request's first answer is stored with the event it appended (see
+`ecommerce.domain.idempotency`) and, for answers that appended nothing, in memory; a request
+carrying the same `Idempotency-Key` gets that answer again.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from ecommerce.domain.events import NewEvent, RecordedEvent, encode_event
+from ecommerce.domain.idempotency import Replies, reply_metadata
+from ecommerce.store.base import AppendResult, ConcurrencyError, DuplicateEventError, EventStore
+
+#: How many times a decision is retried after a concurrent writer moved a stream.
+RETRIES = 20
+BATCH = 2000
+#: Seconds between reads of the log's head (see `Participant.catch_up`).
+HEAD_EVERY = 0.25
+
+
+@dataclass(frozen=True)
+class Key:
+    """A request's idempotency key: the client's `Idempotency-Key`, else a fresh one."""
+
+    value: str
+    given: bool
+
+    @classmethod
+    def of(cls, header: str | None) -> Key:
+        if header:
+            return cls(header, True)
+        return cls(str(uuid.uuid4()), False)
+
+
+class Participant:
+    """In-memory state of one service, caught up from the event store, plus its replies."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        apply: Callable[[RecordedEvent], None],
+        *,
+        stream_prefix: str | None = None,
+        types: Sequence[str] | None = None,
+        read_back: bool = False,
+    ) -> None:
+        """`read_back`: fold this service's own appends as the store recorded them (one read;
+        needed when the state shows `recorded_at`), instead of from the events just written."""
+        self.store = store
+        self._apply = apply
+        self.prefix, self.types = stream_prefix, list(types) if types else None
+        self.read_back = read_back
+        self.replies = Replies()
+        #: Held while deciding and appending: one decision at a time in this process.
+        self.lock = threading.RLock()
+        #: Every event of ours at or below it is folded.
+        self.position = 0
+        #: Positions of our own appends folded already (ahead of `position`): skip them once.
+        self._ahead: set[int] = set()
+        self._head_read = 0.0
+
+    def catch_up(self) -> int:
+        """Fold every new event of this service; returns how many there were."""
+        with self.lock:
+            seen = 0
+            while True:
+                # Now and then the head is read first: every event at or below it is visible to
+                # the query below, so once that query comes back short the position may jump to
+                # the head, past other services' events, without ever skipping one of ours.
+                # (In between, the query re-scans those few foreign events: cheaper than a
+                # second round trip on every request.)
+                head = 0
+                if time.monotonic() - self._head_read > HEAD_EVERY:
+                    head = self.store.last_position()
+                    self._head_read = time.monotonic()
+                batch = self.store.read_all(self.position, BATCH, stream_prefix=self.prefix,
+                                            types=self.types)
+                ahead = self._ahead
+                for e in batch:
+                    if ahead and e.position in ahead:
+                        ahead.discard(e.position)
+                        continue
+                    self._fold(e)
+                seen += len(batch)
+                if len(batch) < BATCH:
+                    self.position = max(self.position, head, batch[-1].position if batch else 0)
+                    if ahead:
+                        self._ahead = {p for p in ahead if p > self.position}
+                    return seen
+                self.position = batch[-1].position
+
+    def _fold(self, e: RecordedEvent) -> None:
+        self._apply(e)
+        if "reply" in e.metadata:
+            self.replies.observe(e.metadata)
+
+    def append(self, stream: str, events: NewEvent | Sequence[NewEvent],
+               expected: int | str) -> AppendResult:
+        """Append, and fold what was appended exactly once (no round trip to re-read the log,
+        unless `read_back`). The expected version guarantees that the state of that stream was
+        current, so folding our events ahead of other streams' newer events is safe."""
+        batch = [events] if isinstance(events, NewEvent) else list(events)
+        with self.lock:
+            try:
+                result = self.store.append(stream, batch, expected)
+            except BaseException:
+                self.catch_up()
+                raise
+            if not result.written:  # stored before (maybe folded already): the log decides
+                self.catch_up()
+                return result
+            for e in self._recorded(stream, batch, result):
+                if e.position > self.position and e.position not in self._ahead:
+                    self._ahead.add(e.position)
+                    self._fold(e)
+            return result
+
+    def _recorded(self, stream: str, batch: list[NewEvent],
+                  result: AppendResult) -> list[RecordedEvent]:
+        first = result.version - len(batch) + 1
+        if self.read_back:
+            return self.store.read_stream(stream, first)[:len(batch)]
+        now = datetime.now(UTC).isoformat()
+        out = []
+        for n, (ev, pos) in enumerate(zip(batch, result.positions, strict=True)):
+            enc = encode_event(ev)
+            out.append(RecordedEvent(enc.id, stream, first + n, pos, enc.type, enc.schema_version,
+                                     enc.data_json, enc.metadata_json, now))
+        return out
+
+    def run(self, attempt: Callable[[], JSONResponse]) -> JSONResponse:
+        """Catch up and run `attempt` under the lock; after a concurrent write (another replica
+        moved a stream: `ConcurrencyError`) catch up and run it again. Attempts must be safe to
+        rerun, which deterministic event ids make them. A `DuplicateEventError` (the id is
+        stored in another stream: another replica decided first) is retried the same way."""
+        with self.lock:
+            for n in range(RETRIES):
+                self.catch_up()
+                try:
+                    return attempt()
+                except (ConcurrencyError, DuplicateEventError):
+                    if n == RETRIES - 1:
+                        raise
+        raise AssertionError("unreachable")
+
+    # -- replies -----------------------------------------------------------------------------
+
+    def replay(self, endpoint: str, key: Key) -> JSONResponse | None:
+        """The first reply to this key at this endpoint, if there was one."""
+        hit = self.replies.get(endpoint, key.value) if key.given else None
+        return None if hit is None else JSONResponse(hit[1], status_code=hit[0])
+
+    def answer(self, endpoint: str, key: Key, status: int, body: Mapping[str, Any]) -> JSONResponse:
+        """Reply, and remember it for the key (answers that appended no event live in memory)."""
+        if key.given:
+            self.replies.record(endpoint, key.value, status, body)
+        return JSONResponse(dict(body), status_code=status)
+
+    def refuse(self, endpoint: str, key: Key, status: int, reason: str, message: str,
+               **extra: Any) -> JSONResponse:
+        return self.answer(endpoint, key, status, {"detail": message, "reason": reason, **extra})
+
+    @staticmethod
+    def with_reply(event: NewEvent, endpoint: str, key: Key, status: int,
+                   body: Mapping[str, Any], **meta: Any) -> NewEvent:
+        """The event carrying the reply it produced (only for a client's key)."""
+        metadata = dict(event.metadata) | meta
+        if key.given:
+            metadata |= reply_metadata(endpoint, key.value, status, body)
+        return replace(event, metadata=metadata)
+
+
+def install_store_errors(app: FastAPI) -> None:
+    """Database trouble is a 503 (retry later), a foreign event id a 409: never a bare 500."""
+
+    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": f"the event store is not usable right now: {exc}",
+                             "reason": "store_unavailable"}, status_code=503)
+
+    async def duplicate(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "reason": "duplicate_event"}, status_code=409)
+
+    app.add_exception_handler(sqlite3.OperationalError, unavailable)
+    app.add_exception_handler(psycopg.OperationalError, unavailable)
+    app.add_exception_handler(DuplicateEventError, duplicate)
+
+
+__all__ = ["ConcurrencyError", "Key", "Participant", "install_store_errors"]

@@ -1,0 +1,1 @@
+"""Benchmarks behind `labkit bench ...`: each returns a dict of figures (never asserts a time)."""

@@ -1,0 +1,72 @@
+"""`labkit`: the command line for students and instructors (click). Every command has --help.
+
+    labkit up | status | down | reset | logs NAME | kill NAME | doctor
+    labkit events append|tail|stats     labkit replay
+    labkit fire SCENARIO                labkit saga place|status|list|timeline|run
+    labkit chaos                        labkit bench eventstore|replay|up|commands|saga
+    labkit validate                     labkit image build
+    labkit plots export DIR             labkit notebooks reset
+
+One command group per module: `lifecycle`, `events`, `sagas`, `bench`, `tools`.
+`main(argv)` returns the exit code, so tests call it in-process.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from labkit.cli.bench import bench
+from labkit.cli.events import events, replay
+from labkit.cli.lifecycle import doctor, down, kill, logs, reset, status, up
+from labkit.cli.sagas import chaos, fire, saga
+from labkit.cli.tools import image, notebooks, plots, validate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="labkit")
+def cli() -> None:
+    """Run the advanced microservice patterns lab: Saga, CQRS, Event Sourcing.
+
+    The mode comes from LABKIT_MODE (local | cluster).
+    """
+
+
+for command in (up, status, down, reset, logs, kill, doctor, events, replay, fire, saga, chaos,
+                bench, validate, image, plots, notebooks):
+    cli.add_command(command)
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from ecommerce.domain.events import EventValidationError
+    from ecommerce.store.base import ConcurrencyError, DuplicateEventError, StoreUnavailableError
+    from labkit.lab import LabError
+    from labkit.runtime.k8s_errors import ClusterError
+    from labkit.runtime.local import RuntimeErrorWithHint
+
+    return (LabError, RuntimeErrorWithHint, StoreUnavailableError, EventValidationError,
+            ConcurrencyError, DuplicateEventError, ClusterError, ValueError, KeyError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; the exit code is returned (errors the user can fix: one line, exit 1)."""
+    try:
+        result = cli.main(args=argv, prog_name="labkit", standalone_mode=False)
+    except click.exceptions.Exit as exc:  # --help, --version
+        return exc.exit_code
+    except click.ClickException as exc:  # usage errors: click's message, exit 2
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        return 130
+    except KeyboardInterrupt:
+        return 130
+    except _expected_errors() as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,286 @@
+"""`Lab`: the one object notebooks use. `lab = labkit.connect()`.
+
+The mode comes from LABKIT_MODE (`local`, the default: processes on this machine; `cluster`:
+the Kubernetes cluster of the current kubeconfig). Every method works the same in both modes,
+so no notebook changes to switch.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ecommerce.config import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class LabError(RuntimeError):
+    """A lab operation failed; the message says what to do."""
+
+
+class Lab:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.mode = self.settings.mode
+        if self.mode == "cluster":
+            from labkit.runtime.cluster import ClusterRuntime
+
+            self.runtime: Any = ClusterRuntime(namespace=self.settings.namespace)
+        else:
+            from labkit.runtime.local import LocalRuntime
+
+            self.runtime = LocalRuntime(self.settings)
+        self._clients: dict[str, httpx.Client] = {}
+
+    def __repr__(self) -> str:
+        where = self.settings.namespace if self.mode == "cluster" else str(self.settings.data_dir)
+        return f"<Lab mode={self.mode} at {where}>"
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def up(self, wait: bool = True, progress: bool = True) -> pd.DataFrame:
+        """Start (or restart what is down) and wait until every service is ready."""
+        if self.mode == "cluster":
+            self.runtime.progress = progress
+            self.runtime.up(wait=wait)
+        else:
+            self.runtime.up(wait=wait, progress=progress)
+        return self.status()
+
+    def down(self) -> list[str]:
+        """Stop exactly what the lab started. Idempotent."""
+        self.close()
+        return self.runtime.down()
+
+    def reset(self) -> None:
+        """Stop everything and delete the lab's data (events, read models, logs)."""
+        self.close()
+        reset = getattr(self.runtime, "reset", None)
+        if reset is not None:
+            reset()
+        else:
+            self.runtime.down()
+
+    def status(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(self.runtime.status())
+
+    def url(self, name: str) -> str:
+        return self.runtime.url(name)
+
+    def http(self, name: str) -> httpx.Client:
+        """An HTTP client whose base URL is the service (same code in both modes)."""
+        base = self.url(name)
+        client = self._clients.get(name)
+        if client is None or str(client.base_url).rstrip("/") != base:
+            client = httpx.Client(base_url=base, timeout=10.0)
+            self._clients[name] = client
+        return client
+
+    def logs(self, name: str, tail: int = 200) -> str:
+        return self.runtime.logs(name, tail=tail)
+
+    def kill(self, name: str) -> Any:
+        """Kill a service's process (local) or pods (cluster): for crash scenarios."""
+        return self.runtime.kill(name)
+
+    def run_job(self, name: str) -> str:
+        """Run a one-shot Job to completion (event-processor, event-replay, saga-orchestrator),
+        like `kubectl create job --from=cronjob/<name>`. Returns its output."""
+        if self.mode == "cluster":
+            return self.runtime.run_job(name)
+        done = self.runtime.run_task(name)
+        if done.returncode != 0:
+            raise LabError(f"{name} failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
+        return done.stdout + done.stderr
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+    # ---- the system ----------------------------------------------------------------------------
+    def _call(self, service: str, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        response = self.http(service).request(method, path, **kw)
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"detail": response.text}
+        if response.status_code >= 400:
+            detail = body.get("detail") if isinstance(body, dict) else body
+            raise LabError(f"{service} {method} {path} -> {response.status_code}: {detail}")
+        return body
+
+    def command(self, name: str, /, **body: Any) -> dict[str, Any]:
+        """Send a CQRS command, e.g. `lab.command("create-user", name="Kim", email=...)`."""
+        return self._call("command-service", "POST", f"/api/commands/{name}", json=body)
+
+    def query(self, name: str, /, **params: Any) -> dict[str, Any]:
+        """Ask the read side, e.g. `lab.query("users")`, `lab.query("user-stats")`."""
+        return self._call("query-service", "GET", f"/api/queries/{name}", params=params)
+
+    def wait_for_projection(self, position: int, projection: str = "users",
+                            timeout: float = 10.0) -> float:
+        """Wait until the read side has applied `position`; return the seconds waited."""
+        started = time.perf_counter()
+        while True:
+            cps = self.query("checkpoints")["checkpoints"]
+            if cps.get(projection, {}).get("position", 0) >= position:
+                return time.perf_counter() - started
+            if time.perf_counter() - started > timeout:
+                raise LabError(f"projection {projection!r} did not reach position {position} in "
+                               f"{timeout}s: is the event-processor running? (lab.status())")
+            time.sleep(0.01)
+
+    def events(self, after: int = 0, limit: int = 1000, *, stream: str | None = None,
+               category: str | None = None, type: str | None = None) -> pd.DataFrame:
+        """The global log (or one stream) as a DataFrame, from event-store-api."""
+        import pandas as pd
+
+        params: dict[str, Any] = {"after": after, "limit": min(limit, 1000)}
+        for k, v in (("stream", stream), ("category", category), ("type", type)):
+            if v:
+                params[k] = v
+        rows: list[dict[str, Any]] = []
+        while len(rows) < limit:
+            page = self._call("event-store-api", "GET", "/api/events", params=params)
+            rows += page["events"]
+            if not page["events"] or len(page["events"]) < params["limit"]:
+                break
+            params["after"] = page["next_after"]
+        columns = ["position", "stream_id", "version", "event_type", "schema_version", "data",
+                   "metadata", "recorded_at", "event_id"]
+        df = pd.DataFrame(rows[:limit], columns=columns)
+        if not df.empty:
+            df["recorded_at"] = pd.to_datetime(df["recorded_at"])
+        return df
+
+    def stream(self, stream_id: str) -> list[dict[str, Any]]:
+        return self._call("event-store-api", "GET", f"/api/events/streams/{stream_id}")["events"]
+
+    def replay(self, projections: list[str] | None = None) -> dict[str, Any]:
+        """Drop the read models and rebuild them from the whole log; returns events/s."""
+        body = {"projections": projections} if projections else None
+        return self._call("event-store-api", "POST", "/api/events/replay", json=body)
+
+    def checkpoints(self) -> pd.DataFrame:
+        """Each projection's checkpoint next to the head of the log: how far behind is it?"""
+        import pandas as pd
+
+        cps = self.query("checkpoints")["checkpoints"]
+        head = self._call("event-store-api", "GET", "/api/events",
+                          params={"limit": 1})["last_position"]
+        rows = [{"projection": name, "position": cp["position"], "head": head,
+                 "behind": head - cp["position"], "last_updated": cp["last_updated"]}
+                for name, cp in sorted(cps.items())]
+        return pd.DataFrame(rows, columns=["projection", "position", "head", "behind",
+                                           "last_updated"])
+
+    def projection_lag(self, commands: int = 20, projection: str = "users") -> pd.DataFrame:
+        """Send `commands` create-user commands one by one and measure, for each, how long
+        until query-service shows it: the eventual consistency of CQRS, in milliseconds."""
+        import pandas as pd
+
+        rows = []
+        for i in range(commands):
+            sent = time.perf_counter()
+            accepted = self.command("create-user", name=f"Lag probe {i}",
+                                    email=f"lag{i}.{time.time_ns()}@example.com")
+            acked = time.perf_counter()
+            self.wait_for_projection(accepted["position"], projection)
+            seen = time.perf_counter()
+            rows.append({"command": i + 1, "position": accepted["position"],
+                         "command_ms": (acked - sent) * 1000, "lag_ms": (seen - acked) * 1000})
+        return pd.DataFrame(rows)
+
+    def user_at(self, user_id: str, position: int | None = None) -> dict[str, Any]:
+        """Time travel: a user's state folded from its events up to global `position`."""
+        from ecommerce.domain import users
+        from ecommerce.domain.events import RecordedEvent
+
+        events = [RecordedEvent(e["event_id"], e["stream_id"], e["version"], e["position"],
+                                e["event_type"], e["schema_version"], e["data"], e["metadata"],
+                                e["recorded_at"])
+                  for e in self.stream(users.stream_id(user_id))
+                  if position is None or e["position"] <= position]
+        return users.fold(user_id, events).as_dict()
+
+    def accounts(self) -> pd.DataFrame:
+        """Account balances from payment-service."""
+        import pandas as pd
+
+        body = self._call("payment-service", "GET", "/api/payments/accounts")
+        return pd.DataFrame(body.get("accounts", body if isinstance(body, list) else []))
+
+    def stock(self) -> pd.DataFrame:
+        """Stock per SKU from inventory-service."""
+        import pandas as pd
+
+        return pd.DataFrame(self._call("inventory-service", "GET", "/api/inventory")["items"])
+
+    def orders(self) -> pd.DataFrame:
+        """Orders from order-service (the write side's own view)."""
+        import pandas as pd
+
+        body = self._call("order-service", "GET", "/api/orders")
+        return pd.DataFrame(body.get("orders", []))
+
+    def routes(self) -> pd.DataFrame:
+        """The route table, with the URL each route reaches in this mode."""
+        import pandas as pd
+
+        from labkit.lab.topology import manifest_routes, routes
+
+        declared = manifest_routes()
+        rows = []
+        for r in routes():
+            try:
+                target = self.url(r["service"]) + r["path"]
+            except Exception:
+                target = None
+            rows.append({**r, "httproute": declared["httproute"].get(r["path"]),
+                         "ingress": declared["ingress"].get(r["path"]), "url": target})
+        return pd.DataFrame(rows)
+
+    def doctor(self) -> pd.DataFrame:
+        """Python, packages, mode, data directory; in cluster mode also kubeconfig, API
+        server, namespace permissions, Gateway API CRDs and the image on the nodes."""
+        import pandas as pd
+
+        from labkit.ops.doctor import doctor
+
+        return pd.DataFrame(doctor(self.settings, self.runtime))
+
+    @property
+    def faults(self) -> Any:
+        from labkit.ops.fault_client import Faults
+
+        return Faults(self.url)
+
+    @property
+    def saga(self) -> Any:
+        from labkit.lab.saga_client import SagaClient
+
+        return SagaClient(self)
+
+    def fire(self, scenario: str, **options: Any) -> str:
+        """Fire a named saga scenario (`happy`, `payment-declined`, ...); returns the saga id."""
+        from labkit.lab.scenarios import fire
+
+        return fire(self, scenario, **options)
+
+
+def connect(mode: str | None = None) -> Lab:
+    """The lab for this notebook: mode from `mode`, else LABKIT_MODE (default `local`)."""
+    settings = Settings.from_env()
+    if mode is not None:
+        if mode not in ("local", "cluster"):
+            raise ValueError("mode must be 'local' or 'cluster'")
+        from dataclasses import replace
+
+        settings = replace(settings, mode=mode)
+    return Lab(settings)

@@ -1,0 +1,231 @@
+"""`lab.saga`: place orders as sagas, wait for them, and read them back.
+
+    sid = lab.saga.place_order("u-1", [("MOUSE-WL", 1)])   # appends SagaStarted
+    lab.saga.wait(sid)                                      # the saga's view once it ended
+    lab.saga.timeline([sid])                                # DataFrame for the Gantt chart
+
+`place_order` only records that the saga started; the orchestrator (the `saga-orchestrator`
+process, or a Job running `run --pending`) drives it. `status`, `wait`, `list` and `timeline`
+read the saga streams in the event store, so they are exact, not eventually consistent.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ecommerce.domain import saga as s
+from ecommerce.domain.saga_view import TIMELINE_COLUMNS, describe, summary, timeline_rows
+from ecommerce.saga.orchestrator import start_saga
+from ecommerce.store.base import EventStore
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+_stores: dict[str, EventStore] = {}
+_stores_lock = threading.Lock()
+#: Catalogue prices per lab (a `lab.saga` is made per use; prices need not be fetched each time).
+_prices: dict[int, tuple[float, dict[str, int]]] = {}
+PRICES_TTL = 60.0
+
+
+class SagaTimeout(TimeoutError):
+    """A saga did not end in time; `view` is where it was."""
+
+    def __init__(self, saga_id: str, view: dict[str, Any], timeout: float) -> None:
+        self.saga_id, self.view = saga_id, view
+        running = [k for k in view.get("actions", []) + view.get("compensations", [])
+                   if isinstance(view.get(k), dict) and view[k]["status"] == "running"]
+        super().__init__(
+            f"saga {saga_id} is still {view.get('status')} after {timeout}s"
+            + (f" (in progress: {', '.join(running)})" if running else "")
+            + ". Is the saga-orchestrator running? (lab.status(), lab.logs('saga-orchestrator'))"
+        )
+
+
+def _lab_store(lab: Any) -> EventStore:
+    """One shared event store per lab database (opening one per call would leak connections).
+
+    Local mode: the lab's own database (SQLite file, or LABKIT_PG_URL). Cluster mode: the
+    cluster's PostgreSQL, through LABKIT_PG_URL (e.g. a port-forward) or, when the runtime
+    offers one, `lab.runtime.pg_url()`.
+    """
+
+    from ecommerce.store.factory import open_event_store
+
+    st = lab.settings
+    if getattr(lab, "mode", "local") == "cluster" and not st.pg_url:
+        # No database access from the notebook: read the log through event-store-api.
+        from ecommerce.store.http_events import HttpEventStore
+
+        url = lab.url("event-store-api")
+        with _stores_lock:
+            store = _stores.get(url)
+            if store is None:
+                store = _stores[url] = HttpEventStore(url)
+            return store
+    key = f"{st.pg_url}#{st.pg_schema}" if st.pg_url else str(st.events_db)
+    with _stores_lock:
+        store = _stores.get(key)
+        if store is None:
+            store = _stores[key] = open_event_store(st)
+        return store
+
+
+class SagaClient:
+    """The saga part of the notebook API. Give it a `Lab`, or an event store directly."""
+
+    def __init__(self, lab_or_store: Any, *, prices: Mapping[str, int] | None = None) -> None:
+        if isinstance(lab_or_store, EventStore):
+            self.lab, self.store = None, lab_or_store
+        else:
+            self.lab, self.store = lab_or_store, _lab_store(lab_or_store)
+        self._prices = dict(prices) if prices is not None else None
+
+    # ---- writing ---------------------------------------------------------------------------
+    def prices(self) -> dict[str, int]:
+        """Unit prices in cents: from inventory-service when a lab is running, else the catalogue."""
+        if self._prices is None:
+            key = id(self.store)
+            cached = _prices.get(key)
+            if cached is None or time.monotonic() - cached[0] > PRICES_TTL:
+                cached = _prices[key] = (time.monotonic(), _catalogue_prices(self.lab))
+            self._prices = cached[1]
+        return self._prices
+
+    def place_order(self, user: str, lines: Sequence[Any], *, order_id: str | None = None,
+                    saga_id: str | None = None, crash_after: str | None = None) -> str:
+        """Start an order saga; return its id. The orchestrator runs it.
+
+        `lines`: `[("SKU", quantity), ...]` or `[{"sku", "quantity", "price"?}]`; prices are
+        integer cents and default to the catalogue's. `crash_after="<step>:<Event>"` makes the
+        orchestrator kill itself right after recording that event (the crash scenario).
+        """
+        needs_price = any(not (isinstance(ln, Mapping) and "price" in ln)
+                          and not (isinstance(ln, list | tuple) and len(ln) == 3) for ln in lines)
+        if self.store.backend == "http":  # cluster mode: the write side starts the saga
+            clean = s.normalise_lines(lines, self.prices() if needs_price else None)
+            body: dict[str, Any] = {"user_id": user, "lines": clean}
+            for k, v in (("order_id", order_id), ("saga_id", saga_id), ("crash_after", crash_after)):
+                if v:
+                    body[k] = v
+            return self.lab.command("place-order", **body)["saga_id"]
+        faults = {"crash_after": crash_after} if crash_after else None
+        return start_saga(self.store, user, lines, order_id=order_id, saga_id=saga_id,
+                          prices=self.prices() if needs_price else None, faults=faults)
+
+    # ---- reading ---------------------------------------------------------------------------
+    def state(self, saga_id: str) -> s.SagaState:
+        return s.fold(saga_id, self.store.read_stream(s.stream_id(saga_id)))
+
+    def status(self, saga_id: str) -> dict[str, Any]:
+        """The saga's view: status, failure, and every action and compensation with timings."""
+        state = self.state(saga_id)
+        if state.status == "new":
+            raise KeyError(f"no saga {saga_id!r} (stream {s.stream_id(saga_id)} is empty)")
+        return describe(state)
+
+    def wait(self, saga_id: str, timeout: float = 30.0, poll: float = 0.005) -> dict[str, Any]:
+        """Block until the saga is terminal; return its view. Raises SagaTimeout (still running
+        after `timeout` seconds) or KeyError (no such saga)."""
+        deadline = time.monotonic() + timeout
+        stream = s.stream_id(saga_id)
+        seen = -1
+        delay = poll
+        while True:
+            version = self.store.stream_version(stream)
+            if version == 0:
+                raise KeyError(f"no saga {saga_id!r} (stream {stream} is empty)")
+            if version != seen:
+                seen = version
+                state = self.state(saga_id)
+                if state.terminal:
+                    return describe(state)
+            if time.monotonic() >= deadline:
+                raise SagaTimeout(saga_id, describe(self.state(saga_id)), timeout)
+            time.sleep(delay)
+            delay = min(delay * 1.2, 0.05)
+
+    def wait_all(self, saga_ids: Iterable[str], timeout: float = 60.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        return [self.wait(sid, max(0.0, deadline - time.monotonic())) for sid in saga_ids]
+
+    def list(self, limit: int | None = 100, status: str | None = None) -> list[dict[str, Any]]:
+        """Sagas, newest first: id, order, user, status, amount, failure, timings."""
+        states: dict[str, s.SagaState] = {}
+        after = 0
+        types = [s.SAGA_STARTED, s.STEP_FAILED, *s.TERMINAL_EVENTS]
+        while True:
+            events = self.store.read_all(after, 5000, stream_prefix=s.STREAM_PREFIX, types=types)
+            for e in events:
+                sid = s.saga_id_of(e.stream_id)
+                st = states.get(sid) or s.SagaState(sid)
+                states[sid] = s.apply(st, e.type, e.data, e.version, e.recorded_iso)
+            if len(events) < 5000:
+                break
+            after = events[-1].position
+        rows = [summary(describe(st)) for st in reversed(states.values()) if st.status != "new"]
+        if status:
+            rows = [r for r in rows if r["status"] == status]
+        return rows[:limit] if limit else rows
+
+    def timeline(self, ids: str | Iterable[str] | None = None) -> pd.DataFrame:
+        """One row per attempt of every action and compensation of these sagas (default: the
+        last 10): saga, step, kind (action|compensation), start, end, outcome, attempt."""
+        import pandas as pd
+
+        if ids is None:
+            ids = [r["saga_id"] for r in self.list(limit=10)][::-1]
+        elif isinstance(ids, str):
+            ids = [ids]
+        rows: list[dict[str, Any]] = []
+        for sid in ids:
+            rows += timeline_rows(sid, self.store.read_stream(s.stream_id(sid)))
+        df = pd.DataFrame(rows, columns=list(TIMELINE_COLUMNS))
+        for col in ("start", "end"):
+            df[col] = pd.to_datetime(df[col], utc=True)
+        return df
+
+    # ---- driving in this process (no orchestrator process needed) --------------------------
+    def run(self, saga_id: str, participants: Any = None) -> dict[str, Any]:
+        """Drive the saga to its end in this process (what the orchestrator process does)."""
+        from ecommerce.saga.orchestrator import Orchestrator
+        from ecommerce.saga.participants import HttpParticipants
+
+        if participants is None:
+            if self.lab is None:
+                raise ValueError("give participants (or use a SagaClient made from a Lab)")
+            from ecommerce.services.registry import PARTICIPANTS
+
+            participants = HttpParticipants({p: self.lab.url(p) for p in PARTICIPANTS})
+        orch = Orchestrator(self.store, participants)
+        try:
+            return describe(orch.run(saga_id))
+        finally:
+            orch.close()
+            close = getattr(participants, "close", None)
+            if close is not None:
+                close()
+
+
+def _catalogue_prices(lab: Any) -> dict[str, int]:
+    if lab is not None:
+        try:
+            items = lab.http("inventory-service").get("/api/inventory").json()["items"]
+            return {it["sku"]: it["price"] for it in items}
+        except Exception:
+            pass
+    try:
+        from ecommerce.domain import stock  # type: ignore[attr-defined]
+
+        cat = stock.CATALOGUE
+        out = {}
+        for item in cat.values() if isinstance(cat, Mapping) else cat:
+            sku = getattr(item, "sku", None) or item["sku"]
+            price = getattr(item, "price", None)
+            out[sku] = price if price is not None else item["price"]
+        return out
+    except Exception:
+        return {}

@@ -1,0 +1,152 @@
+"""Named saga scenarios for the notebook: `sid = lab.fire("payment-declined")`.
+
+Each scenario sets up what it needs (a customer with an account, a fault on a participant, a
+crash point), places one order as a saga and returns the saga id at once; `lab.saga.wait(sid)`
+shows how it ended. Nothing is simulated: the refusals come from the participants' own rules
+(a balance too small, stock too short, a user that does not exist) and the failures from their
+fault injection (`/faults`) or from the orchestrator process really dying.
+
+- `happy`: every step succeeds -> completed.
+- `payment-declined`: bob's balance is too small, payment-service refuses (409 declined)
+  -> compensated: release stock, cancel order.
+- `out-of-stock`: one unit more than the warehouse has -> compensated: cancel order.
+- `invalid-user`: a user id nobody registered, user-service answers 404 -> compensated
+  (nothing to undo).
+- `payment-timeout`: payment-service answers too slowly until the step's deadline ->
+  compensated: refund (the charge may have happened), release stock, cancel order.
+- `inventory-flaky`: inventory-service answers 503 three times -> completed after retries.
+- `orchestrator-crash`: the orchestrator process is SIGKILLed right after step N is recorded;
+  a new one resumes -> completed, exactly like `happy`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from ecommerce.domain import saga as s
+
+SCENARIOS = ("happy", "payment-declined", "out-of-stock", "invalid-user", "payment-timeout",
+             "inventory-flaky", "orchestrator-crash")
+
+#: The lab's customers: alice can pay for anything, bob for almost nothing (integer cents).
+ALICE, BOB = "alice", "bob"
+RICH_BALANCE, POOR_BALANCE = 100_000_000, 1_000
+#: What the default order buys.
+#: MOUSE-WL: 10,000 in stock, so a class can fire `happy` all day without running out.
+DEFAULT_LINES = (("MOUSE-WL", 1),)
+SCARCE_SKU = "HEADSET-BT"
+
+
+class ScenarioError(RuntimeError):
+    """A scenario could not be set up; the message says what is missing."""
+
+
+def _check(r: httpx.Response, what: str, ok: Sequence[int]) -> dict[str, Any]:
+    try:
+        body = r.json()
+    except ValueError:
+        body = {"detail": r.text}
+    if r.status_code not in ok:
+        raise ScenarioError(f"{what}: HTTP {r.status_code} {body.get('detail', body)}")
+    return body
+
+
+def ensure_customer(lab: Any, user_id: str, balance: int = RICH_BALANCE,
+                    name: str | None = None) -> None:
+    """Register the user (command-service) and open their account (payment-service), once."""
+    r = lab.http("user-service").get(f"/api/users/{user_id}")
+    if r.status_code == 404:
+        _check(lab.http("command-service").post("/api/commands/create-user", json={
+            "user_id": user_id, "name": name or user_id.title(),
+            "email": f"{user_id}@example.com"}), f"create user {user_id}", (200, 201, 202, 409))
+    else:
+        _check(r, f"look up user {user_id}", (200,))
+    _check(lab.http("payment-service").post(
+        "/api/payments/accounts", json={"account_id": user_id, "initial_balance": balance}),
+        f"open account {user_id}", (200, 201, 409))
+
+
+def available(lab: Any, sku: str) -> int:
+    return int(_check(lab.http("inventory-service").get(f"/api/inventory/{sku}"),
+                      f"stock of {sku}", (200,))["available"])
+
+
+def fire(lab: Any, scenario: str, *, user: str | None = None,
+         lines: Sequence[Any] | None = None, step: int | str = 3, wait: bool = False,
+         timeout: float = 60.0) -> str:
+    """Start one scenario's saga; return its id (with `wait=True`, once it has ended).
+
+    `user` / `lines` override the customer and the order; `step` is where `orchestrator-crash`
+    kills the orchestrator (a step number 1-5 or name; the crash comes right after that step's
+    StepSucceeded is recorded).
+    """
+    if scenario not in SCENARIOS:
+        raise ScenarioError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
+    saga = lab.saga
+    order = list(lines or DEFAULT_LINES)
+    customer = user or ALICE
+    crash_after = None
+    if scenario == "invalid-user":
+        customer = user or f"ghost-{uuid.uuid4().hex[:8]}"
+    elif scenario == "payment-declined":
+        customer = user or BOB
+        ensure_customer(lab, customer, POOR_BALANCE)
+        order = list(lines or [("MONITOR-27", 1)])
+    else:
+        ensure_customer(lab, customer)
+    if scenario == "out-of-stock":
+        order = list(lines or [(SCARCE_SKU, available(lab, SCARCE_SKU) + 1)])
+    elif scenario == "payment-timeout":
+        # Each charge waits longer than the orchestrator's request timeout, until the step's
+        # deadline passes (5 attempts with the default policy); one more delay hits the refund,
+        # which is simply retried.
+        policy = s.RetryPolicy()
+        lab.faults.inject("payment-service", "delay", times=6,
+                          seconds=policy.request_timeout + 0.5, path="/api/payments")
+    elif scenario == "inventory-flaky":
+        lab.faults.inject("inventory-service", "error", times=3,
+                          path="/api/inventory/reservations")
+    elif scenario == "orchestrator-crash":
+        name = s.STEP_NAMES[int(step) - 1] if str(step).isdigit() else str(step)
+        if name not in s.STEP_NAMES:
+            raise ScenarioError(f"step must be 1-5 or one of {', '.join(s.STEP_NAMES)}")
+        crash_after = f"{name}:{s.STEP_SUCCEEDED}"
+    sid = saga.place_order(customer, order, crash_after=crash_after)
+    if crash_after is not None:
+        _restart_after_crash(lab, sid, crash_after, timeout)
+    if wait:
+        saga.wait(sid, timeout=timeout)
+    return sid
+
+
+def _restart_after_crash(lab: Any, saga_id: str, point: str, timeout: float) -> None:
+    """Local mode: wait for the orchestrator to die at the crash point, then start a new one
+    (what Kubernetes does by itself for the Deployment, and for the Job via backoffLimit)."""
+    if getattr(lab, "mode", "local") != "local":
+        return
+    deadline = time.monotonic() + timeout
+    step, _, etype = point.rpartition(":")
+    client = lab.saga
+    while time.monotonic() < deadline:
+        state = client.state(saga_id)
+        if f"{step}:{etype}" in state.seen and not _running(lab, "saga-orchestrator"):
+            break
+        if state.terminal:
+            return  # some other orchestrator ran it without crashing
+        time.sleep(0.02)
+    else:
+        raise ScenarioError(f"the orchestrator did not reach {point} within {timeout}s; is it "
+                            "running? (lab.status())")
+    lab.runtime.up(wait=True, progress=False)
+
+
+def _running(lab: Any, name: str) -> bool:
+    for row in lab.runtime.status():
+        if row["service"] == name:
+            return row["status"] in ("running", "ready")
+    return False

@@ -1,1 +1,0 @@
-"""One FastAPI app per service. `labkit.services.registry` lists them all."""

@@ -1,0 +1,196 @@
+"""ipywidgets panels for the notebooks. They only call labkit's public API (`lab.*`).
+
+Every panel has a plain twin in the notebook that calls the same function, because an error
+inside a widget callback is shown in the panel, never raised: nbval cannot see it.
+
+    widgets.order_form(lab)        # user, SKU, quantity -> lab.saga.place_order(...)
+    widgets.failure_buttons(lab)   # one button per scenario -> lab.fire(name)
+    widgets.status_panel(lab)      # lab.status(), refreshed on demand or every few seconds
+
+Each function returns the panel widget; its inner widgets are in `panel.parts` (tests click
+them with `parts["button"].click()`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ipywidgets as w
+
+#: How long a panel waits for a saga to end before showing where it is.
+SAGA_WAIT_S = 15.0
+
+
+def _say(out: w.Output, text: str) -> None:
+    out.append_stdout(text.rstrip("\n") + "\n")
+
+
+def _show(out: w.Output, obj: Any) -> None:
+    out.append_display_data(obj)
+
+
+def _clear(out: w.Output) -> None:
+    out.outputs = ()  # the widget's own state: works with or without a kernel
+
+
+def _guard(out: w.Output, action: Callable[[], None]) -> None:
+    """Run a callback; show any error in the panel (widgets must not die silently)."""
+    try:
+        action()
+    except Exception as exc:  # shown to the student, with the type
+        _say(out, f"❌ {type(exc).__name__}: {exc}")
+
+
+def _saga_summary(view: dict[str, Any]) -> str:
+    status = view.get("status", "?")
+    icon = {"completed": "✅", "compensated": "↩️", "failed": "❌"}.get(status, "⏳")
+    failure = view.get("failure") or view.get("reason")
+    return f"{icon} saga {view.get('saga_id', '')}: {status}" + (f" ({failure})" if failure else "")
+
+
+def _finish_saga(lab: Any, out: w.Output, saga_id: str) -> None:
+    _say(out, f"saga {saga_id} started; waiting for the orchestrator...")
+    try:
+        view = lab.saga.wait(saga_id, timeout=SAGA_WAIT_S)
+    except TimeoutError as exc:
+        _say(out, f"⏳ {exc}")
+        return
+    _say(out, _saga_summary(view))
+
+
+# ---- order form -----------------------------------------------------------------------------------
+def _user_options(lab: Any) -> list[tuple[str, str]]:
+    try:
+        users = lab.query("users", status="active", limit=200)["users"]
+    except Exception:
+        return []
+    return [(f"{u.get('name', '')} ({u['id']})", u["id"]) for u in users]
+
+
+def _sku_options(lab: Any) -> list[str]:
+    try:
+        stock = lab.stock()
+    except Exception:
+        return []
+    return [str(s) for s in stock["sku"]] if len(stock) else []
+
+
+def order_form(lab: Any) -> w.VBox:
+    """Place an order as a saga: user, SKU, quantity -> `lab.saga.place_order(user, [(sku, n)])`."""
+    user = w.Dropdown(options=_user_options(lab), description="사용자 user")
+    sku = w.Dropdown(options=_sku_options(lab), description="상품 SKU")
+    quantity = w.BoundedIntText(value=1, min=1, max=1000, description="수량 qty")
+    button = w.Button(description="주문하기 (place order)", button_style="primary", icon="shopping-cart")
+    reload_ = w.Button(description="목록 새로고침", icon="refresh")
+    out = w.Output(layout={"border": "1px solid #ccc", "min_height": "3em"})
+    style = {"description_width": "90px"}
+    for widget in (user, sku, quantity):
+        widget.style = style
+
+    def place(_: Any = None) -> None:
+        def act() -> None:
+            if not user.value or not sku.value:
+                _say(out, "사용자와 상품을 고르세요 / choose a user and a SKU (no users? create "
+                          "one with lab.command('create-user', ...))")
+                return
+            saga_id = lab.saga.place_order(user.value, [(sku.value, int(quantity.value))])
+            _finish_saga(lab, out, saga_id)
+
+        _guard(out, act)
+
+    def reload(_: Any = None) -> None:
+        _guard(out, lambda: (setattr(user, "options", _user_options(lab)),
+                             setattr(sku, "options", _sku_options(lab))))
+
+    button.on_click(place)
+    reload_.on_click(reload)
+    panel = w.VBox([w.HTML("<b>주문 폼 (Saga)</b>"), user, sku, quantity,
+                    w.HBox([button, reload_]), out])
+    panel.parts = {"user": user, "sku": sku, "quantity": quantity, "button": button,
+                   "reload": reload_, "out": out}
+    return panel
+
+
+# ---- failure buttons --------------------------------------------------------------------------------
+def scenario_names() -> list[str]:
+    """The saga scenarios `lab.fire` knows (`labkit.lab.scenarios.SCENARIOS`)."""
+    from labkit.lab import scenarios
+
+    names = getattr(scenarios, "SCENARIOS", None) or getattr(scenarios, "NAMES", None) or ()
+    return list(names)
+
+
+def failure_buttons(lab: Any, scenarios: Sequence[str] | None = None) -> w.VBox:
+    """One button per saga scenario (happy path and failures) -> `lab.fire(name)`."""
+    names = list(scenarios) if scenarios is not None else scenario_names()
+    out = w.Output(layout={"border": "1px solid #ccc", "min_height": "3em"})
+    buttons: dict[str, w.Button] = {}
+
+    def make(name: str) -> w.Button:
+        style = "success" if name == "happy" else "danger"
+        button = w.Button(description=name, button_style=style, tooltip=f"lab.fire({name!r})",
+                          layout={"width": "auto"})
+
+        def fire(_: Any = None) -> None:
+            def act() -> None:
+                _say(out, f"lab.fire({name!r})")
+                saga_id = lab.fire(name)
+                _finish_saga(lab, out, saga_id)
+
+            _guard(out, act)
+
+        button.on_click(fire)
+        buttons[name] = button
+        return button
+
+    row = w.HBox([make(n) for n in names], layout={"flex_flow": "row wrap"})
+    clear = w.Button(description="지우기 (clear)", icon="eraser")
+    clear.on_click(lambda _: _clear(out))
+    panel = w.VBox([w.HTML("<b>장애 시나리오 (failure scenarios)</b>"), row, clear, out])
+    panel.parts = {"buttons": buttons, "clear": clear, "out": out}
+    return panel
+
+
+# ---- live status ----------------------------------------------------------------------------------------
+def status_panel(lab: Any, interval: float = 2.0) -> w.VBox:
+    """`lab.status()` as a table: a refresh button and an auto-refresh toggle."""
+    out = w.Output()
+    refresh = w.Button(description="새로고침 (refresh)", icon="refresh")
+    auto = w.ToggleButton(value=False, description=f"자동 ({interval:g}s)", icon="play")
+    stamp = w.HTML()
+    stop = threading.Event()
+
+    def show(_: Any = None) -> None:
+        import time
+
+        try:
+            table = lab.status()
+        except Exception as exc:
+            _clear(out)
+            _say(out, f"❌ {type(exc).__name__}: {exc}")
+            return
+        _clear(out)
+        _show(out, table)
+        stamp.value = f"<small>updated {time.strftime('%H:%M:%S')}</small>"
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            show()
+
+    def toggle(change: dict[str, Any]) -> None:
+        if change["new"]:
+            stop.clear()
+            threading.Thread(target=loop, name="labkit-status-panel", daemon=True).start()
+            auto.icon = "pause"
+        else:
+            stop.set()
+            auto.icon = "play"
+
+    refresh.on_click(show)
+    auto.observe(toggle, names="value")
+    show()
+    panel = w.VBox([w.HBox([refresh, auto, stamp]), out])
+    panel.parts = {"refresh": refresh, "auto": auto, "out": out, "stop": stop}
+    return panel
