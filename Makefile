@@ -1,17 +1,19 @@
 # Two commands set everything up on a fresh machine (Python 3.11+ and make):
 #   make lab    create .venv, install, start JupyterLab on notebooks/ (local mode, no cluster)
 #   make test   create .venv, install, run every test (ruff, manifest validation, pytest, nbval)
+# Instructors: `make lab-instructor` opens the instructor edition (solutions, model answers).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: lab test install lint validate clean help
+.PHONY: lab lab-instructor test install lint validate clean help
 
 help:
 	@echo "make lab   - start JupyterLab with the workbook (local mode)"
 	@echo "make test  - run the whole test suite (pytest + nbval)"
+	@echo "make lab-instructor - JupyterLab on the instructor edition (notebooks/instructor)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "labkit needs Python 3.11 or newer; found " + sys.version.split()[0]'
@@ -22,14 +24,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+JUPYTER_ROOT_FLAG = $$([ "$$(id -u)" = 0 ] && echo --allow-root)
+# Students see the student edition; the instructor folder is hidden from their file browser.
+HIDE_INSTRUCTOR = --ContentsManager.hide_globs="['__pycache__','*.pyc','*.pyo','.DS_Store','*~','instructor']"
+
 lab: install
 	LABKIT_MODE=$${LABKIT_MODE:-local} $(BIN)/jupyter lab --notebook-dir=notebooks \
-		$$([ "$$(id -u)" = 0 ] && echo --allow-root)
+		$(HIDE_INSTRUCTOR) $(JUPYTER_ROOT_FLAG)
+
+lab-instructor: install
+	LABKIT_MODE=$${LABKIT_MODE:-local} $(BIN)/jupyter lab --notebook-dir=notebooks/instructor \
+		$(JUPYTER_ROOT_FLAG)
 
 lint: install
-	$(BIN)/ruff check ecommerce labkit tests tools
+	$(BIN)/ruff check ecommerce labkit tests
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python tools/build_notebooks.py --check
+	$(BIN)/labkit notebooks check
 
 validate: install
 	$(BIN)/labkit validate

@@ -5,7 +5,7 @@
     labkit fire SCENARIO                labkit saga place|status|list|timeline|run
     labkit chaos                        labkit bench eventstore|replay|up|commands|saga
     labkit validate                     labkit image build
-    labkit plots export DIR             labkit notebooks reset
+    labkit plots export DIR             labkit notebooks build|check|reset
 
 One command group per module: `lifecycle`, `events`, `sagas`, `bench`, `tools`.
 `main(argv)` returns the exit code, so tests call it in-process.
@@ -44,9 +44,11 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from labkit.lab import LabError
     from labkit.runtime.k8s_errors import ClusterError
     from labkit.runtime.local import RuntimeErrorWithHint
+    from labkit.workbook.notebook_files import NotebookError
 
     return (LabError, RuntimeErrorWithHint, StoreUnavailableError, EventValidationError,
-            ConcurrencyError, DuplicateEventError, ClusterError, ValueError, KeyError)
+            ConcurrencyError, DuplicateEventError, ClusterError, NotebookError, ValueError,
+            KeyError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""`labkit validate | image build | plots export | notebooks reset`: instructor tooling."""
+"""`labkit validate | image build | plots export | notebooks build|check|reset`: instructor tooling."""
 
 from __future__ import annotations
 
@@ -80,14 +80,41 @@ def export(directory: Path, use_running: bool) -> None:
 
 @click.group()
 def notebooks() -> None:
-    """The workbook's notebooks."""
+    """The workbook's notebooks: instructor sources, student edition, resets."""
+
+
+@notebooks.command(name="build")
+@click.argument("names", nargs=-1, metavar="NAME...")
+@click.option("--from", "prefer", type=click.Choice(["md", "ipynb"]), default=None,
+              help="which file of each instructor pair wins (default: the newer one)")
+def build_notebooks(names: tuple[str, ...], prefer: str | None) -> None:
+    """Sync notebooks/instructor/*.md with their .ipynb, then regenerate the student edition."""
+    from labkit.workbook.notebook_files import build
+
+    results = build(list(names) or None, prefer=prefer)
+    click.echo(table([r.as_dict() for r in results], ["notebook", "pair", "student"]))
+
+
+@notebooks.command(name="check")
+def check_notebooks() -> int:
+    """Fail when an instructor pair or a student edition is out of date (make lint runs it)."""
+    from labkit.workbook.notebook_files import check
+
+    problems = check()
+    for problem in problems:
+        click.echo(f"FAIL {problem}")
+    if problems:
+        click.echo(f"{len(problems)} notebook problem(s); `labkit notebooks build` fixes most.")
+        return 1
+    click.echo("OK: instructor pairs in sync, student editions up to date, no stored outputs.")
+    return 0
 
 
 @notebooks.command(name="reset")
 @click.argument("names", nargs=-1, metavar="NAME...")
 @click.option("--dry-run", is_flag=True, help="show what would change")
 def reset_notebooks(names: tuple[str, ...], dry_run: bool) -> int:
-    """Restore pristine notebooks (backups of replaced ones in notebooks/.backups/)."""
+    """Restore pristine student notebooks (backups of replaced ones in notebooks/.backups/)."""
     from labkit.workbook.notebook_files import NotebookResetError, reset
 
     try:

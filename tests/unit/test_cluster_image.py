@@ -177,7 +177,8 @@ print("ok")
 
 
 def test_every_entrypoint_runs_with_only_the_service_dependencies():
-    """The image installs [project.dependencies] only: no entrypoint may import an extra."""
+    """The image installs [project.dependencies] and the `ecommerce` package only: no entrypoint
+    may import an extra, or the workbook helper `labkit`."""
     import sys
     import tomllib
 
@@ -187,7 +188,7 @@ def test_every_entrypoint_runs_with_only_the_service_dependencies():
     extras = [d for deps in project["optional-dependencies"].values() for d in deps]
     names = {d.split("[")[0].split(">")[0].split("<")[0].split("=")[0].strip().lower()
              .replace("-", "_") for d in extras}
-    names |= {"koreanize_matplotlib", "kubernetes_validate"}
+    names |= {"koreanize_matplotlib", "kubernetes_validate", "labkit"}
     modules = sorted({s.module for s in [*SERVICES.values(), *TASKS.values()]})
     done = subprocess.run([sys.executable, "-c", PROBE, ",".join(sorted(names)), *modules],
                           capture_output=True, text=True, timeout=120, cwd=REPO_DIR)

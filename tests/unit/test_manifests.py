@@ -107,21 +107,6 @@ def test_container_specs_need_no_kubernetes_client():
     assert done.stdout.strip() == "[]"
 
 
-def test_every_container_entrypoint_runs_without_the_workbook_helper():
-    """The image holds `ecommerce` only: each entrypoint imports with labkit (and the notebook
-    stack) made unimportable, as in the container."""
-    modules = sorted({spec.module for spec in [*SERVICES.values(), *TASKS.values()]})
-    blocked = ["labkit", "pandas", "matplotlib", "ipywidgets", "kubernetes", "IPython"]
-    code = ("import importlib, sys\n"
-            f"for name in {blocked!r}: sys.modules[name] = None\n"
-            f"for mod in {modules!r}:\n"
-            "    importlib.import_module(mod if not mod.endswith('saga') else mod + '.runner')\n"
-            "print('ok')")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
-
-
 def test_retarget_moves_every_reference_to_the_lab_namespace_but_not_testing():
     objs = m.retarget(m.load_step("00-base") + m.load_step("01-networking"), "lab-2")
     namespaces = {o["metadata"]["name"] for o in objs if o["kind"] == "Namespace"}
