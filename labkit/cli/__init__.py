@@ -42,11 +42,13 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from ecommerce.domain.events import EventValidationError
     from ecommerce.store.base import ConcurrencyError, DuplicateEventError, StoreUnavailableError
     from labkit.lab import LabError
+    from labkit.lab.saga_client import SagaStuckError, SagaTimeout
     from labkit.runtime.k8s_errors import ClusterError
     from labkit.runtime.local import RuntimeErrorWithHint
 
     return (LabError, RuntimeErrorWithHint, StoreUnavailableError, EventValidationError,
-            ConcurrencyError, DuplicateEventError, ClusterError, ValueError, KeyError)
+            ConcurrencyError, DuplicateEventError, ClusterError, ValueError, KeyError,
+            SagaStuckError, SagaTimeout)
 
 
 def main(argv: list[str] | None = None) -> int:
