@@ -9,6 +9,7 @@ the log. Every test here fails on the original replay, which emptied the live mo
 
 from __future__ import annotations
 
+import threading
 import tracemalloc
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -178,3 +179,62 @@ def test_replay_memory_does_not_grow_with_the_log(backend: str, tmp_path: Path,
     large = _peak_replay_bytes(tmp_path, 20_000, factory)
     # Five times the log, about the same peak: batches, not the whole log or model, in memory.
     assert large < small * 1.5 + 2**20, (small, large)
+
+
+def test_the_replay_benchmark_reports_its_rate_ratio_and_peak_memory(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Figures are printed, never asserted: this checks only that they are all there."""
+    import json
+
+    from labkit.cli import main
+
+    assert main(["bench", "replay", "--events", "3000", "--repeat", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["events"] == 3000
+    assert {"events_per_s", "scan_events_per_s", "ratio_vs_scan", "peak_rss_mb"} <= set(result)
+    assert result["peak_rss_mb"] > 0 and result["events_per_s"] > 0
+    assert result["ratio_vs_scan"] == pytest.approx(
+        result["events_per_s"] / result["scan_events_per_s"], abs=0.001)
+
+
+def test_query_service_keeps_answering_in_full_while_event_store_api_replays(
+        tmp_path: Path) -> None:
+    """The issue's symptom, over HTTP: `POST /api/events/replay` used to leave
+    `/api/queries/users` at total 0 for the whole rebuild."""
+    from tests.integration.service_proc import Services
+
+    services = Services(tmp_path)
+    try:
+        es = SqliteEventStore(tmp_path / "events.db")
+        seed_user_events(es, 20_000)
+        api = services.start("event-store-api")
+        qry = services.start("query-service")
+        first = api.client.post("/api/events/replay", timeout=300).json()
+        users = qry.client.get("/api/queries/users", params={"limit": 1}).json()["total"]
+        assert users > 1000 and first["events_count"] == 20_000
+
+        totals: list[int] = []
+        replaying = threading.Event()
+        done = threading.Event()
+
+        def poll() -> None:
+            while not done.is_set():
+                during = replaying.is_set()
+                total = qry.client.get("/api/queries/users", params={"limit": 1}).json()["total"]
+                if during and replaying.is_set():
+                    totals.append(total)
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        try:
+            replaying.set()
+            again = api.client.post("/api/events/replay", timeout=300)
+            replaying.clear()
+        finally:
+            done.set()
+            poller.join(30)
+        assert again.status_code == 200 and again.json()["events_count"] == 20_000
+        assert totals, "query-service was asked at least once while the replay ran"
+        assert set(totals) == {users}, f"query-service answered totals {sorted(set(totals))}"
+    finally:
+        services.close()
