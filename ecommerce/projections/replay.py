@@ -101,7 +101,7 @@ def replay(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ecommerce.projections.replay",
-        description="Drop read models and rebuild them from the event log.",
+        description="Rebuild read models from the event log beside the live ones, then swap.",
     )
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--all", action="store_true", help="replay every projection")

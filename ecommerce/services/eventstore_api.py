@@ -68,7 +68,7 @@ def create_app(settings: Settings, events: EventStore | None = None,
         return out
 
     @app.post("/api/events/replay", tags=["events"],
-              summary="Drop read models and rebuild them from position 0")
+              summary="Rebuild read models from position 0 beside the live ones, then swap")
     def start_replay(body: ReplayRequest | None = None) -> dict[str, Any]:
         names = body.projections if body else None
         try:
