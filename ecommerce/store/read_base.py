@@ -36,6 +36,9 @@ from ecommerce.domain.readmodel import WriteBuffer
 
 #: Separates a collection's (or projection's) name from its generation in physical names.
 GEN_SEP = "~"
+#: A staging generation that has not committed for this long belongs to a replay that died
+#: (killed, its process stopped); the next `stage` drops it.
+STALE_STAGING_S = 600.0
 
 
 class CheckpointConflict(Exception):
@@ -93,8 +96,13 @@ class ReadStore(abc.ABC):
     def _source(self, gen: str | None) -> str | None: ...
 
     @abc.abstractmethod
-    def _stage(self, gen: str, source: str | None) -> None:
-        """Record the generation's source; its collections start empty."""
+    def _stage(self, gen: str, source: str | None, collections: Sequence[str]) -> None:
+        """Register the generation (its collections, the time) and its source; its collections
+        start empty. Each commit to it renews the time."""
+
+    @abc.abstractmethod
+    def _stale(self, older_than: float) -> dict[str, list[str]]:
+        """Staging generations not committed to for `older_than` seconds: gen -> collections."""
 
     @abc.abstractmethod
     def _swap(self, gen: str, collections: Sequence[str], projections: Sequence[str],
@@ -103,7 +111,8 @@ class ReadStore(abc.ABC):
 
     @abc.abstractmethod
     def _drop(self, physicals: Sequence[str], gen: str | None) -> None:
-        """Delete these physical collections (in chunks), and the generation's own records."""
+        """Delete these physical collections (in chunks), and the generation's own records
+        (checkpoints, source, registration)."""
 
     @abc.abstractmethod
     def note(self) -> str | None:
@@ -160,9 +169,13 @@ class ReadStore(abc.ABC):
     # ---- rebuilding beside the live model -----------------------------------------------------
     def stage(self, collections: Sequence[str], projections: Sequence[str],
               source: str | None = None) -> Staged:
-        """A new, empty generation of these collections and projections, built from `source`."""
+        """A new, empty generation of these collections and projections, built from `source`.
+
+        Generations left behind by replays that died are dropped first."""
+        for dead, cols in self._stale(STALE_STAGING_S).items():
+            self._drop([physical(c, dead) for c in cols], dead)
         gen = new_generation()
-        self._stage(gen, source)
+        self._stage(gen, source, collections)
         return Staged(self, gen, tuple(collections), tuple(projections))
 
     def swap(self, staged: Staged, note: str | None = None) -> None:
@@ -227,8 +240,11 @@ class Staged(ReadStore):
     def _source(self, gen: str | None) -> str | None:
         return self.base._source(self.gen)
 
-    def _stage(self, gen: str, source: str | None) -> None:
+    def _stage(self, gen: str, source: str | None, collections: Sequence[str]) -> None:
         raise NotImplementedError("a staged generation cannot stage another one")
+
+    def _stale(self, older_than: float) -> dict[str, list[str]]:
+        return {}
 
     def _swap(self, gen: str, collections: Sequence[str], projections: Sequence[str],
               note: str | None) -> list[str]:

@@ -8,7 +8,8 @@ Layout under a prefix P:
 - `P:checkpoints`           hash projection -> {"position": n, "updated_at": iso};
   a staging generation G has its own `P:checkpoints~G`;
 - `P:source`, `P:source~G`  the id of the event log the (staged) model is built from;
-- `P:note`                  what the last automatic rebuild said.
+- `P:note`                  what the last automatic rebuild said;
+- `P:staging`, `P:staging:touched`  staging generations: their collections, last commit time.
 
 A live commit WATCHes the checkpoints, the live map and the source, so it commits only if no
 other projector moved a checkpoint and no replay swapped a generation in meanwhile. Readers
@@ -18,6 +19,7 @@ read the live map and the documents in one MULTI, so each answer comes from one 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -48,6 +50,8 @@ class RedisReadStore(ReadStore):
         self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
         self._live_key = f"{prefix}:live"
         self._note_key = f"{prefix}:note"
+        self._staging_key = f"{prefix}:staging"
+        self._touched_key = f"{prefix}:staging:touched"
         #: The physical name each collection had when last read (a guess, checked each read).
         self._seen: dict[str, str] = {}
 
@@ -136,6 +140,8 @@ class RedisReadStore(ReadStore):
                         name: _dumps({"position": pos, "updated_at": now})
                         for name, pos in checkpoints.items()
                     })
+                if gen is not None:
+                    pipe.hset(self._touched_key, gen, time.time())
                 pipe.execute()
         except redis.WatchError:
             raise CheckpointConflict("another projector (or a replay) committed first") from None
@@ -143,9 +149,26 @@ class RedisReadStore(ReadStore):
             raise StoreUnavailableError(self._unreachable(exc)) from None
 
     # ---- generations --------------------------------------------------------------------------
-    def _stage(self, gen: str, source: str | None) -> None:
-        if source is not None:
-            self._call(lambda: self.client.set(self._source_key(gen), source))
+    def _stage(self, gen: str, source: str | None, collections: Sequence[str]) -> None:
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(self._staging_key, gen, json.dumps(list(collections)))
+            pipe.hset(self._touched_key, gen, time.time())
+            if source is not None:
+                pipe.set(self._source_key(gen), source)
+            self._call(pipe.execute)
+
+    def _stale(self, older_than: float) -> dict[str, list[str]]:
+        def read() -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.hgetall(self._staging_key)
+                pipe.hgetall(self._touched_key)
+                staged, touched = pipe.execute()
+            return staged, touched
+
+        staged, touched = self._call(read)
+        limit = time.time() - older_than
+        return {g.decode(): json.loads(cols) for g, cols in staged.items()
+                if float(touched.get(g, 0)) < limit}
 
     def _swap(self, gen: str, collections: Sequence[str], projections: Sequence[str],
               note: str | None) -> list[str]:
@@ -168,6 +191,8 @@ class RedisReadStore(ReadStore):
                     if mine:
                         pipe.hset(self._cp_key(None), mapping=mine)
                     pipe.delete(self._cp_key(gen))
+                    pipe.hdel(self._staging_key, gen)
+                    pipe.hdel(self._touched_key, gen)
                     if source is not None:
                         pipe.set(self._source_key(None), source)
                         pipe.delete(self._source_key(gen))
@@ -197,6 +222,8 @@ class RedisReadStore(ReadStore):
                 self.client.delete(ik)
             if gen is not None:
                 self.client.delete(self._cp_key(gen), self._source_key(gen))
+                self.client.hdel(self._staging_key, gen)
+                self.client.hdel(self._touched_key, gen)
 
         self._call(drop)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +49,11 @@ CREATE TABLE IF NOT EXISTS live (
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS staging (
+    gen         TEXT PRIMARY KEY,
+    collections TEXT NOT NULL,
+    touched     REAL NOT NULL
 );
 """
 
@@ -142,6 +148,8 @@ class SqliteReadStore(ReadStore):
                 "updated_at = excluded.updated_at",
                 [(cp_name(name), pos, now) for name, pos in checkpoints.items()],
             )
+            if gen is not None:
+                conn.execute("UPDATE staging SET touched = ? WHERE gen = ?", (time.time(), gen))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -161,10 +169,25 @@ class SqliteReadStore(ReadStore):
         return out
 
     # ---- generations --------------------------------------------------------------------------
-    def _stage(self, gen: str, source: str | None) -> None:
-        if source is not None:
-            self._conns.get().execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                                      (_source_key(gen), source))
+    def _stage(self, gen: str, source: str | None, collections: Sequence[str]) -> None:
+        conn = self._conns.get()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("INSERT INTO staging (gen, collections, touched) VALUES (?, ?, ?)",
+                         (gen, json.dumps(list(collections)), time.time()))
+            if source is not None:
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                             (_source_key(gen), source))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _stale(self, older_than: float) -> dict[str, list[str]]:
+        rows = self._conns.get().execute("SELECT gen, collections FROM staging WHERE touched < ?",
+                                         (time.time() - older_than,))
+        return {gen: json.loads(cols) for gen, cols in rows}
 
     def _swap(self, gen: str, collections: Sequence[str], projections: Sequence[str],
               note: str | None) -> list[str]:
@@ -188,6 +211,7 @@ class SqliteReadStore(ReadStore):
                 conn.execute("DELETE FROM meta WHERE key = 'note'")
             else:
                 conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('note', ?)", (note,))
+            conn.execute("DELETE FROM staging WHERE gen = ?", (gen,))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -207,6 +231,7 @@ class SqliteReadStore(ReadStore):
             conn.execute("DELETE FROM checkpoints WHERE projection LIKE ?",
                          (f"%{GEN_SEP}{gen}",))
             conn.execute("DELETE FROM meta WHERE key = ?", (_source_key(gen),))
+            conn.execute("DELETE FROM staging WHERE gen = ?", (gen,))
 
     # ---- reading ------------------------------------------------------------------------------
     def _checkpoints(self, gen: str | None) -> dict[str, Checkpoint]:
