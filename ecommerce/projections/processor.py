@@ -66,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_error(exc: Exception) -> None:
         if isinstance(exc, LogReplaced):
-            rebuild(es, rs, chosen, exc, log)
+            try:
+                rebuild(es, rs, chosen, exc, log)
+            except Exception as failed:  # e.g. a store away: the next step finds out again
+                log.error(f"could not rebuild the read model: {failed}")
         else:
             log.error(str(exc))
 
