@@ -26,6 +26,12 @@ retried until they succeed; a compensation the participant *refuses* ends the sa
 Ownership: the step or compensation in progress carries its driver's `owner` and a
 `lease_until` time, renewed with every recorded attempt. Another orchestrator takes a running
 step over only once the lease has expired (the owner died), and records the takeover first.
+
+Stuck: an orchestrator that keeps failing on a saga for a reason that is not a participant's
+answer (a bug, a corrupt event) gives up after a bounded number of attempts and records
+`SagaStuck` with the error. A stuck saga is not driven by any orchestrator (it is in the
+stream, so every one sees it, and after a restart too) until an operator records
+`SagaResumed` (`labkit saga retry ID`); then it continues from where it stopped.
 """
 
 from __future__ import annotations
@@ -45,16 +51,20 @@ COMPENSATION_SUCCEEDED: Final = "CompensationSucceeded"
 SAGA_COMPLETED: Final = "SagaCompleted"
 SAGA_COMPENSATED: Final = "SagaCompensated"
 SAGA_FAILED: Final = "SagaFailed"
+SAGA_STUCK: Final = "SagaStuck"
+SAGA_RESUMED: Final = "SagaResumed"
 
 TERMINAL_EVENTS: Final = (SAGA_COMPLETED, SAGA_COMPENSATED, SAGA_FAILED)
+#: Events that stop or restart the driving of a saga without ending it.
+STUCK_EVENTS: Final = (SAGA_STUCK, SAGA_RESUMED)
 SAGA_EVENTS: Final = (SAGA_STARTED, STEP_STARTED, STEP_RETRIED, STEP_SUCCEEDED, STEP_FAILED,
                       COMPENSATION_STARTED, COMPENSATION_RETRIED, COMPENSATION_SUCCEEDED,
-                      *TERMINAL_EVENTS)
+                      *TERMINAL_EVENTS, *STUCK_EVENTS)
 
 STREAM_PREFIX: Final = "saga-"
 
 #: Saga status as folded from its events.
-Status = Literal["new", "running", "compensating", "completed", "compensated", "failed"]
+Status = Literal["new", "running", "compensating", "stuck", "completed", "compensated", "failed"]
 TERMINAL_STATUSES: Final = ("completed", "compensated", "failed")
 Kind = Literal["action", "compensation"]
 
@@ -268,6 +278,9 @@ class SagaState:
     faults: Mapping[str, Any] = field(default_factory=dict)
     #: "<step>:<event type>" of every event seen: fault hooks fire on the first one only.
     seen: frozenset[str] = frozenset()
+    #: While stuck: the error the orchestrator gave up on, and the status to resume in.
+    stuck_error: str = ""
+    resume_status: str = ""
 
     @property
     def terminal(self) -> bool:
@@ -343,6 +356,15 @@ def apply(state: SagaState, etype: str, data: Mapping[str, Any], version: int, a
             p = replace(p, status="succeeded", ended_at=at, result=d.get("result") or {},
                         lease_until=0.0, error="", attempts=d.get("attempt", p.attempts))
         return replace(s, compensations=_set(s.compensations, i, p))
+    if etype == SAGA_STUCK:
+        if s.terminal or s.status == "stuck":
+            return s
+        return replace(s, status="stuck", stuck_error=d.get("error", ""), resume_status=s.status)
+    if etype == SAGA_RESUMED:
+        if s.status != "stuck":
+            return s
+        return replace(s, status=s.resume_status or d.get("status") or "running",  # type: ignore[arg-type]
+                       stuck_error="", resume_status="")
     if etype == SAGA_COMPLETED:
         return replace(s, status="completed", ended_at=at)
     if etype == SAGA_COMPENSATED:
@@ -431,7 +453,14 @@ class NotStarted:
     """The stream has no SagaStarted: nothing to do."""
 
 
-Action = Invoke | Finish | Wait | Done | NotStarted
+@dataclass(frozen=True)
+class Stuck:
+    """An orchestrator gave up on this saga (`error`): nothing to do until an operator resumes it."""
+
+    error: str
+
+
+Action = Invoke | Finish | Wait | Done | NotStarted | Stuck
 
 
 def next_action(state: SagaState, now: float, owner: str, policy: RetryPolicy) -> Action:
@@ -440,6 +469,8 @@ def next_action(state: SagaState, now: float, owner: str, policy: RetryPolicy) -
         return NotStarted()
     if state.terminal:
         return Done(state.status)
+    if state.status == "stuck":
+        return Stuck(state.stuck_error)
     if state.status == "running":
         for i, step in enumerate(ORDER_SAGA):
             p = state.actions[i]
@@ -550,6 +581,40 @@ def retry_delay(events: Sequence[NewSagaEvent]) -> float:
         if e.type in (STEP_RETRIED, COMPENSATION_RETRIED):
             return float(e.data.get("retry_in", 0.0))
     return 0.0
+
+
+# --- stuck and resumed ------------------------------------------------------------------
+
+
+def in_progress(state: SagaState) -> tuple[str, Kind] | None:
+    """The action or compensation the saga is at: (its name, its kind), or None."""
+    if state.status == "running":
+        for step, p in zip(ORDER_SAGA, state.actions, strict=True):
+            if p.status != "succeeded":
+                return step.name, "action"
+    if state.status == "compensating":
+        for i in state.to_compensate():
+            if state.compensations[i].status != "succeeded":
+                return str(ORDER_SAGA[i].compensation), "compensation"
+    return None
+
+
+def saga_stuck(state: SagaState, error: str, attempts: int, owner: str) -> NewSagaEvent:
+    """`SagaStuck`: the orchestrator gave up after `attempts` failed attempts with `error`."""
+    where = in_progress(state)
+    return NewSagaEvent(SAGA_STUCK, {
+        "order_id": state.order_id, "error": error[:1000], "attempts": attempts,
+        "status": state.status, "at_step": where[0] if where else None,
+        "kind": where[1] if where else None, "owner": owner})
+
+
+def saga_resumed(state: SagaState, by: str) -> NewSagaEvent:
+    """`SagaResumed`: an operator asks the orchestrators to drive a stuck saga again."""
+    if state.status != "stuck":
+        raise SagaRuleError("not_stuck", f"saga {state.saga_id} is {state.status}, not stuck: "
+                                         "only a stuck saga can be retried")
+    return NewSagaEvent(SAGA_RESUMED, {"order_id": state.order_id, "status": state.resume_status,
+                                       "error": state.stuck_error, "by": by})
 
 
 # --- starting a saga ----------------------------------------------------------------------

@@ -41,7 +41,7 @@ def empty_view(saga_id: str, data: Mapping[str, Any], at: str, version: int) -> 
     doc: dict[str, Any] = {
         "saga_id": saga_id, "order_id": data["order_id"], "user_id": data["user_id"],
         "status": "running", "amount": data["amount"], "lines": list(data["lines"]),
-        "failure": "", "failed_step": "", "started_at": at, "ended_at": None,
+        "failure": "", "failed_step": "", "stuck_error": "", "started_at": at, "ended_at": None,
         "duration_ms": None, "version": version,
         "actions": list(ACTION_NAMES), "compensations": list(COMPENSATION_NAMES),
     }
@@ -66,7 +66,8 @@ def describe(state: s.SagaState) -> dict[str, Any]:
                                      "amount": state.amount, "lines": [dict(x) for x in state.lines]},
                      state.started_at or "", state.version)
     doc.update(status=state.status, failure=state.failure, failed_step=state.failed_step,
-               ended_at=state.ended_at, duration_ms=duration_ms(state.started_at, state.ended_at))
+               stuck_error=state.stuck_error, ended_at=state.ended_at,
+               duration_ms=duration_ms(state.started_at, state.ended_at))
     for step, act, comp in zip(s.ORDER_SAGA, state.actions, state.compensations, strict=True):
         doc[step.name] = progress_doc("action", step, act.status, act.attempts, act.started_at,
                                       act.ended_at, act.error)
@@ -79,8 +80,8 @@ def describe(state: s.SagaState) -> dict[str, Any]:
 def summary(view: Mapping[str, Any]) -> dict[str, Any]:
     """The few fields a listing shows."""
     return {k: view.get(k) for k in ("saga_id", "order_id", "user_id", "status", "amount",
-                                      "failure", "failed_step", "started_at", "ended_at",
-                                      "duration_ms")}
+                                      "failure", "failed_step", "stuck_error", "started_at",
+                                      "ended_at", "duration_ms")}
 
 
 # --- timeline ----------------------------------------------------------------------------
@@ -139,6 +140,9 @@ def format_view(view: dict[str, Any]) -> str:
     out = [f"saga {view['saga_id']}  order {view.get('order_id')}  user {view.get('user_id')}  "
            f"amount {view.get('amount')}  -> {str(view.get('status')).upper()}"
            + (f"  ({view['failure']} at {view['failed_step']})" if view.get("failure") else "")]
+    if view.get("stuck_error"):
+        out.append(f"  stuck: {view['stuck_error']}  (fix the cause, then "
+                   f"`labkit saga retry {view['saga_id']}`)")
     for name in [*view.get("actions", []), *view.get("compensations", [])]:
         p = view[name]
         if p["status"] == "pending":

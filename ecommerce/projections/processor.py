@@ -2,20 +2,44 @@
 
 Without `--follow` it catches up once and exits (the Kubernetes CronJob, like the course's
 event-processor, but doing real work). With `--follow` it keeps projecting (the Deployment).
+
+When the event log is not the one the read model was built from (it was deleted and
+re-created, restored, or wiped: `LogReplaced`), the processor does not stop: the log is the
+truth and the model is derived from it, so it rebuilds the model from the new log beside the
+old one and swaps it in (`ecommerce.projections.replay`). It says so in its log
+(`"read model rebuilt"`, with the reason), and the read store keeps the reason, which
+query-service's `/readyz` shows (and so `labkit status`).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 
 from ecommerce import logs
 from ecommerce.projections import get_projections
-from ecommerce.projections.projector import Projector
+from ecommerce.projections.base import Projection
+from ecommerce.projections.projector import LogReplaced, Projector
+from ecommerce.projections.replay import replay
 from ecommerce.signals import stop_on_signals
-from ecommerce.store.base import StoreUnavailableError
+from ecommerce.store.base import EventStore, StoreUnavailableError
+from ecommerce.store.read_base import ReadStore
+
+
+def rebuild(events: EventStore, reads: ReadStore, projections: list[Projection],
+            reason: LogReplaced, log: logging.Logger) -> None:
+    """Rebuild the read model from the (new) log, beside the old one; log why and how."""
+    log.warning("event log replaced: rebuilding the read model from it",
+                extra={"fields": {"reason": str(reason)}})
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    stats = replay(events, reads, projections, progress=False,
+                   note=f"rebuilt at {at} because {reason}")
+    logs.event(log, "read model rebuilt", reason=str(reason), events=stats.events,
+               position=stats.position, seconds=stats.seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,17 +60,33 @@ def main(argv: list[str] | None = None) -> int:
     except StoreUnavailableError as exc:
         log.error(str(exc))
         return 2
-    projector = Projector(es, rs, get_projections(args.projection), batch_size=args.batch)
+    chosen = get_projections(args.projection)
+    projector = Projector(es, rs, chosen, batch_size=args.batch,
+                          on_notice=lambda text: log.warning(text))
+
+    def on_error(exc: Exception) -> None:
+        if isinstance(exc, LogReplaced):
+            try:
+                rebuild(es, rs, chosen, exc, log)
+            except Exception as failed:  # e.g. a store away: the next step finds out again
+                log.error(f"could not rebuild the read model: {failed}")
+        else:
+            log.error(str(exc))
+
     started = time.perf_counter()
     if not args.follow:
-        n = projector.run_once()
+        try:
+            n = projector.run_once()
+        except LogReplaced as exc:
+            rebuild(es, rs, chosen, exc, log)
+            n = projector.run_once()
         logs.event(log, "caught up", events=n, checkpoints=projector.checkpoints(),
                    seconds=round(time.perf_counter() - started, 3))
         return 0
     stop = threading.Event()
     stop_on_signals(stop)
     logs.event(log, "following", checkpoints=projector.checkpoints())
-    projector.follow(stop, args.poll, on_error=lambda exc: log.error(str(exc)))
+    projector.follow(stop, args.poll, on_error=on_error)
     logs.event(log, "stopped", checkpoints=projector.checkpoints())
     return 0
 

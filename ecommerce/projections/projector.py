@@ -4,6 +4,13 @@ Each batch is read from the global log, projected, folded and committed to the r
 together with the new checkpoints, in one atomic step guarded by compare-and-set. Killed at
 any moment, a projector restarts from the last committed checkpoint: no event is applied
 twice and none is skipped.
+
+A read model belongs to one event log. If the log is replaced (deleted and re-created,
+restored from elsewhere, wiped), applying its events on top of the old model would mix two
+histories, and a checkpoint ahead of the new log's head would hide every new event. So each
+step checks the log's identity against the one the model was built from, and a checkpoint
+against the head, and raises `LogReplaced` instead; the event processor then rebuilds the
+model from the new log (`ecommerce.projections.processor`).
 """
 
 from __future__ import annotations
@@ -15,11 +22,15 @@ from collections.abc import Callable, Sequence
 from ecommerce.domain.readmodel import WriteBuffer
 from ecommerce.projections.base import Projection
 from ecommerce.store.base import EventStore
-from ecommerce.store.read_base import CheckpointConflict, ReadStore
+from ecommerce.store.read_base import CheckpointConflict, ReadStore, SourceMismatch
 
 
 class ProjectionError(Exception):
     """A projection function failed on an event; the batch was not committed."""
+
+
+class LogReplaced(Exception):
+    """The event log is not the one the read model was built from: rebuild the model."""
 
 
 class Projector:
@@ -30,12 +41,16 @@ class Projector:
         projections: Sequence[Projection],
         *,
         batch_size: int = 500,
+        on_notice: Callable[[str], None] | None = None,
     ) -> None:
         if not projections:
             raise ValueError("the projector needs at least one projection")
         self.events, self.reads = events, reads
         self.projections = list(projections)
         self.batch_size = batch_size
+        #: Told (once per occurrence) when the checkpoints went back to 0 under this projector.
+        self.on_notice = on_notice
+        self._high = 0
         self._by_type: dict[str, list[Projection]] = {}
         for p in self.projections:
             for t in p.event_types:
@@ -50,20 +65,53 @@ class Projector:
 
         If another projector commits first (checkpoint conflict), reload the checkpoints and
         carry on from where it got to: its commit was progress, so this always terminates.
+        Raises `LogReplaced` when the log is not the one the model was built from.
         """
         while True:
             cps = self.checkpoints()
+            self._note_reset(cps)
+            log = self.events.log_id()
+            built_from = self.reads.source()
+            if built_from is not None and built_from != log:
+                raise LogReplaced(
+                    f"the read model was built from event log {built_from[:12]}, but the log is "
+                    f"now {log[:12]}: it was replaced, restored or wiped"
+                )
             batch = self.events.read_all(min(cps.values()), self.batch_size)
             if not batch:
+                self._check_head(cps)
                 return 0
             buffer = self._project(batch, cps)
             last = batch[-1].position
             new = {name: max(pos, last) for name, pos in cps.items()}
             try:
-                self.reads.commit(buffer, new, cps)
+                self.reads.commit(buffer, new, cps, source=log)
             except CheckpointConflict:
                 continue
+            except SourceMismatch as exc:
+                raise LogReplaced(f"{exc}: the log was replaced meanwhile") from None
+            self._high = max(self._high, last)
             return len(batch)
+
+    def _check_head(self, cps: dict[str, int]) -> None:
+        ahead = max(cps.values())
+        if ahead == 0:
+            return
+        head = self.events.last_position()
+        if ahead > head:
+            raise LogReplaced(
+                f"checkpoint {ahead} is ahead of the event log's head {head}: the log was "
+                "replaced or truncated"
+            )
+
+    def _note_reset(self, cps: dict[str, int]) -> None:
+        if self._high and not any(cps.values()):
+            if self.on_notice is not None:
+                self.on_notice(
+                    f"the checkpoints went back from {self._high} to 0: the read store was reset "
+                    "or emptied (e.g. Redis flushed); projecting the whole log again"
+                )
+            self._high = 0
 
     def _project(self, batch: list, cps: dict[str, int]) -> WriteBuffer:
         buffer = WriteBuffer()

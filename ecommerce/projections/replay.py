@@ -1,4 +1,13 @@
-"""Replay: drop projections' read models and checkpoints, then rebuild them from position 0.
+"""Replay: rebuild projections' read models from position 0, beside the live ones, then swap.
+
+The new model is built in a staging generation of the read store (`ReadStore.stage`), batch
+by batch (memory stays the same whatever the log's length), until it has caught up with the
+head of the log; then one atomic swap makes it live with its checkpoints. Queries see the old
+model until the swap and the new one after it, never an empty one, and a projector following
+the log meanwhile keeps the old model current and then continues on the new one.
+
+The figures cover the whole rebuild: the clock runs from staging to the swap (dropping the old
+generation afterwards is timed separately), and `events` counts the events this replay read.
 
 `python -m ecommerce.projections.replay --all` is the Kubernetes replay Job's entrypoint.
 """
@@ -6,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -24,10 +34,14 @@ REPLAY_BATCH = 10000
 @dataclass(frozen=True)
 class ReplayStats:
     projections: list[str]
+    #: Events this replay read and projected (the whole log up to `position`).
     events: int
+    #: From staging the new generation to swapping it in.
     seconds: float
     events_per_s: float
     position: int
+    #: Dropping the replaced generation, after the swap.
+    cleanup_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -40,47 +54,54 @@ def replay(
     *,
     progress: bool = True,
     batch_size: int = REPLAY_BATCH,
+    note: str | None = None,
 ) -> ReplayStats:
-    """Rebuild the projections (all by default) from the whole log; return throughput."""
+    """Rebuild the projections (all by default) from the whole log; return throughput.
+
+    `note` says why (an automatic rebuild); it is kept for `/readyz` until the next replay.
+    """
     chosen = list(projections) if projections else get_projections()
     collections = [c for p in chosen for c in p.collections]
-    reads.reset(collections, [p.name for p in chosen])
-    projector = Projector(events, reads, chosen, batch_size=batch_size)
-    head = events.last_position()
+    started = time.perf_counter()
+    staged = reads.stage(collections, [p.name for p in chosen], events.log_id())
+    projector = Projector(events, staged, chosen, batch_size=batch_size)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=head, unit="pos", desc="replay", unit_scale=True, leave=True)
-    started = time.perf_counter()
-    last = 0
+        bar = tqdm(total=events.last_position(), unit="pos", desc="replay", unit_scale=True,
+                   leave=True)
+    count = 0
     try:
-        while projector.step():
+        while n := projector.step():
+            count += n
             if bar is not None:
-                reached = min(projector.checkpoints().values())
-                bar.update(max(0, reached - last))
-                last = reached
+                bar.update(n)
+        position = min(projector.checkpoints().values())
+        old = reads.swap_in(staged, note)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            reads.discard(staged)
+        raise
     finally:
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - started
-    position = min(projector.checkpoints().values())
-    # Every event up to `position` was rebuilt, by this replay or, if one runs alongside, by a
-    # following projector (each batch is committed by exactly one of them).
-    count = events.count_events(0, position)
+    reads.drop_replaced(old)
     return ReplayStats(
         projections=[p.name for p in chosen],
         events=count,
         seconds=round(seconds, 4),
         events_per_s=round(count / seconds, 1) if seconds > 0 else 0.0,
         position=position,
+        cleanup_seconds=round(time.perf_counter() - started - seconds, 4),
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ecommerce.projections.replay",
-        description="Drop read models and rebuild them from the event log.",
+        description="Rebuild read models from the event log beside the live ones, then swap.",
     )
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--all", action="store_true", help="replay every projection")

@@ -59,6 +59,10 @@ def project_sagas(e: RecordedEvent) -> list[Write]:
         if t == s.STEP_FAILED:
             fields.update(status="compensating", failure=d.get("reason", ""),
                           failed_step=step.name)
+    elif t == s.SAGA_STUCK:
+        fields.update(status="stuck", stuck_error=d.get("error", ""))
+    elif t == s.SAGA_RESUMED:
+        fields.update(status=d.get("status") or "running", stuck_error="")
     elif t in _TERMINAL_STATUS:
         started = d.get("started_at")
         fields.update(status=_TERMINAL_STATUS[t], ended_at=e.recorded_iso,
@@ -76,6 +80,8 @@ def project_sagas(e: RecordedEvent) -> list[Write]:
 def project_saga_stats(e: RecordedEvent) -> list[Write]:
     if e.type == s.SAGA_STARTED:
         return [Incr(SAGA_STATS, STATS_KEY, {"started": 1, "running": 1})]
+    if e.type in s.STUCK_EVENTS:
+        return [Incr(SAGA_STATS, STATS_KEY, {"stuck": 1 if e.type == s.SAGA_STUCK else -1})]
     status = _TERMINAL_STATUS.get(e.type)
     if status:
         return [Incr(SAGA_STATS, STATS_KEY, {"running": -1, status: 1})]
@@ -87,6 +93,6 @@ SAGAS_VIEW = Projection(
     "one document per saga: status, failure, every action and compensation with its timing",
 )
 SAGA_STATS_VIEW = Projection(
-    "saga-stats", (SAGA_STATS,), frozenset({s.SAGA_STARTED, *s.TERMINAL_EVENTS}),
-    project_saga_stats, "sagas started, running, completed, compensated, failed",
+    "saga-stats", (SAGA_STATS,), frozenset({s.SAGA_STARTED, *s.TERMINAL_EVENTS, *s.STUCK_EVENTS}),
+    project_saga_stats, "sagas started, running (of which stuck), completed, compensated, failed",
 )

@@ -24,6 +24,16 @@ progress also carries its driver's lease (`lease_until`, renewed with every reco
 another orchestrator takes it over only after the lease has run out, so a live driver is never
 doubled, and a dead one is replaced within a few seconds.
 
+Errors that are not a participant's answer
+------------------------------------------
+A participant's refusal or a timeout is part of the saga (recorded, retried, compensated). Any
+other exception while driving a saga (a bug, an event the decider cannot read) is retried with
+a growing backoff, at most `max_attempts` times; then the orchestrator records `SagaStuck` with
+the error in the saga's stream and leaves it alone. Every orchestrator, now or after a restart,
+skips a stuck saga until an operator records `SagaResumed` (`labkit saga retry ID`). An event
+store that cannot be reached is different: nothing can be recorded then, so those attempts are
+retried (backoff capped at `MAX_ERROR_BACKOFF`) until the store is back, and do not count.
+
 Fault injection (for the crash scenarios)
 -----------------------------------------
 `LABKIT_SAGA_CRASH_AFTER="<step>:<EventType>"` (e.g. `charge_payment:StepSucceeded`, or
@@ -49,11 +59,18 @@ from typing import Any, Protocol
 from ecommerce import logs
 from ecommerce.domain import saga as s
 from ecommerce.domain.events import NewEvent
-from ecommerce.store.base import ConcurrencyError, EventStore
+from ecommerce.store.base import ConcurrencyError, EventStore, StoreUnavailableError
 
 log = logging.getLogger("saga-orchestrator")
 
 CRASH_ENV = "LABKIT_SAGA_CRASH_AFTER"
+#: Attempts at driving a saga through unexpected errors before it is recorded as stuck.
+MAX_ATTEMPTS = 5
+#: Seconds before the first retry after an unexpected error (doubling, up to the cap).
+ERROR_BACKOFF = 1.0
+MAX_ERROR_BACKOFF = 30.0
+#: Saga events that make a follower (re)start driving a saga.
+WAKE_EVENTS = (s.SAGA_STARTED, s.SAGA_RESUMED)
 
 
 class Participants(Protocol):
@@ -104,23 +121,39 @@ def start_saga(store: EventStore, user_id: str, lines: Sequence[Any], *,
 
 
 def pending_saga_ids(store: EventStore, batch: int = 5000) -> list[str]:
-    """Every saga without a terminal event, oldest first."""
+    """Every saga without a terminal event that is not stuck, oldest first."""
     started: dict[str, None] = {}
     ended: set[str] = set()
+    stuck: set[str] = set()
     after = 0
-    types = [s.SAGA_STARTED, *s.TERMINAL_EVENTS]
+    types = [s.SAGA_STARTED, *s.TERMINAL_EVENTS, *s.STUCK_EVENTS]
     while True:
         events = store.read_all(after, batch, stream_prefix=s.STREAM_PREFIX, types=types)
         for e in events:
             sid = s.saga_id_of(e.stream_id)
             if e.type == s.SAGA_STARTED:
                 started[sid] = None
+            elif e.type == s.SAGA_STUCK:
+                stuck.add(sid)
+            elif e.type == s.SAGA_RESUMED:
+                stuck.discard(sid)
             else:
                 ended.add(sid)
         if len(events) < batch:
             break
         after = events[-1].position
-    return [sid for sid in started if sid not in ended]
+    return [sid for sid in started if sid not in ended and sid not in stuck]
+
+
+def resume_saga(store: EventStore, saga_id: str, by: str = "operator") -> s.SagaState:
+    """Record `SagaResumed` for a stuck saga (the orchestrators then drive it again)."""
+    state = s.fold(saga_id, store.read_stream(s.stream_id(saga_id)))
+    if state.status == "new":
+        raise s.SagaRuleError("not_found", f"no saga {saga_id!r}")
+    e = s.saga_resumed(state, by)
+    store.append(s.stream_id(saga_id), [NewEvent(e.type, e.data, {"saga_id": saga_id})],
+                 state.version)
+    return s.apply(state, e.type, e.data, state.version + 1, datetime.now(UTC).isoformat())
 
 
 def find_saga(store: EventStore, ident: str) -> str | None:
@@ -154,6 +187,8 @@ class Orchestrator:
         on_crash: Callable[[str, str], None] = kill_self,
         clock: Callable[[], float] = time.time,
         seed: int | None = None,
+        max_attempts: int = MAX_ATTEMPTS,
+        error_backoff: float = ERROR_BACKOFF,
     ) -> None:
         self.store = store
         self.participants = participants
@@ -164,6 +199,8 @@ class Orchestrator:
         self.on_crash = on_crash
         self.clock = clock
         self._rng = random.Random(seed)
+        self.max_attempts = max(1, max_attempts)
+        self.error_backoff = error_backoff
         self._claims: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -178,7 +215,7 @@ class Orchestrator:
             claim = self._claim(saga_id)
             if claim is not None:
                 try:
-                    return self._drive(saga_id, stop)
+                    return self._drive_bounded(saga_id, stop)
                 finally:
                     self._release(saga_id)
             # Another thread of this process drives it: wait for that thread, then look again.
@@ -187,7 +224,8 @@ class Orchestrator:
             if other is not None:
                 other.wait(0.5)
             state = self.read(saga_id)
-            if state.terminal or state.status == "new" or (stop is not None and stop.is_set()):
+            if state.terminal or state.status in ("new", "stuck") or (
+                    stop is not None and stop.is_set()):
                 return state
 
     def _drive(self, saga_id: str, stop: threading.Event | None) -> s.SagaState:
@@ -200,7 +238,7 @@ class Orchestrator:
             now = self.clock()
             act = planned or s.next_action(state, now, owner, policy)
             planned = None
-            if isinstance(act, s.Done | s.NotStarted):
+            if isinstance(act, s.Done | s.NotStarted | s.Stuck):
                 return state
             if isinstance(act, s.Wait):
                 logs.event(log, "waiting for another orchestrator's lease", saga=saga_id,
@@ -275,7 +313,7 @@ class Orchestrator:
                     not d.get("takeover"):
                 continue  # routine: the stream has it; keep the log about what matters
             fields: dict[str, Any] = {"saga": saga_id, "event": e.type}
-            for k in ("step", "attempt", "reason", "error", "retry_in", "kind"):
+            for k in ("step", "attempt", "attempts", "reason", "error", "retry_in", "kind"):
                 if k in d:
                     fields[k] = d[k]
             if e.type in s.TERMINAL_EVENTS:
@@ -320,17 +358,71 @@ class Orchestrator:
         return True
 
     def _drive_claimed(self, saga_id: str, stop: threading.Event | None) -> None:
-        retry = False
         try:
-            self._drive(saga_id, stop)
-        except Exception as exc:  # the store or a bug: log it, try again shortly
-            log.exception("saga %s: %s; retrying in 1s", saga_id, exc)
-            retry = True
+            self._drive_bounded(saga_id, stop)
+        except Exception as exc:  # only when stopped while the store is away: nothing to do
+            logs.event(log, "stopped driving saga", saga=saga_id, error=str(exc)[:300])
         finally:
             self._release(saga_id)
-        if retry and not (stop is not None and stop.is_set()):
-            self._sleep(1.0, stop)
-            self.submit(saga_id, stop)
+
+    def _drive_bounded(self, saga_id: str, stop: threading.Event | None) -> s.SagaState:
+        """`_drive`, retrying unexpected errors with backoff; after `max_attempts` of them the
+        saga is recorded as stuck (see the module docstring). The caller holds the claim."""
+        attempts = unreachable = 0
+        error = ""
+        while True:
+            try:
+                if attempts >= self.max_attempts:
+                    stuck = self._mark_stuck(saga_id, error, attempts)
+                    if stuck is not None:
+                        return stuck
+                    attempts = 0  # another orchestrator moved it: it is not stuck after all
+                return self._drive(saga_id, stop)
+            except StoreUnavailableError as exc:  # nothing can be recorded: wait for the store
+                unreachable += 1
+                delay = min(self.error_backoff * 2 ** (unreachable - 1), MAX_ERROR_BACKOFF)
+                logs.event(log, "event store unreachable; retrying", saga=saga_id,
+                           retry_in=delay, error=str(exc)[:300])
+            except Exception as exc:  # a bug or a bad event: bounded
+                if attempts >= self.max_attempts:  # recording it as stuck failed too
+                    log.exception("saga %s: cannot record it as stuck; retrying in %.0fs",
+                                  saga_id, MAX_ERROR_BACKOFF)
+                    self._sleep(MAX_ERROR_BACKOFF, stop)
+                    continue
+                attempts += 1
+                error = f"{type(exc).__name__}: {exc}"
+                if attempts >= self.max_attempts:
+                    log.exception("saga %s: %s; giving up after %d attempts", saga_id, error,
+                                  attempts)
+                    continue  # record it as stuck
+                delay = min(self.error_backoff * 2 ** (attempts - 1), MAX_ERROR_BACKOFF)
+                log.exception("saga %s: %s; attempt %d of %d, retrying in %.1fs", saga_id, error,
+                              attempts, self.max_attempts, delay)
+            if stop is not None and stop.is_set():
+                return self.read(saga_id)
+            self._sleep(delay, stop)
+
+    def _mark_stuck(self, saga_id: str, error: str, attempts: int) -> s.SagaState | None:
+        """Record SagaStuck; the new state, or None if the saga moved meanwhile.
+
+        Works when the stream cannot even be folded (the error may come from folding it): the
+        event is then appended at the stream's version, and the state returned is only that."""
+        events = self.store.read_stream(s.stream_id(saga_id))
+        try:
+            state = s.fold(saga_id, events)
+        except Exception:
+            state = s.SagaState(saga_id, status="running", version=len(events) and events[-1].version)
+        if state.terminal or state.status in ("new", "stuck"):
+            return state
+        event = s.saga_stuck(state, error, attempts, self.owner)
+        try:
+            self.store.append(s.stream_id(saga_id), [NewEvent(
+                event.type, event.data, {"saga_id": saga_id, "owner": self.owner})], state.version)
+        except ConcurrencyError:
+            return None
+        after = self._apply_local(state, [event])
+        self._log(saga_id, [event], after)
+        return after
 
     def run_pending(self, stop: threading.Event | None = None) -> list[s.SagaState]:
         """Drive every saga that is not terminal yet, concurrently, then return their states."""
@@ -349,7 +441,7 @@ class Orchestrator:
             try:
                 head = self.store.last_position()
                 found = self.store.read_all(cursor, batch, stream_prefix=s.STREAM_PREFIX,
-                                            types=[s.SAGA_STARTED])
+                                            types=list(WAKE_EVENTS))
             except Exception as exc:  # the database is away: keep trying, do not die
                 logs.event(log, "cannot read the log; retrying in 1s", error=str(exc)[:300])
                 stop.wait(1.0)

@@ -10,8 +10,8 @@
 Placing orders and reading sagas back are the workbook's job (`labkit saga place|status|list|
 timeline`, `lab.saga`); this module is only what the image runs.
 
-Exit codes: 0 done; 1 a saga did not end (stopped); 2 bad usage or the
-event store is unreachable.
+Exit codes: 0 done; 1 a saga did not end (stopped, or recorded as stuck: see
+`labkit saga list`); 2 bad usage or the event store is unreachable.
 """
 
 from __future__ import annotations
@@ -73,10 +73,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             counts: dict[str, int] = {}
             for st in states:
                 counts[st.status] = counts.get(st.status, 0) + 1
-            unfinished = sum(1 for st in states if not st.terminal)
+            stuck = sum(1 for st in states if st.status == "stuck")
+            unfinished = sum(1 for st in states if not st.terminal) - stuck
             _print({"resumed": len(states), "by_status": counts, "unfinished": unfinished,
-                    "seconds": round(time.perf_counter() - started, 3)})
-            return 1 if unfinished else 0
+                    "stuck": stuck, "seconds": round(time.perf_counter() - started, 3)})
+            return 1 if unfinished or stuck else 0
         sid = find_saga(store, args.order_id)
         if sid is None:
             log.error(f"no saga with saga id or order id {args.order_id!r}")

@@ -25,8 +25,10 @@ from ecommerce import logs
 from ecommerce.config import Settings
 from ecommerce.domain.events import EventValidationError
 from ecommerce.store.base import ConcurrencyError, StoreUnavailableError
+from ecommerce.store.read_base import ReadStore
 
-ReadyCheck = Callable[[], None]
+#: Raises when not ready (the message says why); may return a note to show instead of "ok".
+ReadyCheck = Callable[[], object]
 
 # Parameter types shared by the services. They must live at module level: with postponed
 # annotations, FastAPI resolves them by name from the module's globals.
@@ -85,6 +87,18 @@ class AccessLog:
                        ms=round((time.perf_counter() - started) * 1000, 2))
 
 
+def read_store_check(reads: ReadStore) -> Callable[[], str | None]:
+    """Ready if the read store answers; says so when the model was rebuilt automatically
+    (the event log had been replaced), so `/readyz` and `labkit status` tell."""
+
+    def check() -> str | None:
+        reads.ping()
+        note = reads.note()
+        return f"ok; read model {note}" if note else None
+
+    return check
+
+
 def make_app(
     service: str,
     settings: Settings,
@@ -110,8 +124,8 @@ def make_app(
         ok = True
         for name, check in app.state.ready_checks.items():
             try:
-                check()
-                results[name] = "ok"
+                note = check()
+                results[name] = note if isinstance(note, str) and note else "ok"
             except Exception as exc:
                 ok = False
                 results[name] = str(exc) or type(exc).__name__

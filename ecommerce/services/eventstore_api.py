@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ecommerce.config import Settings
 from ecommerce.projections import PROJECTIONS, get_projections
 from ecommerce.projections.replay import replay
-from ecommerce.services.app import ApiError, Limit, make_app, serve
+from ecommerce.services.app import ApiError, Limit, make_app, read_store_check, serve
 from ecommerce.store.base import EventStore
 from ecommerce.store.factory import open_event_store, open_read_store
 from ecommerce.store.read_base import ReadStore
@@ -35,7 +35,8 @@ def create_app(settings: Settings, events: EventStore | None = None,
     es = events or open_event_store(settings)
     rs = reads or open_read_store(settings)
     app = make_app("event-store-api", settings,
-                   ready_checks={"event_store": es.last_position, "read_store": rs.ping},
+                   ready_checks={"event_store": es.last_position,
+                                 "read_store": read_store_check(rs)},
                    description="The append-only log: global order, streams, replay.")
 
     @app.get("/api/events", tags=["events"])
@@ -67,7 +68,7 @@ def create_app(settings: Settings, events: EventStore | None = None,
         return out
 
     @app.post("/api/events/replay", tags=["events"],
-              summary="Drop read models and rebuild them from position 0")
+              summary="Rebuild read models from position 0 beside the live ones, then swap")
     def start_replay(body: ReplayRequest | None = None) -> dict[str, Any]:
         names = body.projections if body else None
         try:

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Query
 
 from ecommerce.config import Settings
 from ecommerce.projections import users as pu
-from ecommerce.services.app import Limit, Offset, make_app, not_found, serve
+from ecommerce.services.app import Limit, Offset, make_app, not_found, read_store_check, serve
 from ecommerce.store.factory import open_read_store
 from ecommerce.store.read_base import ReadStore
 
@@ -29,7 +29,7 @@ def _strip(doc: dict[str, Any]) -> dict[str, Any]:
 
 def create_app(settings: Settings, store: ReadStore | None = None) -> FastAPI:
     reads = store or open_read_store(settings)
-    app = make_app("query-service", settings, ready_checks={"read_store": reads.ping},
+    app = make_app("query-service", settings, ready_checks={"read_store": read_store_check(reads)},
                    description="CQRS read side: materialized views only.")
 
     def freshness(projection: str) -> dict[str, Any]:

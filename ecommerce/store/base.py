@@ -144,6 +144,15 @@ class EventStore(abc.ABC):
         """How many events have after_position < position <= upto_position (None: the head)."""
 
     @abc.abstractmethod
+    def log_id(self) -> str:
+        """This log's identity: a random id made when the log was created (or wiped).
+
+        A read model remembers the id of the log it was built from, so a projector can tell a
+        log that was replaced (deleted and re-created, restored, wiped) from the one it knew,
+        even once the new log has grown past the old checkpoints.
+        """
+
+    @abc.abstractmethod
     def stats(self) -> dict[str, object]:
         """Counts for humans: events, streams, last position, events per type."""
 

@@ -92,6 +92,9 @@ class HttpEventStore(EventStore):
                 return count
             after = page[-1].position
 
+    def log_id(self) -> str:
+        return str(self.stats().get("log_id", ""))
+
     def stats(self) -> dict[str, object]:
         r = self._get("/api/events/stats")
         r.raise_for_status()

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import re
 import threading
+import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from itertools import starmap
@@ -83,6 +84,10 @@ CREATE TABLE IF NOT EXISTS {schema}.events (
     recorded_at    timestamptz NOT NULL DEFAULT now(),
     UNIQUE (stream_id, version)
 )
+"""
+# The log's identity (`log_id`), made once with the table and renewed by `wipe`.
+_META_DDL = """
+CREATE TABLE IF NOT EXISTS {schema}.meta (key text PRIMARY KEY, value text NOT NULL)
 """
 
 # Both append functions share these steps. The dedicated one-event function exists because
@@ -324,6 +329,9 @@ class PostgresEventStore(EventStore):
                 table
             ),
             "wipe": sql.SQL("TRUNCATE {}").format(table),
+            "log_id": sql.SQL("SELECT value FROM {}.meta WHERE key = 'log_id'").format(schema),
+            "new_log_id": sql.SQL("UPDATE {}.meta SET value = %s WHERE key = 'log_id'").format(
+                schema),
         }
         try:
             with psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT_S) as conn:
@@ -331,6 +339,10 @@ class PostgresEventStore(EventStore):
                 conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_INIT_LOCK_CLASS, key))
                 conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
                 conn.execute(sql.SQL(_TABLE_DDL).format(schema=schema))
+                conn.execute(sql.SQL(_META_DDL).format(schema=schema))
+                conn.execute(sql.SQL("INSERT INTO {}.meta (key, value) VALUES ('log_id', %s) "
+                                     "ON CONFLICT (key) DO NOTHING").format(schema),
+                             (uuid.uuid4().hex,))
                 conn.execute(ddl(_APPEND_ONE_DDL, one))
                 conn.execute(ddl(_APPEND_MANY_DDL, many))
                 self._sql = {name: q.as_string(conn) for name, q in queries.items()}
@@ -348,12 +360,23 @@ class PostgresEventStore(EventStore):
         for _ in range(3):
             try:
                 return self._conns.run(op)
+            except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction,
+                    psycopg.errors.InvalidSchemaName) as exc:
+                raise self._gone(exc) from None
             except psycopg.OperationalError as exc:
                 if not _connection_lost(exc):
                     raise
                 lost = exc
         assert lost is not None
         raise _unreachable(self.url, lost) from None
+
+    def _gone(self, exc: BaseException) -> StoreUnavailableError:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return StoreUnavailableError(
+            f"the event store's tables in PostgreSQL schema {self.schema!r} are gone ({first}): "
+            "the schema was dropped while this process was running, and the log with it. "
+            "Restart the lab (`labkit down`, then `labkit up`) to continue on a new, empty log."
+        )
 
     def _query(self, name: str, params: Sequence[object] = (), extra: str = "") -> list[Any]:
         query = self._sql[name] + extra
@@ -435,18 +458,30 @@ class PostgresEventStore(EventStore):
         upto = self.last_position() if upto_position is None else upto_position
         return int(self._query("count_between", (after_position, upto))[0][0])
 
+    def log_id(self) -> str:
+        rows = self._query("log_id")
+        return str(rows[0][0]) if rows else ""
+
     def stats(self) -> dict[str, object]:
         total, streams, last = self._query("totals")[0]
         by_type = {t: int(n) for t, n in self._query("per_type")}
         return {"backend": self.backend, "location": f"{mask_url(self.url)} schema {self.schema}",
                 "events": int(total), "streams": int(streams), "last_position": int(last),
-                "by_type": by_type}
+                "by_type": by_type, "log_id": self.log_id()}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def wipe(self) -> None:
-        # Positions keep counting up afterwards, as in the SQLite store (AUTOINCREMENT).
-        self._run(lambda cur: cur.execute(self._sql["wipe"]))
+        # Positions keep counting up afterwards, as in the SQLite store (AUTOINCREMENT), and the
+        # log gets a new identity: read models built from the old one must be rebuilt.
+        new_id = uuid.uuid4().hex
+
+        def wipe(cur: psycopg.Cursor[Any]) -> None:
+            with cur.connection.transaction():
+                cur.execute(self._sql["wipe"])
+                cur.execute(self._sql["new_log_id"], (new_id,))
+
+        self._run(wipe)
 
     def close(self) -> None:
         self._conns.close()

@@ -1,27 +1,45 @@
 """The server-backed read store: Redis hashes, written with WATCH + MULTI/EXEC.
 
 Layout under a prefix P:
-- `P:doc:<collection>:<key>`  hash, one field per document field, values JSON-encoded
+- `P:doc:<physical>:<key>`  hash, one field per document field, values JSON-encoded
   (an integer stays a plain integer string, so HINCRBY works on counters);
-- `P:idx:<collection>`        sorted set of the collection's keys, scored by `order`;
-- `P:checkpoints`             hash projection -> {"position": n, "updated_at": iso}.
-The checkpoint hash is WATCHed, so a batch commits only if no other projector moved it.
+- `P:idx:<physical>`        sorted set of the collection's keys, scored by `order`;
+- `P:live`                  hash collection -> physical name (absent: the collection's name);
+- `P:checkpoints`           hash projection -> {"position": n, "updated_at": iso};
+  a staging generation G has its own `P:checkpoints~G`;
+- `P:source`, `P:source~G`  the id of the event log the (staged) model is built from;
+- `P:note`                  what the last automatic rebuild said;
+- `P:staging`, `P:staging:touched`  staging generations: their collections, last commit time.
+
+A live commit WATCHes the checkpoints, the live map and the source, so it commits only if no
+other projector moved a checkpoint and no replay swapped a generation in meanwhile. Readers
+read the live map and the documents in one MULTI, so each answer comes from one generation.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
 from ecommerce.domain.readmodel import WriteBuffer
 from ecommerce.store.base import StoreUnavailableError
-from ecommerce.store.read_base import Checkpoint, CheckpointConflict, ReadStore
+from ecommerce.store.read_base import (
+    Checkpoint,
+    CheckpointConflict,
+    ReadStore,
+    SourceMismatch,
+    physical,
+)
 
+T = TypeVar("T")
 _dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+#: Documents deleted per round trip when a generation is dropped.
+DROP_CHUNK = 1000
 
 
 class RedisReadStore(ReadStore):
@@ -30,30 +48,73 @@ class RedisReadStore(ReadStore):
     def __init__(self, url: str, *, prefix: str = "labkit") -> None:
         self.url, self.prefix = url, prefix
         self.client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
-        self._cp_key = f"{prefix}:checkpoints"
+        self._live_key = f"{prefix}:live"
+        self._note_key = f"{prefix}:note"
+        self._staging_key = f"{prefix}:staging"
+        self._touched_key = f"{prefix}:staging:touched"
+        #: The physical name each collection had when last read (a guess, checked each read).
+        self._seen: dict[str, str] = {}
 
-    def _doc_key(self, collection: str, key: str) -> str:
-        return f"{self.prefix}:doc:{collection}:{key}"
+    def _doc_key(self, phys: str, key: str) -> str:
+        return f"{self.prefix}:doc:{phys}:{key}"
 
-    def _idx_key(self, collection: str) -> str:
-        return f"{self.prefix}:idx:{collection}"
+    def _idx_key(self, phys: str) -> str:
+        return f"{self.prefix}:idx:{phys}"
 
-    def commit(
-        self, buffer: WriteBuffer, checkpoints: Mapping[str, int], expected: Mapping[str, int]
-    ) -> None:
+    def _cp_key(self, gen: str | None) -> str:
+        base = f"{self.prefix}:checkpoints"
+        return base if gen is None else physical(base, gen)
+
+    def _source_key(self, gen: str | None) -> str:
+        base = f"{self.prefix}:source"
+        return base if gen is None else physical(base, gen)
+
+    def _unreachable(self, exc: Exception) -> str:
+        return (f"Redis at {self.url} is not reachable ({exc}); start it or unset LABKIT_REDIS_URL "
+                "to use the embedded SQLite read store")
+
+    def _call(self, op: Callable[[], T]) -> T:
+        try:
+            return op()
+        except redis.ConnectionError as exc:
+            raise StoreUnavailableError(self._unreachable(exc)) from None
+
+    # ---- writing ------------------------------------------------------------------------------
+    def _commit(self, buffer: WriteBuffer, checkpoints: Mapping[str, int],
+                expected: Mapping[str, int], source: str | None, gen: str | None) -> None:
+        cp_key, src_key = self._cp_key(gen), self._source_key(gen)
         try:
             with self.client.pipeline(transaction=True) as pipe:
-                pipe.watch(self._cp_key)
-                raw = pipe.hgetall(self._cp_key)
+                pipe.watch(cp_key, src_key, *([self._live_key] if gen is None else []))
+                raw = pipe.hgetall(cp_key)
                 stored = {k.decode(): json.loads(v)["position"] for k, v in raw.items()}
                 for name, want in expected.items():
                     if stored.get(name, 0) != want:
                         raise CheckpointConflict(
                             f"checkpoint of {name!r} is {stored.get(name, 0)}, expected {want}"
                         )
+                set_source = False
+                if source is not None:
+                    have = pipe.get(src_key)
+                    if have is None:
+                        set_source = True
+                    elif have.decode() != source:
+                        raise SourceMismatch(have.decode(), source)
+                collections = sorted({f.collection for f in buffer.docs.values()})
+                if gen is not None:
+                    phys = {c: physical(c, gen) for c in collections}
+                elif collections:
+                    found = pipe.hmget(self._live_key, collections)
+                    phys = {c: (p.decode() if p else c)
+                            for c, p in zip(collections, found, strict=True)}
+                else:
+                    phys = {}
                 pipe.multi()
+                if set_source:
+                    pipe.set(src_key, source)
                 for f in buffer.docs.values():
-                    dk, ik = self._doc_key(f.collection, f.key), self._idx_key(f.collection)
+                    c = phys[f.collection]
+                    dk, ik = self._doc_key(c, f.key), self._idx_key(c)
                     if f.deleted:
                         pipe.delete(dk)
                         pipe.zrem(ik, f.key)
@@ -75,22 +136,100 @@ class RedisReadStore(ReadStore):
                     pipe.zadd(ik, {f.key: f.order}, nx=True)
                 now = datetime.now(UTC).isoformat()
                 if checkpoints:
-                    pipe.hset(self._cp_key, mapping={
+                    pipe.hset(cp_key, mapping={
                         name: _dumps({"position": pos, "updated_at": now})
                         for name, pos in checkpoints.items()
                     })
+                if gen is not None:
+                    pipe.hset(self._touched_key, gen, time.time())
                 pipe.execute()
         except redis.WatchError:
-            raise CheckpointConflict("another projector committed first") from None
+            raise CheckpointConflict("another projector (or a replay) committed first") from None
         except redis.ConnectionError as exc:
             raise StoreUnavailableError(self._unreachable(exc)) from None
 
-    def _unreachable(self, exc: Exception) -> str:
-        return (f"Redis at {self.url} is not reachable ({exc}); start it or unset LABKIT_REDIS_URL "
-                "to use the embedded SQLite read store")
+    # ---- generations --------------------------------------------------------------------------
+    def _stage(self, gen: str, source: str | None, collections: Sequence[str]) -> None:
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(self._staging_key, gen, json.dumps(list(collections)))
+            pipe.hset(self._touched_key, gen, time.time())
+            if source is not None:
+                pipe.set(self._source_key(gen), source)
+            self._call(pipe.execute)
 
-    def checkpoints(self) -> dict[str, Checkpoint]:
-        raw = self.client.hgetall(self._cp_key)
+    def _stale(self, older_than: float) -> dict[str, list[str]]:
+        def read() -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.hgetall(self._staging_key)
+                pipe.hgetall(self._touched_key)
+                staged, touched = pipe.execute()
+            return staged, touched
+
+        staged, touched = self._call(read)
+        limit = time.time() - older_than
+        return {g.decode(): json.loads(cols) for g, cols in staged.items()
+                if float(touched.get(g, 0)) < limit}
+
+    def _swap(self, gen: str, collections: Sequence[str], projections: Sequence[str],
+              note: str | None) -> list[str]:
+        keys = [self._live_key, self._cp_key(None), self._cp_key(gen), self._source_key(gen)]
+        while True:
+            try:
+                with self.client.pipeline(transaction=True) as pipe:
+                    pipe.watch(*keys)
+                    found = pipe.hmget(self._live_key, list(collections)) if collections else []
+                    old = [p.decode() if p else c for c, p in zip(collections, found, strict=True)]
+                    staged = pipe.hgetall(self._cp_key(gen))
+                    source = pipe.get(self._source_key(gen))
+                    pipe.multi()
+                    if collections:
+                        pipe.hset(self._live_key,
+                                  mapping={c: physical(c, gen) for c in collections})
+                    if projections:
+                        pipe.hdel(self._cp_key(None), *projections)
+                    mine = {k: v for k, v in staged.items() if k.decode() in projections}
+                    if mine:
+                        pipe.hset(self._cp_key(None), mapping=mine)
+                    pipe.delete(self._cp_key(gen))
+                    pipe.hdel(self._staging_key, gen)
+                    pipe.hdel(self._touched_key, gen)
+                    if source is not None:
+                        pipe.set(self._source_key(None), source)
+                        pipe.delete(self._source_key(gen))
+                    if note is None:
+                        pipe.delete(self._note_key)
+                    else:
+                        pipe.set(self._note_key, note)
+                    pipe.execute()
+                    return old
+            except redis.WatchError:
+                continue
+            except redis.ConnectionError as exc:
+                raise StoreUnavailableError(self._unreachable(exc)) from None
+
+    def _drop(self, physicals: Sequence[str], gen: str | None) -> None:
+        def drop() -> None:
+            for c in physicals:
+                ik = self._idx_key(c)
+                while True:
+                    keys = self.client.zrange(ik, 0, DROP_CHUNK - 1)
+                    if not keys:
+                        break
+                    with self.client.pipeline(transaction=False) as pipe:
+                        pipe.delete(*[self._doc_key(c, k.decode()) for k in keys])
+                        pipe.zrem(ik, *keys)
+                        pipe.execute()
+                self.client.delete(ik)
+            if gen is not None:
+                self.client.delete(self._cp_key(gen), self._source_key(gen))
+                self.client.hdel(self._staging_key, gen)
+                self.client.hdel(self._touched_key, gen)
+
+        self._call(drop)
+
+    # ---- reading ------------------------------------------------------------------------------
+    def _checkpoints(self, gen: str | None) -> dict[str, Checkpoint]:
+        raw = self._call(lambda: self.client.hgetall(self._cp_key(gen)))
         out = {}
         for k, v in raw.items():
             data = json.loads(v)
@@ -101,49 +240,64 @@ class RedisReadStore(ReadStore):
     def _decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
         return {k.decode(): json.loads(v) for k, v in raw.items() if k != b"__empty__"}
 
-    def get(self, collection: str, key: str) -> dict[str, Any] | None:
-        dk = self._doc_key(collection, key)
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.exists(dk)
-            pipe.hgetall(dk)
-            exists, raw = pipe.execute()
+    def _read(self, collection: str, gen: str | None,
+              ops: Callable[[Any, str], None]) -> list[Any]:
+        """Run `ops(pipe, physical)` in one MULTI with a read of the live map, and again if a
+        swap changed the collection's physical name meanwhile. Returns ops' results."""
+        try:
+            if gen is not None:
+                with self.client.pipeline(transaction=False) as pipe:
+                    ops(pipe, physical(collection, gen))
+                    return pipe.execute()
+            phys = self._seen.get(collection, collection)
+            while True:
+                with self.client.pipeline(transaction=True) as pipe:
+                    pipe.hget(self._live_key, collection)
+                    ops(pipe, phys)
+                    live, *results = pipe.execute()
+                now = live.decode() if live else collection
+                if now == phys:
+                    return results
+                phys = self._seen[collection] = now
+        except redis.ConnectionError as exc:
+            raise StoreUnavailableError(self._unreachable(exc)) from None
+
+    def _get(self, collection: str, key: str, gen: str | None) -> dict[str, Any] | None:
+        def ops(pipe: Any, phys: str) -> None:
+            pipe.exists(self._doc_key(phys, key))
+            pipe.hgetall(self._doc_key(phys, key))
+
+        exists, raw = self._read(collection, gen, ops)
         return self._decode(raw) if exists else None
 
-    def list(self, collection: str, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    def _list(self, collection: str, limit: int | None, offset: int,
+              gen: str | None) -> list[dict[str, Any]]:
         end = -1 if limit is None else offset + limit - 1
+        keys: list[str] = []
+
         # Same order as SQLite: by score, then key (ZRANGE orders equal scores lexically).
-        keys = [k.decode() for k in self.client.zrange(self._idx_key(collection), offset, end)]
-        with self.client.pipeline(transaction=False) as pipe:
+        # Keys and documents in one MULTI: a swap can never pair one generation's keys with
+        # another's documents.
+        def ops(pipe: Any, phys: str) -> None:
+            keys.clear()
+            keys.extend(k.decode() for k in self.client.zrange(self._idx_key(phys), offset, end))
             for k in keys:
-                pipe.hgetall(self._doc_key(collection, k))
-            raws = pipe.execute()
+                pipe.hgetall(self._doc_key(phys, k))
+
+        raws = self._read(collection, gen, ops)
         return [{**self._decode(raw), "_key": k} for k, raw in zip(keys, raws, strict=True)]
 
-    def count(self, collection: str) -> int:
-        return int(self.client.zcard(self._idx_key(collection)))
+    def _count(self, collection: str, gen: str | None) -> int:
+        (n,) = self._read(collection, gen, lambda pipe, phys: pipe.zcard(self._idx_key(phys)))
+        return int(n)
 
-    def reset(self, collections: list[str], projections: list[str]) -> None:
-        while True:
-            try:
-                with self.client.pipeline(transaction=True) as pipe:
-                    idx = [self._idx_key(c) for c in collections]
-                    pipe.watch(self._cp_key, *idx)
-                    doc_keys = [
-                        self._doc_key(c, k.decode())
-                        for c, ik in zip(collections, idx, strict=True)
-                        for k in pipe.zrange(ik, 0, -1)
-                    ]
-                    pipe.multi()
-                    for i in range(0, len(doc_keys), 1000):
-                        pipe.delete(*doc_keys[i : i + 1000])
-                    if idx:
-                        pipe.delete(*idx)
-                    if projections:
-                        pipe.hdel(self._cp_key, *projections)
-                    pipe.execute()
-                    return
-            except redis.WatchError:
-                continue
+    def _source(self, gen: str | None) -> str | None:
+        raw = self._call(lambda: self.client.get(self._source_key(gen)))
+        return raw.decode() if raw is not None else None
+
+    def note(self) -> str | None:
+        raw = self._call(lambda: self.client.get(self._note_key))
+        return raw.decode() if raw is not None else None
 
     def ping(self) -> None:
         try:

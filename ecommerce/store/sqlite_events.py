@@ -7,6 +7,7 @@ positions are committed in order: a reader following `read_all` can never skip a
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import starmap
@@ -38,6 +39,10 @@ CREATE TABLE IF NOT EXISTS events (
     recorded_at    TEXT    NOT NULL,
     UNIQUE (stream_id, version)
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 _INSERT = (
@@ -68,7 +73,9 @@ class SqliteEventStore(EventStore):
         super().__init__(registry)
         self.path = Path(path)
         self._conns = SqliteConnections(self.path, synchronous)
-        self._conns.get().executescript(SCHEMA)
+        self._conns.init(SCHEMA)
+        self._conns.get().execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('log_id', ?)",
+                                  (uuid.uuid4().hex,))
 
     def append(
         self, stream_id: str, events: Sequence[NewEvent], expected_version: ExpectedVersion
@@ -195,6 +202,10 @@ class SqliteEventStore(EventStore):
             args.append(upto_position)
         return self._conns.get().execute(sql, args).fetchone()[0]
 
+    def log_id(self) -> str:
+        row = self._conns.get().execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()
+        return row[0] if row else ""
+
     def stats(self) -> dict[str, object]:
         conn = self._conns.get()
         total, streams, last = conn.execute(
@@ -202,10 +213,21 @@ class SqliteEventStore(EventStore):
         ).fetchone()
         by_type = dict(conn.execute("SELECT type, COUNT(*) FROM events GROUP BY type ORDER BY type"))
         return {"backend": self.backend, "location": str(self.path), "events": total,
-                "streams": streams, "last_position": last, "by_type": by_type}
+                "streams": streams, "last_position": last, "by_type": by_type,
+                "log_id": self.log_id()}
 
     def wipe(self) -> None:
-        self._conns.get().execute("DELETE FROM events")
+        conn = self._conns.get()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM events")
+            # Another log from now on: read models built from the old one must be rebuilt.
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'log_id'", (uuid.uuid4().hex,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self._conns.close()

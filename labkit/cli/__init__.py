@@ -42,13 +42,14 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from ecommerce.domain.events import EventValidationError
     from ecommerce.store.base import ConcurrencyError, DuplicateEventError, StoreUnavailableError
     from labkit.lab import LabError
+    from labkit.lab.saga_client import SagaStuckError, SagaTimeout
     from labkit.runtime.k8s_errors import ClusterError
     from labkit.runtime.local import RuntimeErrorWithHint
     from labkit.workbook.notebook_files import NotebookError
 
     return (LabError, RuntimeErrorWithHint, StoreUnavailableError, EventValidationError,
             ConcurrencyError, DuplicateEventError, ClusterError, NotebookError, ValueError,
-            KeyError)
+            KeyError, SagaStuckError, SagaTimeout)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,7 +84,7 @@ def stats() -> None:
               help="only this projection (repeatable; default all)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def replay(projections: tuple[str, ...], quiet: bool) -> None:
-    """Drop the read models and rebuild them from the log."""
+    """Rebuild the read models from the log beside the live ones, then swap them in."""
     from ecommerce.projections import get_projections
     from ecommerce.projections.replay import replay as run_replay
     from ecommerce.store.factory import open_read_store

@@ -38,7 +38,7 @@ def status(as_json: bool) -> None:
     if as_json:
         print_json(rows)
     else:
-        click.echo(table(rows, ["service", "url", "pid", "status", "rss_mb"]))
+        click.echo(table(rows, ["service", "url", "pid", "status", "rss_mb", "detail"]))
 
 
 @click.command()

@@ -1,4 +1,4 @@
-"""`labkit saga place|status|list|timeline|run`, `labkit fire SCENARIO`, `labkit chaos`."""
+"""`labkit saga place|status|list|retry|timeline|run`, `labkit fire SCENARIO`, `labkit chaos`."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def saga() -> None:
 def place(user: str, lines: tuple[tuple[Any, ...], ...], order_id: str | None,
           crash_after: str | None, wait: bool, timeout: float, as_json: bool) -> int:
     """Place an order: start its saga (the orchestrator drives it)."""
-    from labkit.lab.saga_client import SagaTimeout
+    from labkit.lab.saga_client import SagaStuckError, SagaTimeout
 
     client = _client()
     try:
@@ -71,7 +71,7 @@ def place(user: str, lines: tuple[tuple[Any, ...], ...], order_id: str | None,
         return 0
     try:
         view = client.wait(sid, timeout=timeout)
-    except SagaTimeout as exc:
+    except (SagaTimeout, SagaStuckError) as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
     _show_view(view, as_json)
@@ -94,17 +94,33 @@ def status(saga_or_order_id: str, as_json: bool) -> int:
 
 @saga.command(name="list")
 @click.option("--limit", type=int, default=20, show_default=True)
-@click.option("--status", "status_", type=click.Choice(["running", "compensating",
+@click.option("--status", "status_", type=click.Choice(["running", "compensating", "stuck",
                                                         *s.TERMINAL_STATUSES]))
 @json_option
 def list_sagas(limit: int, status_: str | None, as_json: bool) -> None:
-    """Sagas, newest first."""
+    """Sagas, newest first (a stuck saga shows the error the orchestrator gave up on)."""
     rows = _client().list(limit=limit, status=status_)
     if as_json:
         print_json(rows)
     else:
-        click.echo(table(rows, ["saga_id", "order_id", "user_id", "status", "amount", "failure",
-                                "duration_ms"]))
+        shown = [{**r, "failure": f"stuck: {r['stuck_error']}"} if r.get("stuck_error") else r
+                 for r in rows]
+        click.echo(table(shown, ["saga_id", "order_id", "user_id", "status", "amount", "failure",
+                                 "duration_ms"]))
+
+
+@saga.command()
+@click.argument("saga_id", metavar="ID")
+@json_option
+def retry(saga_id: str, as_json: bool) -> int:
+    """Drive a stuck saga again (after fixing what made the orchestrator give up on it)."""
+    try:
+        view = _client().retry(saga_id)
+    except s.SagaRuleError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    _show_view(view, as_json)
+    return 0
 
 
 @saga.command()

@@ -163,7 +163,8 @@ class Lab:
         return self._call("event-store-api", "GET", f"/api/events/streams/{stream_id}")["events"]
 
     def replay(self, projections: list[str] | None = None) -> dict[str, Any]:
-        """Drop the read models and rebuild them from the whole log; returns events/s."""
+        """Rebuild the read models from the whole log, beside the live ones, then swap them in
+        (queries never see an empty model); returns events/s."""
         body = {"projections": projections} if projections else None
         return self._call("event-store-api", "POST", "/api/events/replay", json=body)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ecommerce.domain import saga as s
 from ecommerce.domain.saga_view import TIMELINE_COLUMNS, describe, summary, timeline_rows
-from ecommerce.saga.orchestrator import start_saga
+from ecommerce.saga.orchestrator import resume_saga, start_saga
 from ecommerce.store.base import EventStore
 
 if TYPE_CHECKING:
@@ -42,6 +42,18 @@ class SagaTimeout(TimeoutError):
             f"saga {saga_id} is still {view.get('status')} after {timeout}s"
             + (f" (in progress: {', '.join(running)})" if running else "")
             + ". Is the saga-orchestrator running? (lab.status(), lab.logs('saga-orchestrator'))"
+        )
+
+
+class SagaStuckError(RuntimeError):
+    """The orchestrator gave up on this saga (`view["stuck_error"]`); an operator must retry it."""
+
+    def __init__(self, saga_id: str, view: dict[str, Any]) -> None:
+        self.saga_id, self.view = saga_id, view
+        super().__init__(
+            f"saga {saga_id} is stuck: the orchestrator gave up on it after repeated errors "
+            f"({view.get('stuck_error')}). Fix the cause (lab.logs('saga-orchestrator')), then "
+            f"retry it: `labkit saga retry {saga_id}` or lab.saga.retry({saga_id!r})."
         )
 
 
@@ -129,7 +141,8 @@ class SagaClient:
 
     def wait(self, saga_id: str, timeout: float = 30.0, poll: float = 0.005) -> dict[str, Any]:
         """Block until the saga is terminal; return its view. Raises SagaTimeout (still running
-        after `timeout` seconds) or KeyError (no such saga)."""
+        after `timeout` seconds), SagaStuckError (the orchestrator gave up on it) or KeyError
+        (no such saga)."""
         deadline = time.monotonic() + timeout
         stream = s.stream_id(saga_id)
         seen = -1
@@ -143,6 +156,8 @@ class SagaClient:
                 state = self.state(saga_id)
                 if state.terminal:
                     return describe(state)
+                if state.status == "stuck":
+                    raise SagaStuckError(saga_id, describe(state))
             if time.monotonic() >= deadline:
                 raise SagaTimeout(saga_id, describe(self.state(saga_id)), timeout)
             time.sleep(delay)
@@ -156,7 +171,7 @@ class SagaClient:
         """Sagas, newest first: id, order, user, status, amount, failure, timings."""
         states: dict[str, s.SagaState] = {}
         after = 0
-        types = [s.SAGA_STARTED, s.STEP_FAILED, *s.TERMINAL_EVENTS]
+        types = [s.SAGA_STARTED, s.STEP_FAILED, *s.TERMINAL_EVENTS, *s.STUCK_EVENTS]
         while True:
             events = self.store.read_all(after, 5000, stream_prefix=s.STREAM_PREFIX, types=types)
             for e in events:
@@ -170,6 +185,15 @@ class SagaClient:
         if status:
             rows = [r for r in rows if r["status"] == status]
         return rows[:limit] if limit else rows
+
+    def retry(self, saga_id: str) -> dict[str, Any]:
+        """Ask the orchestrators to drive a stuck saga again (records `SagaResumed`); returns
+        its view. Only a stuck saga can be retried."""
+        if self.store.backend == "http":
+            raise s.SagaRuleError(
+                "read_only", "retrying a saga writes to its stream, which needs the event store "
+                "itself: in cluster mode, port-forward PostgreSQL and set LABKIT_PG_URL")
+        return describe(resume_saga(self.store, saga_id))
 
     def timeline(self, ids: str | Iterable[str] | None = None) -> pd.DataFrame:
         """One row per attempt of every action and compensation of these sagas (default: the

@@ -14,7 +14,9 @@ store (saga streams, reservation decisions, every PaymentCharged ever recorded),
 - sagas: completed <=> its order CONFIRMED; compensated => its order CANCELLED (or never
   created); failed (a compensation refused) is a violation.
 
-Sagas that have not ended yet are reported as `unfinished`; their orders are skipped.
+Sagas that have not ended yet are reported as `unfinished`; their orders are skipped. Those
+the orchestrator gave up on (`SagaStuck`) are also listed as `stuck`, with the error: they
+will not end until an operator retries them (`labkit saga retry ID`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class InvariantReport:
     violations: list[str] = field(default_factory=list)
     unfinished: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    #: "<saga id>: <error>" for every stuck saga (also in `unfinished`).
+    stuck: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -92,8 +96,8 @@ def _fold_log(store: EventStore, types: Iterable[str], prefix: str | None = None
 def snapshot(http: HttpFor, store: EventStore) -> SystemState:
     """Read everything the checks need (the sagas first: orders of later sagas are skipped)."""
     sagas: dict[str, s.SagaState] = {}
-    for e in _fold_log(store, [s.SAGA_STARTED, s.STEP_FAILED, *s.TERMINAL_EVENTS],
-                       s.STREAM_PREFIX):
+    for e in _fold_log(store, [s.SAGA_STARTED, s.STEP_FAILED, *s.TERMINAL_EVENTS,
+                               *s.STUCK_EVENTS], s.STREAM_PREFIX):
         sid = s.saga_id_of(e.stream_id)
         sagas[sid] = s.apply(sagas.get(sid) or s.SagaState(sid), e.type, e.data, e.version,
                              e.recorded_iso)
@@ -206,7 +210,9 @@ def check_state(state: SystemState) -> InvariantReport:
             v.append(f"saga {sid} compensated but order {sg.order_id} is {status}")
         elif sg.status == "failed":
             v.append(f"saga {sid} failed ({sg.failure}): a compensation was refused")
-    return InvariantReport(v, unfinished, dict(counts))
+    stuck = [f"{sid}: {sg.stuck_error}" for sid, sg in sorted(state.sagas.items())
+             if sg.status == "stuck"]
+    return InvariantReport(v, unfinished, dict(counts), stuck)
 
 
 def check(lab: Any, store: EventStore | None = None) -> InvariantReport:

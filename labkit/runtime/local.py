@@ -7,6 +7,11 @@ LABKIT_PG_URL / LABKIT_REDIS_URL are set, in which case the same processes use t
 
 State lives in `<data dir>/runtime.json` (service -> pid, port, start time), so `labkit status`
 and `labkit down` from another shell, or a restarted notebook kernel, find the same processes.
+
+`up` is all or nothing: every needed port is checked before anything starts, each process is
+written to runtime.json the moment it is spawned, and if the start fails (a process dies, is
+not ready in time, the user interrupts) `up` stops exactly the processes it started before
+raising. So `labkit down` always finds what runs, and the next `up` starts from a clean slate.
 """
 
 from __future__ import annotations
@@ -119,6 +124,16 @@ def _proc(pid: int, started: float) -> Any:
         return None
 
 
+def readiness_detail(response: httpx.Response) -> str | None:
+    """What a `/readyz` answer says beyond "ok": why it is not ready, or a note (a rebuild)."""
+    try:
+        checks = response.json().get("checks") or {}
+    except (ValueError, AttributeError):
+        return None
+    said = [f"{name}: {text}" for name, text in checks.items() if text != "ok"]
+    return "; ".join(said) or None
+
+
 class LocalRuntime:
     """Start, watch and stop the lab's processes on this machine."""
 
@@ -132,26 +147,49 @@ class LocalRuntime:
         self.log_dir = self.data_dir / "logs"
 
     # ---- state ---------------------------------------------------------------------------
-    def _load(self) -> dict[str, ProcessRecord]:
+    def _bad_data_dir(self, exc: OSError) -> RuntimeErrorWithHint:
+        reason = exc.strerror or type(exc).__name__
+        return RuntimeErrorWithHint(
+            f"the lab's data directory {self.data_dir} cannot be used ({reason}); set "
+            "LABKIT_DATA_DIR to a folder you can write to."
+        )
+
+    def check_data_dir(self) -> None:
+        """Raise one sentence if the data directory cannot hold the lab's files."""
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.data_dir / f".write-probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise self._bad_data_dir(exc) from None
+
+    def _read_state(self) -> dict[str, Any]:
         try:
             raw = json.loads(self.state_file.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
+        except OSError as exc:
+            raise self._bad_data_dir(exc) from None
+        return raw if isinstance(raw, dict) else {}
+
+    def _load(self) -> dict[str, ProcessRecord]:
+        raw = self._read_state()
         return {k: ProcessRecord(**v) for k, v in raw.get("processes", {}).items()}
 
     def _save(self, records: dict[str, ProcessRecord]) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"processes": {k: asdict(v) for k, v in records.items()},
-                                   "ports": self._ports(records)}, indent=2))
-        tmp.replace(self.state_file)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"processes": {k: asdict(v) for k, v in records.items()},
+                                       "ports": self._ports(records)}, indent=2))
+            tmp.replace(self.state_file)
+        except OSError as exc:
+            raise self._bad_data_dir(exc) from None
 
     def _ports(self, records: dict[str, ProcessRecord]) -> dict[str, int]:
         """Ports stay the same for the life of the data directory, so peers' URLs stay valid."""
-        try:
-            ports = json.loads(self.state_file.read_text()).get("ports", {})
-        except (FileNotFoundError, json.JSONDecodeError):
-            ports = {}
+        ports = dict(self._read_state().get("ports", {}))
         ports.update({k: r.port for k, r in records.items() if r.port})
         return ports
 
@@ -191,28 +229,37 @@ class LocalRuntime:
     # ---- lifecycle ------------------------------------------------------------------------------
     def up(self, wait: bool = True, progress: bool = True, timeout: float = READY_TIMEOUT
            ) -> list[dict[str, Any]]:
-        """Start every process that is not running (restarting crashed ones); wait until ready."""
+        """Start every process that is not running (restarting crashed ones); wait until ready.
+
+        All or nothing: if anything fails, the processes this call started are stopped again
+        (those that were already running are left alone) before the error is raised.
+        """
+        self.check_data_dir()
         specs = launch_specs(self.names)
         records = self._load()
         ports = self._assign_ports(specs)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         self._check_databases()
+        to_start = [name for name in specs
+                    if not (records.get(name) and _proc(records[name].pid,
+                                                        records[name].started) is not None)]
+        taken = [f"port {ports[n]} for {n}" for n in to_start
+                 if ports.get(n) is not None and not port_is_free(ports[n])]
+        if taken:
+            raise RuntimeErrorWithHint(
+                f"{', '.join(taken)} {'is' if len(taken) == 1 else 'are'} taken by another "
+                "program; stop it, or run `labkit reset` to pick new ports (nothing was started)"
+            )
         started: list[str] = []
-        for name, spec in specs.items():
-            rec = records.get(name)
-            if rec and _proc(rec.pid, rec.started) is not None:
-                continue
-            port = ports.get(name)
-            if port is not None and not port_is_free(port):
-                raise RuntimeErrorWithHint(
-                    f"port {port} for {name} is taken by another program; stop it, or run "
-                    "`labkit reset` to pick new ports"
-                )
-            records[name] = self._spawn(spec, ports)
-            started.append(name)
-        self._save(records)
-        if wait:
-            self.wait_ready(started or list(specs), timeout=timeout, progress=progress)
+        try:
+            for name in to_start:
+                records[name] = self._spawn(specs[name], ports)
+                started.append(name)
+                self._save(records)  # recorded at once: `labkit down` finds it, whatever happens
+            if wait:
+                self.wait_ready(started or list(specs), timeout=timeout, progress=progress)
+        except BaseException:
+            self._stop(started)
+            raise
         return self.status()
 
     def _check_databases(self) -> None:
@@ -283,19 +330,28 @@ class LocalRuntime:
 
     def down(self, timeout: float = 10.0) -> list[str]:
         """Stop exactly the processes this runtime started (by pid). Idempotent."""
+        stopped = self._stop(list(self._load()), timeout)
+        self._save({})
+        return stopped
+
+    def _stop(self, names: list[str], timeout: float = 10.0) -> list[str]:
+        """SIGTERM these recorded processes (then SIGKILL), forget them; the names stopped."""
+        import psutil
+
         records = self._load()
-        alive = {n: p for n, r in records.items() if (p := _proc(r.pid, r.started)) is not None}
+        alive = {n: p for n in names if (r := records.get(n)) is not None
+                 and (p := _proc(r.pid, r.started)) is not None}
         for p in alive.values():
             with contextlib.suppress(Exception):
                 p.send_signal(signal.SIGTERM)
-        import psutil
-
         _, still = psutil.wait_procs(list(alive.values()), timeout=timeout)
         for p in still:
             with contextlib.suppress(Exception):
                 p.kill()
         psutil.wait_procs(still, timeout=5)
-        self._save({})
+        left = {n: r for n, r in records.items() if n not in names}
+        if left != records:
+            self._save(left)
         return sorted(alive)
 
     def reset(self) -> None:
@@ -328,6 +384,7 @@ class LocalRuntime:
             for name in self.names:
                 rec = records.get(name)
                 proc = _proc(rec.pid, rec.started) if rec else None
+                detail = None
                 if rec is None:
                     state = "not started"
                 elif proc is None:
@@ -336,8 +393,9 @@ class LocalRuntime:
                     state = "running"
                 else:
                     try:
-                        code = client.get(rec.url + "/readyz").status_code
-                        state = "ready" if code == 200 else "not ready"
+                        ready = client.get(rec.url + "/readyz")
+                        state = "ready" if ready.status_code == 200 else "not ready"
+                        detail = readiness_detail(ready)
                     except httpx.HTTPError:
                         state = "starting"
                 rss = None
@@ -346,7 +404,7 @@ class LocalRuntime:
                         rss = round(proc.memory_info().rss / 2**20, 1)
                 out.append({"service": name, "url": rec.url if rec else None,
                             "pid": rec.pid if rec and proc else None, "status": state,
-                            "rss_mb": rss})
+                            "rss_mb": rss, "detail": detail})
         return out
 
     def url(self, name: str) -> str:

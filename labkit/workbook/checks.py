@@ -657,7 +657,8 @@ def saga_invariants(lab: Lab, timeout: float = 10.0) -> pd.DataFrame:
     while True:
         state = invariants.snapshot(lab.http, store)
         report = invariants.check_state(state)
-        if not report.unfinished or time.monotonic() > deadline:
+        # A stuck saga will not end by waiting: only the others are worth waiting for.
+        if len(report.unfinished) == len(report.stuck) or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     bad: dict[str, list[str]] = {}
@@ -693,9 +694,16 @@ def saga_invariants(lab: Lab, timeout: float = 10.0) -> pd.DataFrame:
              "saga": "사가 결과 = 주문 상태 (saga outcome matches its order)"}
     rows = [{"invariant": names[k], "ok": not bad.get(k),
              "evidence": "; ".join(bad[k]) if bad.get(k) else evidence[k]} for k in names]
-    if report.unfinished:
+    if report.stuck:
+        rows.append({"invariant": "멈춘 사가 없음 (no saga stuck)", "ok": False,
+                     "evidence": f"{len(report.stuck)} saga(s) the orchestrator gave up on "
+                                 f"(`labkit saga retry ID` after fixing the cause): "
+                                 + "; ".join(report.stuck[:5])})
+    running = [sid for sid in report.unfinished
+               if not any(line.startswith(f"{sid}:") for line in report.stuck)]
+    if running:
         rows.append({"invariant": "모든 사가가 끝남 (every saga ended)", "ok": False,
-                     "evidence": f"still running after {timeout}s: {report.unfinished[:5]}"})
+                     "evidence": f"still running after {timeout}s: {running[:5]}"})
     return pd.DataFrame(rows, columns=["invariant", "ok", "evidence"])
 
 
@@ -943,6 +951,10 @@ def processor_job(lab: Lab) -> tuple[bool, str]:
     output = lab.run_job("event-processor")
     cps = lab.checkpoints()
     behind = {r.projection: int(head - r.position) for r in cps.itertuples() if r.position < head}
+    # Ahead of a head read before the job ran: the read model is from another (replaced) log.
+    ahead = {r.projection: int(r.position) for r in cps.itertuples()
+             if r.position > _head(lab)}
+    rebuilt = _get(lab, "query-service", "/readyz")["checks"].get("read_store", "ok")
     summary = "started " + str(output).strip()[:80] if lab.mode == "cluster" else "ran"
     for line in str(output).splitlines():
         try:
@@ -951,11 +963,14 @@ def processor_job(lab: Lab) -> tuple[bool, str]:
             continue
         if isinstance(entry, dict) and entry.get("msg") == "caught up":
             summary = f"caught up: applied {entry.get('events')} new events"
-    ok = not cps.empty and not behind
+    ok = not cps.empty and not behind and not ahead
     return ok, (f"event-processor job {summary}; log head when it started: "
                 f"{head}; checkpoints: " + ", ".join(f"{r.projection}={r.position}"
                                                     for r in cps.itertuples())
-                + (f"; behind: {behind}" if behind else " (all at or past the head)"))
+                + (f"; behind: {behind}" if behind else " (all at or past the head)")
+                + (f"; AHEAD of the log (it was replaced; the event-processor rebuilds the read "
+                   f"model): {ahead}" if ahead else "")
+                + (f"; query-service says: {rebuilt}" if rebuilt != "ok" else ""))
 
 
 def _users_view(lab: Lab) -> list[dict[str, Any]]:

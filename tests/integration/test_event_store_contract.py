@@ -335,7 +335,8 @@ def test_read_all_filters_by_stream_prefix_and_type(store: EventStore) -> None:
 
 def test_stats_count_events_streams_and_types(store: EventStore) -> None:
     empty = store.stats()
-    assert set(empty) == {"backend", "location", "events", "streams", "last_position", "by_type"}
+    assert set(empty) == {"backend", "location", "events", "streams", "last_position", "by_type",
+                          "log_id"}
     assert (empty["events"], empty["streams"], empty["last_position"], empty["by_type"]) == (
         0, 0, 0, {})
     assert empty["backend"] == store.backend and empty["location"]
@@ -353,13 +354,29 @@ def test_stats_count_events_streams_and_types(store: EventStore) -> None:
 def test_wipe_empties_the_log_and_positions_keep_increasing(store: EventStore) -> None:
     store.append("order-1", [ev(), ev()], "none")
     old_last = store.last_position()
+    old_id = store.log_id()
     store.wipe()
+    assert store.log_id() not in ("", old_id), "a wiped log is another log: read models rebuild"
 
     assert_nothing_written(store)
     assert store.stream_version("order-1") == 0
     result = store.append("order-1", [ev()], "none")
     assert result.version == 1
     assert result.positions[0] > old_last
+
+
+def test_a_log_keeps_its_identity_across_openings(make_store: StoreFactory,
+                                                 tmp_path: Path) -> None:
+    first = make_store()
+    first.append("order-1", [ev()], "none")
+    again = make_store()  # another process opening the same database
+    assert first.log_id() == again.log_id() != ""
+    assert first.stats()["log_id"] == first.log_id()
+    from ecommerce.store.sqlite_events import SqliteEventStore
+
+    other = SqliteEventStore(tmp_path / "another.db")
+    assert other.log_id() != first.log_id()
+    other.close()
 
 
 # -- upcasting ------------------------------------------------------------------------------------

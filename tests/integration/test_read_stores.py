@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ecommerce.domain.readmodel import Delete, Incr, Merge, Put, WriteBuffer, apply_to_dict
-from ecommerce.store.read_base import CheckpointConflict, ReadStore
+from ecommerce.store.read_base import CheckpointConflict, ReadStore, SourceMismatch
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -92,3 +92,52 @@ def test_folded_batches_equal_writes_applied_one_by_one(reads: ReadStore, batche
         commit(reads, batch, {"p": i + 1}, {"p": i})
     stored = {("c", k): doc for k, doc in reads.dump(["c"])["c"].items()}
     assert stored == expected
+
+
+def test_a_staged_generation_is_invisible_until_swapped_in_with_its_checkpoints(
+        reads: ReadStore) -> None:
+    commit(reads, [Put("users", "old", {"v": 1}), Put("stats", "s", {"n": 1})], {"pu": 4, "ps": 4},
+           {})
+    staged = reads.stage(["users"], ["pu"], "log-a")
+    commit(staged, [Put("users", "new", {"v": 2})], {"pu": 9}, {})
+    assert [d["_key"] for d in reads.list("users")] == ["old"] and reads.checkpoint("pu") == 4
+    assert staged.count("users") == 1 and staged.checkpoint("pu") == 9
+    with pytest.raises(ValueError, match="not part of this rebuild"):
+        commit(staged, [Put("stats", "s", {"n": 5})], {"pu": 10}, {"pu": 9})
+
+    reads.swap(staged, note="rebuilt because of a test")
+    assert [d["_key"] for d in reads.list("users")] == ["new"] and reads.count("users") == 1
+    assert reads.get("users", "old") is None and reads.get("users", "new") == {"v": 2}
+    assert reads.checkpoint("pu") == 9 and reads.checkpoint("ps") == 4  # only its projections
+    assert reads.get("stats", "s") == {"n": 1}
+    assert reads.source() == "log-a" and reads.note() == "rebuilt because of a test"
+    # A live commit that still expects the checkpoint from before the swap is refused.
+    with pytest.raises(CheckpointConflict):
+        commit(reads, [Put("users", "late", {})], {"pu": 5}, {"pu": 4})
+    commit(reads, [Put("users", "late", {})], {"pu": 10}, {"pu": 9})
+    assert reads.count("users") == 2
+
+
+def test_a_commit_from_another_log_is_refused(reads: ReadStore) -> None:
+    buf = WriteBuffer()
+    buf.add(Put("c", "k", {"v": 1}))
+    reads.commit(buf, {"p": 1}, {}, source="log-a")
+    assert reads.source() == "log-a"
+    buf = WriteBuffer()
+    buf.add(Put("c", "k", {"v": 2}))
+    with pytest.raises(SourceMismatch):
+        reads.commit(buf, {"p": 2}, {"p": 1}, source="log-b")
+    assert reads.get("c", "k") == {"v": 1} and reads.checkpoint("p") == 1
+
+
+def test_a_generation_left_by_a_replay_that_died_is_dropped_by_the_next_one(
+        reads: ReadStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ecommerce.store import read_base
+
+    dead = reads.stage(["users"], ["pu"], "log-a")
+    commit(dead, [Put("users", str(i), {}) for i in range(50)], {"pu": 50}, {})
+    reads.stage(["users"], ["pu"], "log-a")  # a replay right after: the first may be alive
+    assert dead.count("users") == 50
+    monkeypatch.setattr(read_base, "STALE_STAGING_S", 0.0)
+    reads.stage(["users"], ["pu"], "log-a")
+    assert dead.count("users") == 0 and dead.checkpoints() == {} and dead.source() is None

@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+from tests.waiting import wait_until
+
 
 @pytest.mark.parametrize("command", [
     ["ecommerce.projections.processor", "--follow", "--poll", "0.0005"],
@@ -27,11 +29,17 @@ def test_sigterm_always_stops_the_process(tmp_path, command) -> None:
     env.update({"LABKIT_DATA_DIR": str(tmp_path), "LABKIT_EVENTS_DB": str(tmp_path / "e.db"),
                 "LABKIT_READ_DB": str(tmp_path / "r.db")})
     rnd = random.Random(5)
-    for _ in range(3):
-        proc = subprocess.Popen([sys.executable, "-m", *command], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for i in range(3):
+        log = tmp_path / f"run-{i}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", *command], env=env, stdout=out,
+                                    stderr=subprocess.STDOUT)
         try:
-            time.sleep(0.6 + rnd.uniform(0, 0.2))  # started, and deep in its poll loop
+            # Started (its handlers are installed before it says it follows), then somewhere
+            # in its poll loop.
+            wait_until(lambda log=log: '"msg": "following' in log.read_text(errors="replace"),
+                       what=f"{command[0]} to start following")
+            time.sleep(rnd.uniform(0, 0.2))
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(10) == 0
         finally:
