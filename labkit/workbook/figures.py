@@ -119,7 +119,7 @@ def _temporary_lab() -> Iterator[Lab]:
     with tempfile.TemporaryDirectory(prefix="labkit-figures-") as tmp:
         d = Path(tmp) / "data"
         lab = Lab(replace(Settings.from_env(), mode="local", data_dir=d, events_db=d / "events.db",
-                          read_db=d / "read.db"))
+                          read_db=d / "read.db"), gateway_port=0)  # never the student's 8080
         try:
             lab.up(progress=False)
             yield lab
