@@ -828,9 +828,9 @@ fig
 각 서비스의 API와 이벤트 로그를 읽어 비교합니다.
 """),
     code("""
-invariant_table = checks.saga_invariants(lab)
-assert invariant_table["ok"].all(), invariant_table
-invariant_table
+invariants = checks.check_invariants(lab)  # 05-checkpoints의 Saga 체크포인트와 같은 함수
+display(checks.report([invariants]))
+checks.assert_ok([invariants])
 """),
     md("""
 ## 위젯: 직접 주문하고, 장애를 일으켜 보기

@@ -140,11 +140,17 @@ def table(results: Iterable[CheckResult]) -> pd.DataFrame:
 
 
 def report(results: Iterable[CheckResult]) -> Any:
-    """`table(results)` styled for a notebook: every evidence shown in full, wrapped."""
+    """`table(results)` for a notebook: every evidence in full, wrapped in its cell (never cut
+    with "…"), narrow enough for JupyterLab at 1024x768."""
+    from labkit.workbook.tables import show
+
+    return show(table(results), wrap=["item", "evidence"], key=[])
+
+
+def summary(results: Iterable[CheckResult]) -> pd.DataFrame:
+    """Results counted by section and status (✅ ok / ❌ FAIL / ➖ n/a)."""
     df = table(results)
-    return (df.style.hide(axis="index").format(escape="html")
-            .set_properties(**{"text-align": "left", "white-space": "pre-wrap"})
-            .set_properties(subset=["evidence"], **{"font-size": "0.9em"}))
+    return df.groupby("section", sort=False)["status"].value_counts().unstack(fill_value=0)
 
 
 def assert_ok(results: Sequence[CheckResult]) -> None:
@@ -626,6 +632,22 @@ def decisions_first(log: pd.DataFrame) -> list[str]:
             problems.append(f"{r.event_type} at position {r.position} ({r.writer}) came before "
                             f"the saga recorded that it starts {r.kind} {r.step}")
     return problems
+
+
+def saga_outcomes(lab: Lab, sagas: dict[str, str]) -> pd.DataFrame:
+    """{scenario: saga id} -> how each ended: user, failed step, reason, the steps that had
+    succeeded, and the compensations in the order they were recorded."""
+    import pandas as pd
+
+    rows = []
+    for name, sid in sagas.items():
+        v = lab.saga.status(sid)
+        rows.append({"scenario": name, "saga": sid, "user": v["user_id"], "status": v["status"],
+                     "failed at": v["failed_step"], "reason": v["failure"],
+                     "succeeded before": ", ".join(a for a in v["actions"]
+                                                   if v[a]["status"] == "succeeded"),
+                     "compensated (recorded order)": " → ".join(compensation_order(lab, sid))})
+    return pd.DataFrame(rows)
 
 
 def compensation_order(lab: Lab, saga_id: str) -> list[str]:

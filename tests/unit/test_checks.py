@@ -55,7 +55,8 @@ def test_registering_running_and_reporting_checks(scratch_section):
     df = checks.table(results)
     assert list(df.columns) == ["section", "item", "status", "evidence"]
     assert list(df["status"]) == ["✅ ok", "❌ FAIL", "➖ n/a"]
-    assert "pre-wrap" in checks.report(results).to_html()
+    shown = checks.report(results)._repr_html_()
+    assert "pre-wrap" in shown and "RuntimeError: payment-service unreachable" in shown
 
 
 def test_re_registering_an_item_replaces_it(scratch_section):
