@@ -71,8 +71,7 @@ def _html(df: pd.DataFrame, wrap: set[str], caption: str | None) -> str:
 
 def long_text_columns(df: pd.DataFrame, at: int = WRAP_AT) -> list[str]:
     """Columns holding text longer than `at` characters somewhere."""
-    return [c for c in df.columns
-            if df[c].map(lambda v: len(_cell(v))).max(initial=0) > at]  # type: ignore[call-overload]
+    return [c for c in df.columns if any(len(_cell(v)) > at for v in df[c])]
 
 
 def show(df: pd.DataFrame, *, wrap: Iterable[str] | None = None, key: Sequence[str] | str = (),
