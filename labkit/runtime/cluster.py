@@ -190,6 +190,8 @@ class ClusterRuntime:
         if self._api is None:
             try:
                 self._api = self._factory()
+            except ClusterError:  # already one sentence (e.g. no Kubernetes client installed)
+                raise
             except Exception as exc:
                 raise ClusterError(explain(exc, action="load your kubeconfig")) from None
         return self._api

@@ -111,7 +111,8 @@ def test_every_container_entrypoint_runs_without_the_workbook_helper():
     """The image holds `ecommerce` only: each entrypoint imports with labkit (and the notebook
     stack) made unimportable, as in the container."""
     modules = sorted({spec.module for spec in [*SERVICES.values(), *TASKS.values()]})
-    blocked = ["labkit", "pandas", "matplotlib", "ipywidgets", "kubernetes", "IPython"]
+    blocked = ["labkit", "pandas", "matplotlib", "ipywidgets", "kubernetes", "IPython", "yaml",
+               "psutil"]  # the `lab` and `cluster` extras: not in the image
     code = ("import importlib, sys\n"
             f"for name in {blocked!r}: sys.modules[name] = None\n"
             f"for mod in {modules!r}:\n"
