@@ -2,8 +2,10 @@
 #   make lab    create .venv, install what a student needs, start JupyterLab on notebooks/
 #   make test   create .venv, install that plus the test tools, run every test
 # Versions come from constraints.txt (what CI tested). The packages are installed with uv (a
-# fast installer, itself installed into .venv by pip); if uv cannot be installed, with pip.
+# fast installer, itself installed into .venv by pip); if uv cannot be installed, or with
+# `make lab INSTALLER=pip`, with pip.
 PYTHON ?= python3
+INSTALLER ?= uv
 VENV   := .venv
 BIN    := $(VENV)/bin
 CONSTRAINTS := constraints.txt
@@ -23,15 +25,16 @@ $(VENV)/.created:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "labkit needs Python 3.11 or newer; found " + sys.version.split()[0]'
 	@echo "==> creating $(VENV) with $$($(PYTHON) --version)"
 	$(PYTHON) -m venv $(VENV)
-	@echo "==> installing uv (a fast package installer) into $(VENV)"
-	@$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on uv \
-		|| echo "uv is not available here: installing with pip (slower)"
+	@if [ "$(INSTALLER)" = uv ]; then \
+		echo "==> installing uv (a fast package installer) into $(VENV)"; \
+		$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on uv \
+		|| echo "uv is not available here: installing with pip (slower)"; fi
 	@touch $@
 
 # $(1): the extras. uv shows its progress; pip prints each package as it goes.
 define install_extras
 	@echo "==> installing labkit[$(1)] with the versions in $(CONSTRAINTS) (first time: about a minute with uv)"
-	@if [ -x $(BIN)/uv ]; then \
+	@if [ "$(INSTALLER)" = uv ] && [ -x $(BIN)/uv ]; then \
 		$(BIN)/uv pip install --python $(BIN)/python -c $(CONSTRAINTS) -e '.[$(1)]'; \
 	else \
 		$(BIN)/python -m pip install --disable-pip-version-check -c $(CONSTRAINTS) -e '.[$(1)]'; \
