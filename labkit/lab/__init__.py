@@ -71,7 +71,8 @@ class Lab:
         rows = self.runtime.status()
         if self.mode == "local":  # 00-base's databases: files or servers, no process
             rows = self.runtime.database_rows() + rows
-        return pd.DataFrame([r for r in rows if r.get("step") in steps])
+        df = pd.DataFrame([r for r in rows if r.get("step") in steps])
+        return df[["step", *[c for c in df.columns if c != "step"]]] if len(df) else df
 
     def down(self) -> list[str]:
         """Stop exactly what the lab started. Idempotent."""
@@ -90,7 +91,10 @@ class Lab:
     def status(self) -> pd.DataFrame:
         import pandas as pd
 
-        return pd.DataFrame(self.runtime.status())
+        df = pd.DataFrame(self.runtime.status())
+        if "step" in df.columns:  # first: the course's step each part belongs to
+            df = df[["step", *[c for c in df.columns if c != "step"]]]
+        return df
 
     def url(self, name: str) -> str:
         """A service's base URL; `"gateway"`: the single entry point (local: the local
@@ -285,16 +289,20 @@ class Lab:
         return pd.DataFrame(body.get("orders", []))
 
     def routes(self) -> pd.DataFrame:
-        """The route table, with the URL each route reaches in this mode."""
+        """The route table, with the URL each route takes in this mode (through the gateway)."""
         import pandas as pd
 
         from labkit.lab.topology import manifest_routes, routes
 
         declared = manifest_routes()
+        try:
+            entry = self.url("gateway")
+        except Exception:  # no gateway yet (before 01-networking): the services' own URLs
+            entry = None
         rows = []
         for r in routes():
             try:
-                target = self.url(r["service"]) + r["path"]
+                target = (entry or self.url(r["service"])) + r["path"]
             except Exception:
                 target = None
             rows.append({**r, "httproute": declared["httproute"].get(r["path"]),

@@ -106,9 +106,10 @@ def _short(text: str, limit: int = 14) -> str:
 
 
 # ---- saga ---------------------------------------------------------------------------------------
-#: Figure width for the notebooks: about the width of JupyterLab's output area at 1024x768, so a
-#: figure is shown close to 1:1 and its fonts keep their size on a projector.
-WIDTH = 9.5
+#: Figure width for the notebooks (inches, shown at 100 dpi): JupyterLab's output area at
+#: 1024x768 is 600-900 px wide (file browser open or closed), so a figure is shown at 75-100%
+#: of its size and its fonts stay readable on a projector.
+WIDTH = 8.0
 
 
 def _saga_label(row: Mapping[str, Any]) -> str:
@@ -378,7 +379,8 @@ def pattern_complexity(complexity: pd.DataFrame,
         fig = Figure(figsize=(WIDTH, 4.8), layout="constrained")
         axes = fig.subplots(1, len(panels))
         for ax, (column, label) in zip(axes, panels.items(), strict=True):
-            bars = ax.bar(complexity.index, complexity[column], color=colors[: len(complexity)])
+            names = [str(p).replace(" ", "\n") for p in complexity.index]  # never touching
+            bars = ax.bar(names, complexity[column], color=colors[: len(complexity)])
             ax.bar_label(bars, fmt="{:,.0f}", fontsize=11)
             ax.set_title(label, fontsize=13)
             ax.set_xlabel("패턴")

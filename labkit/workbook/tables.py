@@ -11,6 +11,7 @@ would otherwise fill a cell, behind names that say what the table is.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,12 +22,14 @@ if TYPE_CHECKING:
 
 #: A text column wraps once any value is longer than this.
 WRAP_AT = 30
-#: At 1024x768 JupyterLab's output area is about this wide (sidebar closed): ~900 px.
-MAX_COLUMNS = 7
-CSS = ("<style>.labkit-table td, .labkit-table th {text-align: left; vertical-align: top; "
-       "padding: 0.3em 0.6em;} .labkit-table td.wrap {white-space: pre-wrap; "
-       "overflow-wrap: anywhere; min-width: 10em; max-width: 34em;} "
-       ".labkit-table caption {caption-side: top; text-align: left; font-weight: bold;}</style>")
+#: At 1024x768 JupyterLab's output area is ~600 px wide with the file browser open: about
+#: five columns of short text.
+MAX_COLUMNS = 5
+#: Inline styles: JupyterLab's own table CSS (right-aligned, centred cells) outranks a
+#: stylesheet in the output; a `style` attribute outranks it.
+CELL = ("text-align: left; vertical-align: top; padding: 0.3em 0.5em; "
+        "overflow-wrap: anywhere;")  # a long name or URL breaks rather than overflow
+WRAP = "white-space: pre-wrap; min-width: 9em; max-width: 32em;"
 
 
 class Table:
@@ -37,17 +40,30 @@ class Table:
         self._parts = parts
 
     def _repr_html_(self) -> str:
-        return CSS + "".join(self._parts)
+        return "".join(self._parts)
 
     def __repr__(self) -> str:
         return self.data.to_string(index=False, max_colwidth=200)
 
 
-def _cell(value: Any) -> str:
+#: Numbers in these columns are names, not amounts: no thousands separator.
+_ID_COLUMN = re.compile(r"(^|[ _#])(pid|id|position|version|port|attempt|#)$")
+
+
+def _cell(value: Any, column: str = "") -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "-"
-    if isinstance(value, float):
-        return f"{value:,.2f}" if not value.is_integer() else f"{value:,.0f}"
+    plain = bool(_ID_COLUMN.search(str(column).lower())) or str(column) == "#"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int | float) or hasattr(value, "dtype"):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return str(value)
+        if number.is_integer():
+            return f"{int(number)}" if plain else f"{int(number):,}"
+        return f"{number:,.2f}"
     if isinstance(value, dict | list):
         import json
 
@@ -56,22 +72,23 @@ def _cell(value: Any) -> str:
 
 
 def _html(df: pd.DataFrame, wrap: set[str], caption: str | None) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    head = "".join(f'<th style="{CELL}">{html.escape(str(c))}</th>' for c in df.columns)
     body = []
     for row in df.itertuples(index=False):
         cells = []
         for col, value in zip(df.columns, row, strict=True):
-            cls = ' class="wrap"' if col in wrap else ""
-            cells.append(f"<td{cls}>{html.escape(_cell(value))}</td>")
+            style = CELL + (WRAP if col in wrap else "")
+            cells.append(f'<td style="{style}">{html.escape(_cell(value, col))}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
-    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-    return (f'<table class="labkit-table">{cap}<thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>")
+    cap = (f'<caption style="caption-side: top; text-align: left; font-weight: bold;">'
+           f"{html.escape(caption)}</caption>" if caption else "")
+    return (f'<table class="labkit-table" style="margin: 0.4em 0;">{cap}<thead><tr>{head}</tr>'
+            f"</thead><tbody>{''.join(body)}</tbody></table>")
 
 
 def long_text_columns(df: pd.DataFrame, at: int = WRAP_AT) -> list[str]:
     """Columns holding text longer than `at` characters somewhere."""
-    return [c for c in df.columns if any(len(_cell(v)) > at for v in df[c])]
+    return [c for c in df.columns if any(len(_cell(v, c)) > at for v in df[c])]
 
 
 def show(df: pd.DataFrame, *, wrap: Iterable[str] | None = None, key: Sequence[str] | str = (),
