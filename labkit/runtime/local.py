@@ -159,6 +159,7 @@ class LocalRuntime:
         self.data_dir = self.settings.data_dir
         self.names = list(services or [*SERVICES, GATEWAY])
         self.state_file = self.data_dir / "runtime.json"
+        self._steps: dict[str, str] | None = None  # process -> step, read once from manifests/
         self.log_dir = self.data_dir / "logs"
 
     # ---- state ---------------------------------------------------------------------------
@@ -433,7 +434,9 @@ class LocalRuntime:
     # ---- observation --------------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
         records = self._load()
-        steps = process_steps(self.names)
+        if self._steps is None:
+            self._steps = process_steps(self.names)
+        steps = self._steps
         out = []
         with httpx.Client(timeout=0.5) as client:
             for name in self.names:
