@@ -25,13 +25,19 @@ import pytest
 def test_sigterm_always_stops_the_process(tmp_path, command) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABKIT_")}
     env.update({"LABKIT_DATA_DIR": str(tmp_path), "LABKIT_EVENTS_DB": str(tmp_path / "e.db"),
-                "LABKIT_READ_DB": str(tmp_path / "r.db")})
+                "LABKIT_READ_DB": str(tmp_path / "r.db"), "PYTHONUNBUFFERED": "1"})
     rnd = random.Random(5)
     for _ in range(3):
         proc = subprocess.Popen([sys.executable, "-m", *command], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
-            time.sleep(0.6 + rnd.uniform(0, 0.2))  # started, and deep in its poll loop
+            # Its "following" line comes once the handlers are installed and the loop starts
+            # (on a loaded machine that can take seconds: wait for it, not a fixed time).
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if '"msg": "following' in line:
+                    break
+            time.sleep(rnd.uniform(0, 0.2))  # jitter: land anywhere in the poll loop
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(10) == 0
         finally:
