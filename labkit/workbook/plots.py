@@ -145,10 +145,10 @@ def saga_gantt(timeline: pd.DataFrame, title: str = "Saga 타임라인: 단계�
     n = len(rows)
     for r, s, e in zip(rows, times[:n], times[n:2 * n], strict=True):
         r["_s"], r["_e"] = s, max(e, s)
+    origin: dict[str, float] = {}  # each saga's first event on the shared clock: its order
+    for r in rows:
+        origin[r["saga"]] = min(origin.get(r["saga"], r["_s"]), r["_s"])
     if align == "start":
-        origin: dict[str, float] = {}
-        for r in rows:
-            origin[r["saga"]] = min(origin.get(r["saga"], r["_s"]), r["_s"])
         for r in rows:
             r["_s"], r["_e"] = r["_s"] - origin[r["saga"]], r["_e"] - origin[r["saga"]]
     gap_secs = list(zip(times[2 * n::2], times[2 * n + 1::2], [g[2] for g in gaps], strict=True))
@@ -161,7 +161,7 @@ def saga_gantt(timeline: pd.DataFrame, title: str = "Saga 타임라인: 단계�
         key = (r["saga"], r["step"])
         first_step[key] = min(first_step.get(key, r["_s"]), r["_s"])
         label_of.setdefault(r["saga"], _saga_label(r))
-    keys = sorted(first_step, key=lambda k: (first_saga[k[0]], first_step[k]))
+    keys = sorted(first_step, key=lambda k: (origin[k[0]], k[0], first_step[k]))
     multi = len(first_saga) > 1
     y_of: dict[tuple[str, str], int] = {}
     ticks: list[tuple[int, str, bool]] = []  # (y, text, is a saga's header row)

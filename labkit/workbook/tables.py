@@ -27,9 +27,12 @@ WRAP_AT = 30
 MAX_COLUMNS = 5
 #: Inline styles: JupyterLab's own table CSS (right-aligned, centred cells) outranks a
 #: stylesheet in the output; a `style` attribute outranks it.
-CELL = ("text-align: left; vertical-align: top; padding: 0.3em 0.5em; "
-        "overflow-wrap: anywhere;")  # a long name or URL breaks rather than overflow
+CELL = "text-align: left; vertical-align: top; padding: 0.3em 0.5em;"
 WRAP = "white-space: pre-wrap; min-width: 9em; max-width: 32em;"
+#: A long name or URL may break anywhere rather than push the table off the screen; short
+#: values (and headers) stay whole.
+BREAK = "overflow-wrap: anywhere;"
+BREAK_AT = 16
 
 
 class Table:
@@ -77,8 +80,9 @@ def _html(df: pd.DataFrame, wrap: set[str], caption: str | None) -> str:
     for row in df.itertuples(index=False):
         cells = []
         for col, value in zip(df.columns, row, strict=True):
-            style = CELL + (WRAP if col in wrap else "")
-            cells.append(f'<td style="{style}">{html.escape(_cell(value, col))}</td>')
+            text = _cell(value, col)
+            style = CELL + (WRAP if col in wrap else "") + (BREAK if len(text) > BREAK_AT else "")
+            cells.append(f'<td style="{style}">{html.escape(text)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     cap = (f'<caption style="caption-side: top; text-align: left; font-weight: bold;">'
            f"{html.escape(caption)}</caption>" if caption else "")

@@ -116,6 +116,16 @@ def test_saga_gantt_names_sagas_by_what_happened_and_shades_gaps():
     assert not overlapping_texts(fig)
 
 
+def test_saga_gantt_aligned_at_each_start_keeps_each_saga_together():
+    df = timeline()
+    fig = plots.saga_gantt(df, align="start")
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == ["s1", "validate_user", "create_order", "reserve_stock", "charge_payment",
+                      "s2", "validate_user", "create_order"]
+    s2_first = next(p for p in fig.axes[0].patches if p.get_y() < 6.5 and p.get_y() > 5.5)
+    assert s2_first.get_x() == 0  # s2 drawn from its own start
+
+
 def test_saga_gantt_single_saga_uses_step_names_and_numbers():
     df = timeline()
     df = df[df["saga"] == "s1"].copy()
