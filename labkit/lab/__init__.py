@@ -117,6 +117,14 @@ class Lab:
                 continue
         return out
 
+    def trace(self, method: str, path: str, host: str | None = None, body: Any = None
+              ) -> dict[str, Any]:
+        """One request through the gateway and the way it went: route matched, backend,
+        upstream path, status, ms, answer. E.g. `lab.trace("GET", "/api/users", "api.local")`."""
+        from labkit.lab.trace import trace
+
+        return trace(self, method, path, host, body)
+
     def rewrite_target(self, target: str | None = "/") -> pd.DataFrame:
         """Restart the local gateway with the course's
         `nginx.ingress.kubernetes.io/rewrite-target: <target>` on its Ingress rules (requests

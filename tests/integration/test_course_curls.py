@@ -200,3 +200,13 @@ def test_env_with_nothing_running_says_so(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "labkit.cli", "env"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "labkit up" in done.stderr
+
+
+def test_trace_shows_one_requests_way_through_the_gateway(lab: Lab) -> None:
+    way = lab.trace("GET", "/api/users?limit=1", host="api.local")
+    assert way["route"] == "Ingress ecommerce-ingress api.local/api/users"
+    assert (way["backend"], way["upstream"], way["status"]) == ("user-service", "/api/users", 200)
+    assert isinstance(way["ms"], float) and "users" in way["answer"]
+    plain = lab.trace("POST", "/api/commands/create-user")
+    assert plain["route"] == "HTTPRoute ecommerce-routes /api/commands"
+    assert plain["status"] == 422 and "try" in plain["answer"]
