@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+# A lab a test starts never takes the student's gateway port (8080): any free port instead.
+os.environ["LABKIT_GATEWAY_PORT"] = "0"
+
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 

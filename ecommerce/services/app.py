@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from ecommerce import logs
 from ecommerce.config import Settings
 from ecommerce.domain.events import EventValidationError
+from ecommerce.services.body_hint import body_hint
 from ecommerce.store.base import ConcurrencyError, StoreUnavailableError
 from ecommerce.store.read_base import ReadStore
 
@@ -138,9 +139,12 @@ def make_app(
                             status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": "invalid request", "reason": "validation_error",
-                             "errors": _field_errors(exc)}, status_code=422)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        body = {"detail": "invalid request", "reason": "validation_error",
+                "errors": _field_errors(exc)}
+        # No usable JSON body at all (the course's bodiless curl): say what to send, and how.
+        body.update(body_hint(request, exc.errors()) or {})
+        return JSONResponse(body, status_code=422)
 
     @app.exception_handler(EventValidationError)
     async def bad_event(_: Request, exc: EventValidationError) -> JSONResponse:

@@ -32,7 +32,8 @@ UserId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9
 
 
 class CreateUser(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"name": "Kim", "email": "kim@example.com"}]})
     name: str = Field(min_length=1, max_length=200)
     email: str = Field(min_length=3, max_length=320)
     tier: str = Field("standard", pattern="^(standard|premium)$")
@@ -40,7 +41,8 @@ class CreateUser(BaseModel):
 
 
 class UpdateUser(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"user_id": "alice", "email": "alice.kim@example.com"}]})
     user_id: UserId
     name: str | None = Field(None, min_length=1, max_length=200)
     email: str | None = Field(None, min_length=3, max_length=320)
@@ -48,7 +50,8 @@ class UpdateUser(BaseModel):
 
 
 class DeactivateUser(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"user_id": "alice", "reason": "left the course"}]})
     user_id: UserId
     reason: str = Field("", max_length=500)
     expected_version: int | None = Field(None, ge=0, le=2**31)
@@ -62,7 +65,8 @@ class OrderLine(BaseModel):
 
 
 class PlaceOrder(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"user_id": "alice", "lines": [{"sku": "MOUSE-WL", "quantity": 1}]}]})
     user_id: UserId
     lines: list[OrderLine] = Field(min_length=1, max_length=50)
     order_id: UserId | None = None

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ecommerce.config import Settings
 from ecommerce.domain import users as u
@@ -30,6 +30,8 @@ PEER_TIMEOUT = 5.0
 
 
 class NewUser(BaseModel):
+    model_config = ConfigDict(json_schema_extra={
+        "examples": [{"name": "Kim", "email": "kim@example.com"}]})
     name: str = Field(min_length=1, max_length=200)
     email: str = Field(min_length=3, max_length=320)
     tier: str = Field("standard", pattern="^(standard|premium)$")
@@ -54,14 +56,11 @@ def create_app(settings: Settings, store: EventStore | None = None,
     commands = httpx.Client(base_url=settings.peer_url(COMMAND_SERVICE), timeout=PEER_TIMEOUT,
                             transport=transport)
 
-    def command_service_ready() -> None:
-        r = commands.get("/healthz", timeout=2.0)
-        if r.status_code != 200:
-            raise RuntimeError(f"command-service /healthz answered {r.status_code}")
-
+    # Ready without command-service: reads (the saga's validate-user step) need only the event
+    # store, and the course deploys this service (02-saga) before command-service (03-cqrs).
+    # POST /api/users answers 503 `peer_unavailable` while command-service is not there.
     app = make_app(SERVICE, settings,
-                   ready_checks={"event_store": es.last_position,
-                                 "command_service": command_service_ready},
+                   ready_checks={"event_store": es.last_position},
                    description="Users, read from the event store; writes go to command-service.")
     install_store_errors(app)
     install_faults(app, SERVICE, settings)

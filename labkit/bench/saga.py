@@ -36,7 +36,7 @@ def _fresh_lab() -> Iterator[Any]:
 
     with temporary_lab() as rt:
         rt.up(progress=False)
-        lab = Lab(rt.settings)
+        lab = Lab(rt.settings, gateway_port=0)
         try:
             yield lab
         finally:

@@ -28,7 +28,7 @@ def temporary_lab(services: list[str] | None = None) -> Iterator[LocalRuntime]:
         base = Settings.from_env()
         d = Path(tmp)
         settings = replace(base, data_dir=d, events_db=d / "events.db", read_db=d / "read.db")
-        runtime = LocalRuntime(settings, services)
+        runtime = LocalRuntime(settings, services, gateway_port=0)  # never the student's 8080
         try:
             yield runtime
         finally:

@@ -1,6 +1,6 @@
 """`labkit`: the command line for students and instructors (click). Every command has --help.
 
-    labkit up | status | down | reset | logs NAME | kill NAME | doctor
+    labkit up [--step STEP] | status | env | down | reset | logs NAME | kill NAME | doctor
     labkit events append|tail|stats     labkit replay
     labkit fire SCENARIO                labkit saga place|status|list|timeline|run
     labkit chaos                        labkit bench eventstore|replay|up|commands|saga
@@ -19,7 +19,7 @@ import click
 
 from labkit.cli.bench import bench
 from labkit.cli.events import events, replay
-from labkit.cli.lifecycle import doctor, down, kill, logs, reset, status, up
+from labkit.cli.lifecycle import doctor, down, env, kill, logs, reset, status, up
 from labkit.cli.sagas import chaos, fire, saga
 from labkit.cli.tools import image, notebooks, plots, validate
 
@@ -33,7 +33,7 @@ def cli() -> None:
     """
 
 
-for command in (up, status, down, reset, logs, kill, doctor, events, replay, fire, saga, chaos,
+for command in (up, status, env, down, reset, logs, kill, doctor, events, replay, fire, saga, chaos,
                 bench, validate, image, plots, notebooks):
     cli.add_command(command)
 

@@ -1,7 +1,8 @@
-"""`labkit up | status | down | reset | logs | kill | doctor`: the lab's lifecycle."""
+"""`labkit up | status | env | down | reset | logs | kill | doctor`: the lab's lifecycle."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING
 
@@ -20,14 +21,34 @@ def make_lab() -> Lab:
 
 
 @click.command()
+@click.option("--step", metavar="STEP",
+              help="start only this step and the ones before it, as the course does: 00-base, "
+                   "01-networking, 02-saga, 03-cqrs, 04-event-sourcing (or 02, saga, ...)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def up(quiet: bool) -> None:
-    """Start every service (restart what is down) and wait until ready."""
+def up(step: str | None, quiet: bool) -> None:
+    """Start every service (restart what is down) and wait until ready.
+
+    Local mode also starts `gateway` on 127.0.0.1:8080 (LABKIT_GATEWAY_PORT), which routes
+    like manifests/01-networking: the course's curl lines work against http://localhost:8080.
+    """
+    from labkit.runtime.steps import up_to
+
     lab = make_lab()
     started = time.perf_counter()
-    lab.up(progress=not quiet)
-    click.echo(table(lab.runtime.status(), ["service", "url", "pid", "status"]))
-    click.echo(f"ready in {time.perf_counter() - started:.1f}s ({lab.mode} mode)")
+    lab.up(step, progress=not quiet)
+    steps = up_to(step)
+    rows = [r for r in lab.runtime.status() if r.get("step") in steps]
+    if lab.mode == "local":
+        rows = lab.runtime.database_rows() + rows
+        click.echo(table(rows, ["step", "service", "url", "pid", "status"]))
+    else:
+        click.echo(table(rows, ["step", "kind", "name", "state", "detail"]))
+    what = f"steps up to {steps[-1]}" if step else "every step"
+    click.echo(f"{what} ready in {time.perf_counter() - started:.1f}s ({lab.mode} mode)")
+    if lab.mode == "local":
+        with contextlib.suppress(Exception):
+            click.echo(f"gateway: {lab.url('gateway')}  (try: curl -s "
+                       f"{lab.url('gateway')}/api/queries/users; `labkit env` prints every URL)")
 
 
 @click.command()
@@ -38,7 +59,22 @@ def status(as_json: bool) -> None:
     if as_json:
         print_json(rows)
     else:
-        click.echo(table(rows, ["service", "url", "pid", "status", "rss_mb", "detail"]))
+        click.echo(table(rows, ["step", "service", "url", "pid", "status", "rss_mb", "detail"]))
+
+
+@click.command()
+@click.option("--powershell", is_flag=True, help="PowerShell ($env:NAME = ...) instead of bash/zsh")
+def env(powershell: bool) -> None:
+    """Print the gateway's and services' URLs as shell variables.
+
+    bash / zsh:  eval "$(labkit env)"     PowerShell:  labkit env --powershell | Invoke-Expression
+    """
+    from labkit.cli.shell import exports
+
+    urls = make_lab().urls()
+    if not urls:
+        raise click.ClickException("nothing is running: start the lab with `labkit up`")
+    click.echo(exports(urls, "powershell" if powershell else "sh"))
 
 
 @click.command()

@@ -23,7 +23,10 @@ class LabError(RuntimeError):
 
 
 class Lab:
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, gateway_port: int | None = None
+                 ) -> None:
+        """`gateway_port` (local mode): the local gateway's port; None reads
+        LABKIT_GATEWAY_PORT (default 8080), 0 takes any free port (temporary labs, tests)."""
         self.settings = settings or Settings.from_env()
         self.mode = self.settings.mode
         if self.mode == "cluster":
@@ -33,7 +36,7 @@ class Lab:
         else:
             from labkit.runtime.local import LocalRuntime
 
-            self.runtime = LocalRuntime(self.settings)
+            self.runtime = LocalRuntime(self.settings, gateway_port=gateway_port)
         self._clients: dict[str, httpx.Client] = {}
 
     def __repr__(self) -> str:
@@ -41,14 +44,35 @@ class Lab:
         return f"<Lab mode={self.mode} at {where}>"
 
     # ---- lifecycle -------------------------------------------------------------------------
-    def up(self, wait: bool = True, progress: bool = True) -> pd.DataFrame:
-        """Start (or restart what is down) and wait until every service is ready."""
+    def up(self, step: str | None = None, *, wait: bool = True, progress: bool = True
+           ) -> pd.DataFrame:
+        """Start (or restart what is down) and wait until every service is ready.
+
+        `step` (`"02-saga"`, or `"02"`): start that step and the ones before it, as the course
+        builds the system up (00-base, 01-networking, 02-saga, 03-cqrs, 04-event-sourcing); in
+        cluster mode, apply just those steps' manifests. Returns the status of what those steps
+        run (every step when `step` is None), with a `step` column.
+        """
+        from labkit.runtime.steps import UnknownStep, up_to
+
+        try:
+            steps = up_to(step)
+        except UnknownStep as exc:
+            raise LabError(str(exc)) from None
         if self.mode == "cluster":
             self.runtime.progress = progress
-            self.runtime.up(wait=wait)
+            self.runtime.up(steps if step is not None else None, wait=wait)
         else:
-            self.runtime.up(wait=wait, progress=progress)
-        return self.status()
+            self.runtime.up(wait=wait, progress=progress, step=step)
+        if step is None:
+            return self.status()
+        import pandas as pd
+
+        rows = self.runtime.status()
+        if self.mode == "local":  # 00-base's databases: files or servers, no process
+            rows = self.runtime.database_rows() + rows
+        df = pd.DataFrame([r for r in rows if r.get("step") in steps])
+        return df[["step", *[c for c in df.columns if c != "step"]]] if len(df) else df
 
     def down(self) -> list[str]:
         """Stop exactly what the lab started. Idempotent."""
@@ -67,13 +91,56 @@ class Lab:
     def status(self) -> pd.DataFrame:
         import pandas as pd
 
-        return pd.DataFrame(self.runtime.status())
+        df = pd.DataFrame(self.runtime.status())
+        if "step" in df.columns:  # first: the course's step each part belongs to
+            df = df[["step", *[c for c in df.columns if c != "step"]]]
+        return df
 
     def url(self, name: str) -> str:
+        """A service's base URL; `"gateway"`: the single entry point (local: the local
+        gateway on 127.0.0.1:8080; cluster: the Gateway's address)."""
         return self.runtime.url(name)
 
+    def urls(self) -> dict[str, str]:
+        """Every address you can reach now: the gateway first, then each running service
+        (local mode). In cluster mode only the gateway: services are reached through it or
+        through port-forwards that live as long as this process."""
+        from ecommerce.services.registry import SERVICES
+
+        out: dict[str, str] = {}
+        names = ["gateway"] + ([n for n, s in SERVICES.items() if s.http]
+                               if self.mode == "local" else [])
+        for name in names:
+            try:
+                out[name] = self.url(name)
+            except Exception:
+                continue
+        return out
+
+    def trace(self, method: str, path: str, host: str | None = None, body: Any = None
+              ) -> dict[str, Any]:
+        """One request through the gateway and the way it went: route matched, backend,
+        upstream path, status, ms, answer. E.g. `lab.trace("GET", "/api/users", "api.local")`."""
+        from labkit.lab.trace import trace
+
+        return trace(self, method, path, host, body)
+
+    def rewrite_target(self, target: str | None = "/") -> pd.DataFrame:
+        """Restart the local gateway with the course's
+        `nginx.ingress.kubernetes.io/rewrite-target: <target>` on its Ingress rules (requests
+        with `Host: api.local`), or without it (`None`): to see what the annotation breaks."""
+        if self.mode != "local":
+            raise LabError("cluster mode: add the annotation to the Ingress in "
+                           "manifests/01-networking/ingress.yaml and apply it; this lab's cluster "
+                           "routes through the Gateway (HTTPRoute), which has no such annotation")
+        import pandas as pd
+
+        self.close()
+        return pd.DataFrame([self.runtime.restart_gateway(target)])
+
     def http(self, name: str) -> httpx.Client:
-        """An HTTP client whose base URL is the service (same code in both modes)."""
+        """An HTTP client whose base URL is the service (same code in both modes); `"gateway"`:
+        the entry point (in cluster mode it sends the course's `Host: api.local`)."""
         base = self.url(name)
         client = self._clients.get(name)
         if client is None or str(client.base_url).rstrip("/") != base:
@@ -231,16 +298,20 @@ class Lab:
         return pd.DataFrame(body.get("orders", []))
 
     def routes(self) -> pd.DataFrame:
-        """The route table, with the URL each route reaches in this mode."""
+        """The route table, with the URL each route takes in this mode (through the gateway)."""
         import pandas as pd
 
         from labkit.lab.topology import manifest_routes, routes
 
         declared = manifest_routes()
+        try:
+            entry = self.url("gateway")
+        except Exception:  # no gateway yet (before 01-networking): the services' own URLs
+            entry = None
         rows = []
         for r in routes():
             try:
-                target = self.url(r["service"]) + r["path"]
+                target = (entry or self.url(r["service"])) + r["path"]
             except Exception:
                 target = None
             rows.append({**r, "httproute": declared["httproute"].get(r["path"]),

@@ -3,6 +3,7 @@
     sid = lab.saga.place_order("u-1", [("MOUSE-WL", 1)])   # appends SagaStarted
     lab.saga.wait(sid)                                      # the saga's view once it ended
     lab.saga.timeline([sid])                                # DataFrame for the Gantt chart
+    lab.saga.latest(5)                                      # the same, for the 5 newest sagas
 
 `place_order` only records that the saga started; the orchestrator (the `saga-orchestrator`
 process, or a Job running `run --pending`) drives it. `status`, `wait`, `list` and `timeline`
@@ -200,17 +201,27 @@ class SagaClient:
         last 10): saga, step, kind (action|compensation), start, end, outcome, attempt."""
         import pandas as pd
 
+        from labkit.lab.scenarios import scenario_of
+
         if ids is None:
             ids = [r["saga_id"] for r in self.list(limit=10)][::-1]
         elif isinstance(ids, str):
             ids = [ids]
         rows: list[dict[str, Any]] = []
         for sid in ids:
-            rows += timeline_rows(sid, self.store.read_stream(s.stream_id(sid)))
-        df = pd.DataFrame(rows, columns=list(TIMELINE_COLUMNS))
+            events = self.store.read_stream(s.stream_id(sid))
+            state = s.fold(sid, events)
+            label = f"{scenario_of(state)} · {state.user_id}"
+            rows += [{**r, "label": label} for r in timeline_rows(sid, events)]
+        df = pd.DataFrame(rows, columns=[*TIMELINE_COLUMNS, "label"])
         for col in ("start", "end"):
             df[col] = pd.to_datetime(df[col], utc=True)
         return df
+
+    def latest(self, n: int = 5) -> pd.DataFrame:
+        """The timeline of the `n` most recently started sagas (oldest of them first): what a
+        chart of "what just happened" needs, whatever placed them."""
+        return self.timeline([r["saga_id"] for r in self.list(limit=n)][::-1])
 
     # ---- driving in this process (no orchestrator process needed) --------------------------
     def run(self, saga_id: str, participants: Any = None) -> dict[str, Any]:

@@ -42,6 +42,35 @@ DEFAULT_LINES = (("MOUSE-WL", 1),)
 SCARCE_SKU = "HEADSET-BT"
 
 
+#: A refusal's reason -> the scenario that produces it.
+_BY_FAILURE = {"declined": "payment-declined", "insufficient_stock": "out-of-stock",
+               "invalid_user": "invalid-user", "inactive_user": "inactive-user"}
+#: A step -> what a deadline there, or retries there, are called.
+_TIMEOUT = {"charge_payment": "payment-timeout", "reserve_stock": "inventory-timeout",
+            "create_order": "order-timeout", "validate_user": "user-timeout",
+            "confirm_order": "order-timeout"}
+_FLAKY = {"reserve_stock": "inventory-flaky", "charge_payment": "payment-flaky",
+          "create_order": "order-flaky", "validate_user": "user-flaky",
+          "confirm_order": "order-flaky"}
+
+
+def scenario_of(state: s.SagaState) -> str:
+    """What happened to a saga, named like the scenarios (`payment-declined`, `inventory-flaky`,
+    `orchestrator-crash`, `happy`...), read from its own events: for a chart's labels, it works
+    for any saga, also one placed by hand or by a widget, in both modes."""
+    if state.faults.get("crash_after"):
+        return "orchestrator-crash"
+    if state.status in ("compensated", "compensating", "failed"):
+        if state.failure == "deadline_exceeded":
+            return _TIMEOUT.get(state.failed_step, "timeout")
+        return _BY_FAILURE.get(state.failure, state.failure or "failed")
+    retried = [st.name for st, act in zip(s.ORDER_SAGA, state.actions, strict=True)
+               if act.attempts > 1]
+    if state.status == "completed":
+        return _FLAKY.get(retried[0], "retried") if retried else "happy"
+    return state.status
+
+
 class ScenarioError(RuntimeError):
     """A scenario could not be set up; the message says what is missing."""
 

@@ -11,7 +11,9 @@ from typing import Any
 from ecommerce.config import Settings
 
 PACKAGES = ("fastapi", "uvicorn", "httpx", "psycopg", "redis", "pandas", "matplotlib",
-            "ipywidgets", "jupyterlab", "kubernetes", "tqdm", "koreanize-matplotlib")
+            "ipywidgets", "jupyterlab", "tqdm", "koreanize-matplotlib")
+#: Only cluster mode needs these (`LABKIT_MODE=cluster make lab` installs them).
+CLUSTER_PACKAGES = ("kubernetes",)
 
 
 def local_checks(settings: Settings) -> list[dict[str, Any]]:
@@ -23,13 +25,15 @@ def local_checks(settings: Settings) -> list[dict[str, Any]]:
     v = sys.version_info
     add("python", v >= (3, 11), f"{v.major}.{v.minor}.{v.micro} (needs 3.11+)")
     missing = []
-    for name in PACKAGES:
+    for name in PACKAGES + (CLUSTER_PACKAGES if settings.mode == "cluster" else ()):
         try:
             md.version(name)
         except md.PackageNotFoundError:
             missing.append(name)
     add("packages", not missing, "all installed" if not missing else
-        f"missing: {', '.join(missing)}; run `make lab` (it installs them)")
+        f"missing: {', '.join(missing)}; run `make lab` (it installs them"
+        + ("; `LABKIT_MODE=cluster make lab` for cluster mode" if settings.mode == "cluster"
+           else "") + ")")
     add("mode", True, f"{settings.mode} (LABKIT_MODE)")
     d = settings.data_dir
     try:

@@ -60,13 +60,12 @@ class Check(NamedTuple):
 
 
 def _progress(iterable: Iterable[Any], *, total: int, desc: str, enabled: bool) -> Iterator[Any]:
-    if not enabled:
-        yield from iterable
-        return
-    from tqdm.auto import tqdm
+    from labkit.runtime.progress import Progress
 
-    with tqdm(iterable, total=total, desc=desc, unit="obj", leave=True) as bar:
-        yield from bar
+    with Progress(total, desc, "objects", enabled=enabled) as bar:  # text: survives a reload
+        for item in iterable:
+            yield item
+            bar.update(1)
 
 
 def job_from_cronjob(cronjob: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -191,6 +190,8 @@ class ClusterRuntime:
         if self._api is None:
             try:
                 self._api = self._factory()
+            except ClusterError:  # already one sentence (e.g. no Kubernetes client installed)
+                raise
             except Exception as exc:
                 raise ClusterError(explain(exc, action="load your kubeconfig")) from None
         return self._api
@@ -275,7 +276,7 @@ class ClusterRuntime:
            timeout: float = 600) -> list[str]:
         """Apply the steps in order (each in plan order), waiting for each step's workloads."""
         chosen = self.steps(steps)
-        if steps is None and BASE_STEP in chosen and not self.may("create", "", "namespaces"):
+        if BASE_STEP in chosen and not self.may("create", "", "namespaces"):
             # A student: the instructor applied 00-base (namespaces, the Secret, RBAC).
             if not self.base_applied():
                 raise ClusterError(f"Namespace {self.namespace} does not exist and you may not "
@@ -338,11 +339,9 @@ class ClusterRuntime:
         if not pending:
             return
         deadline = self._clock() + timeout
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
+        from labkit.runtime.progress import Progress
 
-            bar = tqdm(total=len(pending), desc=desc, unit="obj", leave=True)
+        bar = Progress(len(pending), desc, "objects", enabled=self.progress)
         try:
             while True:
                 last: dict[str, ks.State] = {}
@@ -351,8 +350,7 @@ class ClusterRuntime:
                     state = ks.workload_state(live)
                     if state.done:
                         pending.remove(obj)
-                        if bar is not None:
-                            bar.update(1)
+                        bar.update(1)
                         continue
                     last[m.describe(obj)] = state
                     if state.phase == ks.FAILED:
@@ -363,8 +361,7 @@ class ClusterRuntime:
                             raise ClusterError(self._stuck_message(obj, live, "cannot become ready"))
                 if not pending:
                     return
-                if bar is not None:
-                    bar.set_postfix_str(", ".join(o["metadata"]["name"] for o in pending)[:60])
+                bar.note(", ".join(o["metadata"]["name"] for o in pending)[:60])
                 if self._clock() >= deadline:
                     lines = [f"Timed out after {timeout:.0f}s waiting for "
                              f"{', '.join(m.describe(o) for o in pending)}:"]
@@ -375,8 +372,7 @@ class ClusterRuntime:
                     raise ClusterError("\n".join(lines))
                 self._sleep(self.poll_interval)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
 
     def _stuck_message(self, obj: Mapping[str, Any], live: Mapping[str, Any] | None,
                        detail: str) -> str:

@@ -63,7 +63,14 @@ class KubernetesApi:
     @classmethod
     def from_config(cls, context: str | None = None) -> KubernetesApi:
         """In-cluster config if running in a pod, else the kubeconfig (and `context`)."""
-        from kubernetes import client, config
+        try:
+            from kubernetes import client, config
+        except ModuleNotFoundError:  # `make lab` installs it only for cluster mode
+            from labkit.runtime.k8s_errors import ClusterError
+
+            raise ClusterError("Cluster mode needs the Kubernetes client, which `make lab` "
+                               "installs only for it: run `LABKIT_MODE=cluster make lab` (or "
+                               "`.venv/bin/pip install -e '.[cluster]'`).") from None
 
         name = "in-cluster"
         try:

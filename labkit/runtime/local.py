@@ -31,11 +31,18 @@ from typing import Any
 import httpx
 
 from ecommerce.config import Settings, service_url_var
-from ecommerce.services.registry import SERVICES, TASKS, ServiceSpec
+from ecommerce.services.registry import SERVICES, TASKS
+from labkit.runtime.manifests import STEPS
+from labkit.runtime.steps import GATEWAY, process_steps, processes_for, workload_for
 
 #: Variables the local runtime decides itself (addresses and databases).
 OVERRIDDEN = ("LABKIT_HOST", "LABKIT_PORT", "LABKIT_PG_URL", "LABKIT_REDIS_URL")
 READY_TIMEOUT = 30.0
+#: The local gateway's port (the course's curl lines use http://localhost:8080); 0: any free port.
+GATEWAY_PORT_ENV = "LABKIT_GATEWAY_PORT"
+DEFAULT_GATEWAY_PORT = 8080
+#: Set to `/` to give the gateway the course's `rewrite-target: /` for the Ingress rules.
+REWRITE_ENV = "LABKIT_GATEWAY_REWRITE_TARGET"
 
 
 class RuntimeErrorWithHint(RuntimeError):
@@ -66,11 +73,6 @@ class LaunchSpec:
     http: bool
 
 
-def workload_for(spec: ServiceSpec) -> str:
-    """The manifest workload a local long-running process mirrors (`-follow` variants)."""
-    return f"{spec.name}-follow" if "--follow" in spec.args else spec.name
-
-
 def launch_specs(names: Iterable[str] | None = None) -> dict[str, LaunchSpec]:
     """Commands and literal environment of each process, taken from the manifests."""
     from labkit.runtime.manifests import container_specs
@@ -78,7 +80,10 @@ def launch_specs(names: Iterable[str] | None = None) -> dict[str, LaunchSpec]:
     containers = container_specs()
     out: dict[str, LaunchSpec] = {}
     registry = {**SERVICES, **TASKS}
-    for name in names or SERVICES:
+    for name in names if names is not None else SERVICES:
+        if name == GATEWAY:  # labkit's own process: the manifests' routing rules, served
+            out[name] = LaunchSpec(name, [sys.executable, "-m", "labkit.runtime.gateway"], {}, True)
+            continue
         spec = registry[name]
         container = containers.get(workload_for(spec)) or containers.get(spec.name)
         if container is None or container.module is None:
@@ -99,6 +104,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def gateway_port() -> int:
+    """LABKIT_GATEWAY_PORT (default 8080); 0 means any free port."""
+    text = os.environ.get(GATEWAY_PORT_ENV, "").strip() or str(DEFAULT_GATEWAY_PORT)
+    if not text.isdigit() or int(text) > 65535:
+        raise RuntimeErrorWithHint(f"{GATEWAY_PORT_ENV} must be a port number (0: any free "
+                                   f"port); got {text!r}")
+    return int(text) or free_port()
+
+
 def port_is_free(port: int) -> bool:
     """Could a server bind the port? Like uvicorn, allow reuse of a port whose previous owner
     left connections in TIME_WAIT (a killed service must restart on its own port at once)."""
@@ -109,6 +123,19 @@ def port_is_free(port: int) -> bool:
             return True
         except OSError:
             return False
+
+
+def _owner(port: int) -> str:
+    """` (pid 123, nginx)` when this user may see who listens on the port, else ``."""
+    try:
+        import psutil
+
+        for c in psutil.net_connections("tcp"):
+            if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN and c.pid:
+                return f" (pid {c.pid}, {psutil.Process(c.pid).name()})"
+    except Exception:  # not allowed to look (macOS without root): say nothing
+        pass
+    return ""
 
 
 def _proc(pid: int, started: float) -> Any:
@@ -139,11 +166,15 @@ class LocalRuntime:
 
     mode = "local"
 
-    def __init__(self, settings: Settings | None = None, services: Iterable[str] | None = None):
+    def __init__(self, settings: Settings | None = None, services: Iterable[str] | None = None,
+                 *, gateway_port: int | None = None):
         self.settings = settings or Settings.from_env()
+        #: The gateway's port: None reads LABKIT_GATEWAY_PORT (default 8080); 0: any free port.
+        self.gateway_port = gateway_port
         self.data_dir = self.settings.data_dir
-        self.names = list(services or SERVICES)
+        self.names = list(services or [*SERVICES, GATEWAY])
         self.state_file = self.data_dir / "runtime.json"
+        self._steps: dict[str, str] | None = None  # process -> step, read once from manifests/
         self.log_dir = self.data_dir / "logs"
 
     # ---- state ---------------------------------------------------------------------------
@@ -177,12 +208,14 @@ class LocalRuntime:
         raw = self._read_state()
         return {k: ProcessRecord(**v) for k, v in raw.get("processes", {}).items()}
 
-    def _save(self, records: dict[str, ProcessRecord]) -> None:
+    def _save(self, records: dict[str, ProcessRecord], ports: dict[str, int] | None = None
+              ) -> None:
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             tmp = self.state_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({"processes": {k: asdict(v) for k, v in records.items()},
-                                       "ports": self._ports(records)}, indent=2))
+                                       "ports": {**(ports or {}), **self._ports(records)}},
+                                      indent=2))
             tmp.replace(self.state_file)
         except OSError as exc:
             raise self._bad_data_dir(exc) from None
@@ -194,7 +227,19 @@ class LocalRuntime:
         return ports
 
     def _assign_ports(self, specs: dict[str, LaunchSpec]) -> dict[str, int]:
-        ports = self._ports(self._load())
+        records = self._load()
+        ports = self._ports(records)
+        if GATEWAY in specs:
+            # Not kept for the data directory's life like the services' ports: it follows
+            # LABKIT_GATEWAY_PORT at each start (a running gateway keeps its port).
+            rec = records.get(GATEWAY)
+            running = rec is not None and _proc(rec.pid, rec.started) is not None
+            if running and rec is not None and rec.port:
+                ports[GATEWAY] = rec.port
+            elif self.gateway_port is not None:
+                ports[GATEWAY] = self.gateway_port or free_port()
+            else:
+                ports[GATEWAY] = gateway_port()
         taken = set(ports.values())
         for name, spec in specs.items():
             if spec.http and name not in ports:
@@ -218,6 +263,8 @@ class LocalRuntime:
         env["LABKIT_DATA_DIR"] = str(self.data_dir)
         env["LABKIT_EVENTS_DB"] = str(self.settings.events_db)
         env["LABKIT_READ_DB"] = str(self.settings.read_db)
+        if spec.name == GATEWAY and os.environ.get(REWRITE_ENV):
+            env[REWRITE_ENV] = os.environ[REWRITE_ENV]  # the course's rewrite-target, on request
         env["LABKIT_HOST"] = "127.0.0.1"
         env["PYTHONUNBUFFERED"] = "1"
         if spec.name in ports:
@@ -227,40 +274,67 @@ class LocalRuntime:
         return env
 
     # ---- lifecycle ------------------------------------------------------------------------------
-    def up(self, wait: bool = True, progress: bool = True, timeout: float = READY_TIMEOUT
-           ) -> list[dict[str, Any]]:
+    def up(self, wait: bool = True, progress: bool = True, timeout: float = READY_TIMEOUT,
+           step: str | None = None) -> list[dict[str, Any]]:
         """Start every process that is not running (restarting crashed ones); wait until ready.
+
+        `step` ("02-saga"): only the processes of that step and the steps before it, as the
+        course builds the system up. Returns the status rows of those steps.
 
         All or nothing: if anything fails, the processes this call started are stopped again
         (those that were already running are left alone) before the error is raised.
         """
         self.check_data_dir()
-        specs = launch_specs(self.names)
+        names = processes_for(step, self.names) if step is not None else self.names
+        specs = launch_specs(names)
         records = self._load()
-        ports = self._assign_ports(specs)
+        # Every service's port, started now or in a later step: like a Service's DNS name in
+        # 01-networking, a peer's address is known before its pods run.
+        ports = self._assign_ports(launch_specs(self.names))
         self._check_databases()
-        to_start = [name for name in specs
-                    if not (records.get(name) and _proc(records[name].pid,
-                                                        records[name].started) is not None)]
-        taken = [f"port {ports[n]} for {n}" for n in to_start
-                 if ports.get(n) is not None and not port_is_free(ports[n])]
-        if taken:
-            raise RuntimeErrorWithHint(
-                f"{', '.join(taken)} {'is' if len(taken) == 1 else 'are'} taken by another "
-                "program; stop it, or run `labkit reset` to pick new ports (nothing was started)"
-            )
+        todo = {n: s for n, s in specs.items()
+                if not (records.get(n) and _proc(records[n].pid, records[n].started) is not None)}
+        for name in todo:  # every port first: fail before starting anything
+            port = ports.get(name)
+            if port is not None and not port_is_free(port):
+                raise RuntimeErrorWithHint(self._port_taken(name, port) + " (nothing was started)")
         started: list[str] = []
         try:
-            for name in to_start:
-                records[name] = self._spawn(specs[name], ports)
+            for name, spec in todo.items():
+                records[name] = self._spawn(spec, ports)
                 started.append(name)
-                self._save(records)  # recorded at once: `labkit down` finds it, whatever happens
+                self._save(records, ports)  # recorded at once: `labkit down` finds it, whatever happens
             if wait:
                 self.wait_ready(started or list(specs), timeout=timeout, progress=progress)
         except BaseException:
             self._stop(started)
             raise
-        return self.status()
+        if step is None:
+            return self.status()
+        return self.database_rows() + [r for r in self.status() if r["service"] in specs]
+
+    def database_rows(self) -> list[dict[str, Any]]:
+        """What stands for 00-base's PostgreSQL and Redis here (status rows, no process)."""
+        s = self.settings
+        events = (f"PostgreSQL {s.pg_url.rsplit('@', 1)[-1]} schema {s.pg_schema}" if s.pg_url
+                  else f"SQLite {s.events_db}")
+        read = (f"Redis {s.redis_url.rsplit('@', 1)[-1]} prefix {s.redis_prefix}" if s.redis_url
+                else f"SQLite {s.read_db}")
+        return [{"service": "postgres (event store)", "url": events, "pid": None,
+                 "status": "ready", "rss_mb": None, "step": "00-base", "detail": ""},
+                {"service": "redis (read model)", "url": read, "pid": None, "status": "ready",
+                 "rss_mb": None, "step": "00-base", "detail": ""}]
+
+    @staticmethod
+    def _port_taken(name: str, port: int) -> str:
+        if name == GATEWAY:
+            return (f"port {port} for the gateway is taken by another program{_owner(port)}. "
+                    f"Stop it, or choose another port: `{GATEWAY_PORT_ENV}=8081 labkit up` (in "
+                    f"notebooks, start JupyterLab with `{GATEWAY_PORT_ENV}=8081 make lab`; "
+                    f"`{GATEWAY_PORT_ENV}=0` takes any free port). lab.url('gateway') shows the "
+                    "address in use.")
+        return (f"port {port} for {name} is taken by another program{_owner(port)}; stop it, "
+                "or run `labkit reset` to pick new ports")
 
     def _check_databases(self) -> None:
         from ecommerce.store.factory import open_event_store, open_read_store
@@ -271,13 +345,20 @@ class LocalRuntime:
         except Exception as exc:
             raise RuntimeErrorWithHint(f"cannot open the lab's databases: {exc}") from None
 
-    def _spawn(self, spec: LaunchSpec, ports: dict[str, int]) -> ProcessRecord:
+    def _spawn(self, spec: LaunchSpec, ports: dict[str, int],
+               extra_env: dict[str, str | None] | None = None) -> ProcessRecord:
         import psutil
 
+        env = self.environment(spec, ports)
+        for k, v in (extra_env or {}).items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
         log_path = self.log_dir / f"{spec.name}.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                spec.command, env=self.environment(spec, ports), stdout=log,
+                spec.command, env=env, stdout=log,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.data_dir,
                 start_new_session=True,  # survives a notebook kernel restart; we stop it by pid
             )
@@ -289,11 +370,9 @@ class LocalRuntime:
                    progress: bool = True) -> None:
         records = self._load()
         pending = {n for n in names if n in records}
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
+        from labkit.runtime.progress import Progress
 
-            bar = tqdm(total=len(pending), desc="starting", unit="svc", leave=False)
+        bar = Progress(len(pending), "starting", "processes", enabled=progress)
         deadline = time.monotonic() + timeout
         try:
             with httpx.Client(timeout=1.0) as client:
@@ -308,8 +387,8 @@ class LocalRuntime:
                         ok = rec.url is None or self._ready(client, rec.url)
                         if ok:
                             pending.discard(name)
-                            if bar is not None:
-                                bar.update(1)
+                            bar.update(1)
+                            bar.note(f"{name} ready")
                     if pending and time.monotonic() > deadline:
                         raise RuntimeErrorWithHint(
                             f"not ready after {timeout:.0f}s: {', '.join(sorted(pending))}; see "
@@ -318,8 +397,7 @@ class LocalRuntime:
                     if pending:
                         time.sleep(0.05)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
 
     @staticmethod
     def _ready(client: httpx.Client, url: str) -> bool:
@@ -362,6 +440,24 @@ class LocalRuntime:
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
 
+    def restart_gateway(self, rewrite_target: str | None = None, timeout: float = READY_TIMEOUT
+                        ) -> dict[str, Any]:
+        """Restart the gateway, with the course's `rewrite-target` (e.g. "/") for its Ingress
+        rules or without it (None); it keeps its port. Returns its status row."""
+        records = self._load()
+        rec = records.get(GATEWAY)
+        specs = launch_specs([GATEWAY])
+        ports = self._assign_ports(specs)  # a running gateway's port
+        if rec is not None and _proc(rec.pid, rec.started) is not None:
+            self._stop([GATEWAY])
+        if not port_is_free(ports[GATEWAY]):
+            raise RuntimeErrorWithHint(self._port_taken(GATEWAY, ports[GATEWAY]))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        records[GATEWAY] = self._spawn(specs[GATEWAY], ports, {REWRITE_ENV: rewrite_target})
+        self._save(records)
+        self.wait_ready([GATEWAY], timeout=timeout, progress=False)
+        return next(r for r in self.status() if r["service"] == GATEWAY)
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
         """Kill one service process (the crash scenarios). Returns the pid killed."""
         rec = self._load().get(name)
@@ -379,6 +475,9 @@ class LocalRuntime:
     # ---- observation --------------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
         records = self._load()
+        if self._steps is None:
+            self._steps = process_steps(self.names)
+        steps = self._steps
         out = []
         with httpx.Client(timeout=0.5) as client:
             for name in self.names:
@@ -404,16 +503,20 @@ class LocalRuntime:
                         rss = round(proc.memory_info().rss / 2**20, 1)
                 out.append({"service": name, "url": rec.url if rec else None,
                             "pid": rec.pid if rec and proc else None, "status": state,
-                            "rss_mb": rss, "detail": detail})
-        return out
+                            "rss_mb": rss, "detail": detail, "step": steps.get(name, "")})
+        order = {s: i for i, s in enumerate(STEPS)}
+        return sorted(out, key=lambda r: order.get(r["step"], len(order)))  # stable: as built up
 
     def url(self, name: str) -> str:
         rec = self._load().get(name)
         if rec is None or rec.url is None:
             known = ", ".join(n for n, r in self._load().items() if r.url)
+            step = process_steps([name]).get(name) if name in [*SERVICES, GATEWAY] else None
+            start = (f"; it belongs to step {step}: start it with lab.up(step={step!r}) or "
+                     f"`labkit up --step {step}`" if step else "")
             raise RuntimeErrorWithHint(
                 f"no URL for {name!r}: it is not an HTTP service of the running lab "
-                f"(running: {known or 'nothing; run lab.up() or `labkit up`'})"
+                f"(running: {known or 'nothing; run lab.up() or `labkit up`'}){start}"
             )
         return rec.url
 

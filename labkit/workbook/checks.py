@@ -140,11 +140,17 @@ def table(results: Iterable[CheckResult]) -> pd.DataFrame:
 
 
 def report(results: Iterable[CheckResult]) -> Any:
-    """`table(results)` styled for a notebook: every evidence shown in full, wrapped."""
+    """`table(results)` for a notebook: every evidence in full, wrapped in its cell (never cut
+    with "…"), narrow enough for JupyterLab at 1024x768."""
+    from labkit.workbook.tables import show
+
+    return show(table(results), wrap=["item", "evidence"], key=[])
+
+
+def summary(results: Iterable[CheckResult]) -> pd.DataFrame:
+    """Results counted by section and status (✅ ok / ❌ FAIL / ➖ n/a)."""
     df = table(results)
-    return (df.style.hide(axis="index").format(escape="html")
-            .set_properties(**{"text-align": "left", "white-space": "pre-wrap"})
-            .set_properties(subset=["evidence"], **{"font-size": "0.9em"}))
+    return df.groupby("section", sort=False)["status"].value_counts().unstack(fill_value=0)
 
 
 def assert_ok(results: Sequence[CheckResult]) -> None:
@@ -193,43 +199,51 @@ def _get(lab: Lab, service: str, path: str) -> Any:
     return response.json()
 
 
-def probe_routes(lab: Lab, via_gateway: bool | None = None) -> list[dict[str, Any]]:
-    """Call every route once; through the Gateway in cluster mode, the service URL locally.
+def probe_routes(lab: Lab, via_gateway: bool = True) -> list[dict[str, Any]]:
+    """Call every route once through the gateway, as the course's curl lines do.
 
-    Each row: path, service, url, status, expected, ok, answered_by (from /healthz locally).
+    Local mode: twice, without a Host header (the HTTPRoute rule) and with `Host: api.local`
+    (the course's Ingress rule); the local gateway names the rule and the backend it chose
+    (`X-Labkit-Route`, `X-Labkit-Backend`). Cluster mode: through the Gateway with
+    `Host: api.local` (its answer does not name the backend). `via_gateway=False`: each
+    service's own URL, which is asked who it is (`/healthz`).
+
+    Each row: path, service, host, request, url, expected, status, route, answered_by, ok.
     """
     import httpx
 
     from labkit.lab.topology import routes
 
-    via_gateway = lab.mode == "cluster" if via_gateway is None else via_gateway
-    gateway = lab.runtime.http("gateway") if via_gateway else None
+    hosts: list[str | None] = [None, "api.local"] if lab.mode == "local" else ["api.local"]
+    if not via_gateway:
+        hosts = [None]
     rows = []
-    try:
+    for host in hosts:
         for r in routes():
             method, path, body, expected = ROUTE_PROBES.get(r["path"], ("GET", r["path"], None, 200))
-            client = gateway or lab.http(r["service"])
-            base = str(client.base_url).rstrip("/")
-            row = {"path": r["path"], "service": r["service"], "request": f"{method} {path}",
-                   "url": base + path, "expected": expected}
+            client = lab.http("gateway" if via_gateway else r["service"])
+            headers = {"Host": host} if host else {}
+            row = {"path": r["path"], "service": r["service"], "host": host or "(none)",
+                   "request": f"{method} {path}", "url": str(client.base_url).rstrip("/") + path,
+                   "expected": expected, "route": None, "answered_by": None}
             try:
-                resp = client.request(method, path, json=body)
+                resp = client.request(method, path, json=body, headers=headers)
                 row["status"] = resp.status_code
+                row["route"] = resp.headers.get("x-labkit-route")
+                row["answered_by"] = resp.headers.get("x-labkit-backend")
             except httpx.HTTPError as exc:
                 row["status"] = f"{type(exc).__name__}"
-            answered_by = None
-            if gateway is None:  # a service URL: ask it who it is
+            if not via_gateway:  # a service URL: ask it who it is
                 try:
-                    answered_by = client.get("/healthz").json().get("service")
+                    row["answered_by"] = client.get("/healthz").json().get("service")
                 except (httpx.HTTPError, ValueError):
-                    answered_by = None
-            row["answered_by"] = answered_by if gateway is None else "(gateway)"
-            row["ok"] = row["status"] == expected and (gateway is not None
-                                                       or answered_by == r["service"])
+                    row["answered_by"] = None
+            if lab.mode == "cluster" and via_gateway:  # the Gateway does not say who answered
+                row["answered_by"] = "(gateway)"
+                row["ok"] = row["status"] == expected
+            else:
+                row["ok"] = row["status"] == expected and row["answered_by"] == r["service"]
             rows.append(row)
-    finally:
-        if gateway is not None:
-            gateway.close()
     return rows
 
 
@@ -414,28 +428,44 @@ def routes_declared(lab: Lab) -> tuple[bool, str]:
 
 @checkpoint(K8S, "게이트웨이 설치 및 동작 (과정의 Nginx Ingress Controller → Gateway API)")
 def gateway_running(lab: Lab) -> tuple[bool | None, str]:
-    if lab.mode != "cluster":
-        return None, ("cluster only: local mode has no gateway process; each route goes straight "
-                      "to its service's URL (see lab.routes())")
     url = lab.url("gateway")
-    return True, f"Gateway labkit-gateway has an address: {url} (Host: api.local)"
+    if lab.mode == "cluster":
+        return True, f"Gateway labkit-gateway has an address: {url} (Host: api.local)"
+    from labkit.runtime.routes import load_routes
+
+    ready = lab.http("gateway").get("/readyz")
+    rules = load_routes()
+    kinds = sorted({f"{r.kind} {r.name}" for r in rules})
+    ok = ready.status_code == 200 and ready.json().get("routes") == len(rules)
+    return ok, (f"local gateway (labkit's stand-in for the cluster's Gateway / ingress "
+                f"controller) at {url}: /readyz -> {ready.status_code}, serving "
+                f"{ready.json().get('routes')} rules read from manifests/01-networking "
+                f"({', '.join(kinds)})")
 
 
 @checkpoint(K8S, "기본 라우팅 동작 확인: 모든 경로가 해당 서비스에서 응답")
 def routing_works(lab: Lab) -> tuple[bool, str]:
     rows = probe_routes(lab)
     bad = [r for r in rows if not r["ok"]]
-    where = "through the Gateway" if lab.mode == "cluster" else "through each service's URL"
-    seen = ", ".join(f"{r['request']}→{r['status']}" for r in rows)
     if bad:
         return False, ("not answered as expected: " + ", ".join(
-            f"{r['request']} → {r['status']} (expected {r['expected']} from {r['service']}, "
-            f"answered by {r['answered_by']})" for r in bad))
-    return True, f"{len(rows)} routes answered {where}: {seen}"
+            f"{r['request']} (Host {r['host']}) → {r['status']} (expected {r['expected']} from "
+            f"{r['service']}, answered by {r['answered_by']})" for r in bad))
+    if lab.mode == "cluster":
+        seen = ", ".join(f"{r['request']}→{r['status']}" for r in rows)
+        return True, f"{len(rows)} routes answered through the Gateway (Host: api.local): {seen}"
+    by_host = {}
+    for r in rows:
+        by_host.setdefault(r["host"], []).append(r)
+    parts = [f"Host {host}: " + ", ".join(f"{r['request']}→{r['status']} by {r['answered_by']} "
+                                          f"({r['route'].split()[0]})" for r in rs)
+             for host, rs in by_host.items()]
+    return True, (f"{len(rows)} requests through the local gateway {lab.url('gateway')}, each "
+                  "answered by the service its rule names: " + "; ".join(parts))
 
 
 @checkpoint(K8S, "서비스 간 ClusterIP 통신 확인: user-service → command-service")
-def service_to_service(lab: Lab) -> tuple[bool, str]:
+def service_to_service(lab: Lab) -> tuple[bool | None, str]:
     email = f"clusterip.{uuid.uuid4().hex[:8]}@example.com"
     resp = lab.http("user-service").post("/api/users", json={"name": "ClusterIP Probe",
                                                              "email": email})
@@ -454,9 +484,13 @@ def service_to_service(lab: Lab) -> tuple[bool, str]:
         env = container_specs()["user-service"].literal_env
         target = env.get(service_url_var("command-service"), _cluster_dns("command-service", lab))
     ok = bool(events) and written_by == "create-user"
-    return ok, (f"user-service forwarded POST /api/users to command-service at {target}: "
-                f"{resp.status_code}, stream user-{user_id} v{len(events)} written by "
-                f"command-service (metadata.command={written_by!r})")
+    seen = (f"user-service forwarded POST /api/users to command-service at {target}: "
+            f"{resp.status_code}, stream user-{user_id} v{len(events)} written by "
+            f"command-service (metadata.command={written_by!r})")
+    if lab.mode == "local" and ok:  # the call works, but no ClusterIP carried it
+        return None, (f"cluster only: local mode has no ClusterIP (no kube-proxy, no virtual "
+                      f"IP); the peer is a process on 127.0.0.1. What was checked instead: {seen}")
+    return ok, seen
 
 
 @checkpoint(K8S, "DNS 기반 서비스 디스커버리 동작")
@@ -482,10 +516,11 @@ def dns_discovery(lab: Lab) -> tuple[bool | None, str]:
         if who != name:
             return False, f"{url} ({service_url_var(name)}) answered as {who!r}, not {name}"
         found.append(f"{name} → {url} ({addr})")
-    return True, ("local mode: peers find each other through LABKIT_<SERVICE>_URL variables "
-                  "(the cluster sets them to DNS names such as "
-                  f"{_cluster_dns('command-service', lab)}); every URL answered /healthz as its "
-                  "service: " + "; ".join(found) + ". nslookup in the load-tester pod: cluster only")
+    return None, ("cluster only: local mode has no cluster DNS (nslookup in the load-tester pod "
+                  "needs LABKIT_MODE=cluster). What was checked instead: peers find each other "
+                  "through LABKIT_<SERVICE>_URL variables (the cluster sets them to DNS names "
+                  f"such as {_cluster_dns('command-service', lab)}); every URL answered /healthz "
+                  "as its service: " + "; ".join(found))
 
 
 # ---- Saga -------------------------------------------------------------------------------------------
@@ -599,6 +634,22 @@ def decisions_first(log: pd.DataFrame) -> list[str]:
     return problems
 
 
+def saga_outcomes(lab: Lab, sagas: dict[str, str]) -> pd.DataFrame:
+    """{scenario: saga id} -> how each ended: user, failed step, reason, the steps that had
+    succeeded, and the compensations in the order they were recorded."""
+    import pandas as pd
+
+    rows = []
+    for name, sid in sagas.items():
+        v = lab.saga.status(sid)
+        rows.append({"scenario": name, "saga": sid, "user": v["user_id"], "status": v["status"],
+                     "failed at": v["failed_step"], "reason": v["failure"],
+                     "succeeded before": ", ".join(a for a in v["actions"]
+                                                   if v[a]["status"] == "succeeded"),
+                     "compensated (recorded order)": " → ".join(compensation_order(lab, sid))})
+    return pd.DataFrame(rows)
+
+
 def compensation_order(lab: Lab, saga_id: str) -> list[str]:
     """The compensations of a saga in the order they were recorded as done (from its stream)."""
     return [e["data"].get("compensation") or e["data"]["step"]
@@ -705,6 +756,18 @@ def saga_invariants(lab: Lab, timeout: float = 10.0) -> pd.DataFrame:
         rows.append({"invariant": "모든 사가가 끝남 (every saga ended)", "ok": False,
                      "evidence": f"still running after {timeout}s: {running[:5]}"})
     return pd.DataFrame(rows, columns=["invariant", "ok", "evidence"])
+
+
+INVARIANTS_ITEM = "시스템 불변식: 돈·재고 보존, 확정 ⇔ 결제+예약, 이중 결제 없음"
+
+
+def check_invariants(lab: Lab) -> CheckResult:
+    """The saga invariants over the whole system (`saga_invariants`), as one checkpoint result:
+    one evidence line per invariant. 02-saga's invariant cell and 05's checkpoint both run
+    this, so they cannot disagree about the same state."""
+    table_ = saga_invariants(lab)
+    lines = [f"{'✅' if r.ok else '❌'} {r.invariant}: {r.evidence}" for r in table_.itertuples()]
+    return CheckResult(INVARIANTS_ITEM, bool(table_["ok"].all()), "\n".join(lines), SAGA)
 
 
 @checkpoint(SAGA, "Saga Orchestrator Job 정상 실행: 밀린 사가를 끝내고 exit 0")
@@ -831,6 +894,10 @@ def saga_tracked(lab: Lab) -> tuple[bool, str]:
                 + f"; query-service /api/queries/sagas/{sid} "
                 + (f"equals lab.saga.status() in all {len(view)} fields" if not diff else
                    f"differs from the stream in {diff}"))
+
+
+# Last of the section: over every saga the checks above (and the notebooks) ran.
+checkpoint(SAGA, INVARIANTS_ITEM)(check_invariants)
 
 
 # ---- CQRS -------------------------------------------------------------------------------------------

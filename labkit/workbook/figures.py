@@ -110,6 +110,33 @@ def sagas(lab: Lab, scenarios: tuple[str, ...] = ("happy", "payment-declined")
     return gantt, balances, stock_fig
 
 
+def latest_sagas(lab: Lab, n: int = 5, title: str | None = None) -> Figure:
+    """02-saga: the Gantt chart of the `n` most recent sagas, whoever placed them (the order
+    form, the failure buttons, `lab.fire`): run it again after placing an order."""
+    return plots.saga_gantt(lab.saga.latest(n), align="start",
+                            title=title or f"최근 사가 {n}개 (가장 최근이 맨 아래)")
+
+
+def orchestrator_gap(lab: Lab, saga_id: str) -> tuple[Any, Any] | None:
+    """(last event of the first orchestrator, first event of the next) of a saga two
+    orchestrator processes drove: the time nobody drove it. None if one process did it all."""
+    log = lab.events(stream=f"saga-{saga_id}")
+    owners = log["metadata"].map(lambda m: m.get("owner")).iloc[1:]  # 0: SagaStarted
+    drivers = list(dict.fromkeys(o for o in owners if o))
+    if len(drivers) < 2:
+        return None
+    recorded = log["recorded_at"].iloc[1:]
+    return recorded[owners == drivers[0]].max(), recorded[owners == drivers[1]].min()
+
+
+def crash_gantt(lab: Lab, saga_id: str, title: str = "오케스트레이터 크래시: 새 프로세스가 "
+                                                    "스트림을 읽고 이어서 끝낸다") -> Figure:
+    """02-saga: one saga's Gantt chart with the time no orchestrator ran shaded."""
+    gap = orchestrator_gap(lab, saga_id)
+    gaps = [(*gap, "오케스트레이터 없음 (SIGKILL 뒤 새 프로세스가 뜰 때까지)")] if gap else []
+    return plots.saga_gantt(lab.saga.timeline(saga_id), title=title, gaps=gaps)
+
+
 # ---- export -------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _temporary_lab() -> Iterator[Lab]:
@@ -119,7 +146,7 @@ def _temporary_lab() -> Iterator[Lab]:
     with tempfile.TemporaryDirectory(prefix="labkit-figures-") as tmp:
         d = Path(tmp) / "data"
         lab = Lab(replace(Settings.from_env(), mode="local", data_dir=d, events_db=d / "events.db",
-                          read_db=d / "read.db"))
+                          read_db=d / "read.db"), gateway_port=0)  # never the student's 8080
         try:
             lab.up(progress=False)
             yield lab
@@ -155,6 +182,8 @@ def export_all(out_dir: str | Path, lab: Lab | None = None, *, dpi: int = 120,
 
     save("01-service-map", lambda: service_map(lab))
     save("02-saga", lambda: sagas(lab), ("02-saga-gantt", "02-saga-balances", "02-saga-stock"))
+    save("02-saga-crash", lambda: crash_gantt(lab, lab.fire("orchestrator-crash", wait=True)))
+    save("02-latest-sagas", lambda: latest_sagas(lab))
     save("03-projection-lag", lambda: projection_lag(lab))
     save("03-users-by-status", lambda: users_by_status_change(lab))
     save("04-replay", lambda: replay(lab), ("04-replay-throughput", "04-replay-state"))

@@ -106,11 +106,30 @@ def _short(text: str, limit: int = 14) -> str:
 
 
 # ---- saga ---------------------------------------------------------------------------------------
-def saga_gantt(timeline: pd.DataFrame, title: str = "Saga 타임라인: 단계와 보상 트랜잭션") -> Figure:
+#: Figure width for the notebooks (inches, shown at 100 dpi): JupyterLab's output area at
+#: 1024x768 is 600-900 px wide (file browser open or closed), so a figure is shown at 75-100%
+#: of its size and its fonts stay readable on a projector.
+WIDTH = 8.0
+
+
+def _saga_label(row: Mapping[str, Any]) -> str:
+    """`payment-declined · bob (3f2a1c…)` from the timeline's `label` column, else the id."""
+    label = row.get("label")
+    saga = _short(row["saga"], 8)
+    return f"{label} ({saga})" if isinstance(label, str) and label else saga
+
+
+def saga_gantt(timeline: pd.DataFrame, title: str = "Saga 타임라인: 단계와 보상 트랜잭션",
+               gaps: Sequence[tuple[Any, Any, str]] = (), align: str = "shared") -> Figure:
     """One row per saga step; the step's action and (later) its compensation on the same row.
 
-    `timeline` columns: saga, step, kind ("action" | "compensation"), start, end, outcome.
-    Bars are coloured by outcome; compensations are hatched with a dark edge.
+    `timeline` columns: saga, step, kind ("action" | "compensation"), start, end, outcome, and
+    `label` (what happened, e.g. `payment-declined · bob`; `lab.saga.timeline()` adds it).
+    Bars are coloured by outcome; compensations are hatched with a dark edge. With several
+    sagas, each group of rows starts with a bold row naming the saga by its label.
+    `gaps`: (start, end, text) spans to shade, e.g. when no orchestrator was running.
+    `align="start"`: each saga from its own first event (sagas placed minutes apart stay
+    readable); `"shared"`: one clock for all (sagas that ran at the same time).
     """
     from matplotlib.patches import Patch
 
@@ -121,49 +140,76 @@ def saga_gantt(timeline: pd.DataFrame, title: str = "Saga 타임라인: 단계�
     if missing:
         raise ValueError(f"timeline is missing columns: {', '.join(sorted(missing))}")
     ends = [r["end"] if r["end"] is not None and r["end"] == r["end"] else r["start"] for r in rows]
-    times = _seconds([r["start"] for r in rows] + ends)
+    gap_times = [t for g in gaps for t in g[:2]]
+    times = _seconds([r["start"] for r in rows] + ends + gap_times)
     n = len(rows)
-    for r, s, e in zip(rows, times[:n], times[n:], strict=True):
+    for r, s, e in zip(rows, times[:n], times[n:2 * n], strict=True):
         r["_s"], r["_e"] = s, max(e, s)
+    origin: dict[str, float] = {}  # each saga's first event on the shared clock: its order
+    for r in rows:
+        origin[r["saga"]] = min(origin.get(r["saga"], r["_s"]), r["_s"])
+    if align == "start":
+        for r in rows:
+            r["_s"], r["_e"] = r["_s"] - origin[r["saga"]], r["_e"] - origin[r["saga"]]
+    gap_secs = list(zip(times[2 * n::2], times[2 * n + 1::2], [g[2] for g in gaps], strict=True))
     # Row order: sagas in order of their first event, steps in order of their first event.
     first_saga: dict[str, float] = {}
     first_step: dict[tuple[str, str], float] = {}
+    label_of: dict[str, str] = {}
     for r in rows:
         first_saga[r["saga"]] = min(first_saga.get(r["saga"], r["_s"]), r["_s"])
         key = (r["saga"], r["step"])
         first_step[key] = min(first_step.get(key, r["_s"]), r["_s"])
-    keys = sorted(first_step, key=lambda k: (first_saga[k[0]], first_step[k]))
-    y_of = {k: i for i, k in enumerate(keys)}
+        label_of.setdefault(r["saga"], _saga_label(r))
+    keys = sorted(first_step, key=lambda k: (origin[k[0]], k[0], first_step[k]))
+    multi = len(first_saga) > 1
+    y_of: dict[tuple[str, str], int] = {}
+    ticks: list[tuple[int, str, bool]] = []  # (y, text, is a saga's header row)
+    y = 0
+    for i, key in enumerate(keys):
+        if multi and (i == 0 or keys[i - 1][0] != key[0]):
+            ticks.append((y, label_of[key[0]], True))
+            y += 1
+        y_of[key] = y
+        ticks.append((y, str(key[1]), False))
+        y += 1
     span = max((r["_e"] for r in rows), default=1.0) or 1.0
     min_width = span * 0.006  # instantaneous steps stay visible
-    height = min(3.0 + 0.42 * len(keys), 18.0)
-    multi = len(first_saga) > 1
+    height = min(2.6 + 0.36 * y, 18.0)
     with _style():
-        fig, ax = _figure(13, height)
+        fig, ax = _figure(WIDTH, height)
+        for start, end, text in gap_secs:
+            ax.axvspan(start, end, color="#c62828", alpha=0.12, label=text)
         for r in rows:
-            y = y_of[(r["saga"], r["step"])]
+            yy = y_of[(r["saga"], r["step"])]
             color = OUTCOME_COLORS.get(str(r["outcome"]).lower(), "#9e9e9e")
             comp = r["kind"] == "compensation"
-            ax.barh(y, max(r["_e"] - r["_s"], min_width), left=r["_s"], height=0.55 if comp else 0.7,
+            ax.barh(yy, max(r["_e"] - r["_s"], min_width), left=r["_s"], height=0.55 if comp else 0.7,
                     color=color, alpha=0.55 if comp else 0.9, hatch="///" if comp else None,
                     edgecolor="#212121" if comp else color, linewidth=1.5 if comp else 0.5)
-        labels = [f"{_short(s)} · {step}" if multi else str(step) for s, step in keys]
-        ax.set_yticks(range(len(keys)), labels)
-        ax.invert_yaxis()  # first step on top
-        if multi:  # a line between sagas
-            for i in range(1, len(keys)):
-                if keys[i][0] != keys[i - 1][0]:
-                    ax.axhline(i - 0.5, color="#9e9e9e", linewidth=0.8)
-        ax.set_xlabel("첫 이벤트부터 경과 시간 (초)")
+        ax.set_yticks([t[0] for t in ticks], [t[1] for t in ticks])
+        for tick, (_, _, header) in zip(ax.get_yticklabels(), ticks, strict=True):
+            if header:
+                tick.set_fontweight("bold")
+                tick.set_color("#1a237e")
+        ax.set_ylim(y - 0.5, -0.5)  # first row on top
+        if multi:  # a line above each saga's header row
+            for yy, _, header in ticks:
+                if header and yy:
+                    ax.axhline(yy - 0.5, color="#9e9e9e", linewidth=0.8)
+        ax.set_xlabel("각 사가의 첫 이벤트부터 경과 시간 (초)" if align == "start" and multi
+                      else "첫 이벤트부터 경과 시간 (초)")
         ax.set_ylabel("사가 · 단계" if multi else "단계")
         ax.set_title(title)
-        ax.set_xlim(left=0, right=span * 1.03)
+        ax.set_xlim(left=0, right=max([span, *(g[1] for g in gap_secs)]) * 1.03)
         outcomes = sorted({str(r["outcome"]).lower() for r in rows})
         handles = [Patch(color=OUTCOME_COLORS.get(o, "#9e9e9e"), label=f"결과: {o}") for o in outcomes]
         if any(r["kind"] == "compensation" for r in rows):
             handles.append(Patch(facecolor="white", edgecolor="#212121", hatch="///",
-                                 label="보상 트랜잭션 (compensation)"))
-        fig.legend(handles=handles, loc="outside right upper", framealpha=0.9)
+                                 label="보상 (compensation)"))
+        handles += [Patch(color="#c62828", alpha=0.12, label=g[2]) for g in gap_secs]
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 3),
+                   framealpha=0.9)
         ax.grid(axis="y", visible=False)
     return fig
 
@@ -180,41 +226,57 @@ def _pairs(before: Any, after: Any, key: str, value: str) -> tuple[list[str], li
     return keys, [b.get(k, 0.0) for k in keys], [a.get(k, 0.0) for k in keys]
 
 
+def _fmt(v: float, sign: str = "") -> str:
+    return f"{v:{sign},.0f}" if float(v).is_integer() else f"{v:{sign},.2f}"
+
+
+#: Value labels on the bars only while they are this short: a longer one ("100,000,000") is
+#: wider than its bar and would run into its neighbour ("100,000,00099,987,500").
+SHORT_LABEL = 6
+
+
 def _grouped_bars(ax: Any, keys: list[str], before: list[float], after: list[float],
                   labels: tuple[str, str]) -> None:
     import numpy as np
+    from matplotlib.ticker import FuncFormatter
 
     x = np.arange(len(keys))
     w = 0.38
-    def fmt(v: float, sign: str = "") -> str:
-        return f"{v:{sign},.0f}" if float(v).is_integer() else f"{v:{sign},.2f}"
-
     old_bars = ax.bar(x - w / 2, before, w, label=labels[0], color=BEFORE_COLOR)
     bars = ax.bar(x + w / 2, after, w, label=labels[1], color=AFTER_COLOR)
     top = max([*before, *after, 1.0])
-    if len(keys) <= 12:  # the values themselves, small, on each bar
+    short = max(len(_fmt(v)) for v in (*before, *after)) <= SHORT_LABEL
+    if short and len(keys) <= 12:  # the values themselves, small, on each bar
         for rect, v in [*zip(old_bars, before, strict=True), *zip(bars, after, strict=True)]:
-            ax.annotate(fmt(v), (rect.get_x() + rect.get_width() / 2, v), xytext=(0, 2),
+            ax.annotate(_fmt(v), (rect.get_x() + rect.get_width() / 2, v), xytext=(0, 2),
                         textcoords="offset points", ha="center", va="bottom", fontsize=10,
                         color="#455a64")
+        tick_labels = keys
+    else:  # long values: "before → after" under each group, once, where there is room
+        tick_labels = [f"{k}\n{_fmt(b)}\n-> {_fmt(a)}" if b != a else f"{k}\n{_fmt(a)}"
+                       for k, b, a in zip(keys, before, after, strict=True)]
     for rect, b, a in zip(bars, before, after, strict=True):
         delta = a - b
         if delta:
-            ax.annotate(fmt(delta, "+"), (rect.get_x(), max(a, b)),
+            ax.annotate(_fmt(delta, "+"), (rect.get_x(), max(a, b)),
                         xytext=(0, 18), textcoords="offset points",
                         ha="center", va="bottom", fontsize=13, fontweight="bold",
                         color="#c62828" if delta < 0 else "#2e7d32")
-    ax.set_xticks(x, keys, rotation=20 if len(keys) > 5 else 0,
-                  ha="right" if len(keys) > 5 else "center")
+    many = len(keys) > 5 and short
+    ax.set_xticks(x, tick_labels, rotation=20 if many else 0, ha="right" if many else "center",
+                  fontsize=11 if not short else None)
     positive = [v for v in (*before, *after) if v > 0]
     if positive and max(positive) / min(positive) > LOG_RATIO:
         # e.g. a rich customer next to a poor one: a linear axis would hide every change
         ax.set_yscale("log")
-        ax.set_ylim(min(positive) / 2, top * 6)
+        ax.set_ylim(min(positive) / 2, top * 8)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     else:
-        ax.set_ylim(0, top * 1.22)
+        ax.set_ylim(0, top * 1.25)
         ax.yaxis.set_major_formatter("{x:,.0f}")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # outside: never over a label
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=2, borderaxespad=0,
+              frameon=False)  # above the plot: never over a bar or a label
     ax.grid(axis="x", visible=False)
 
 
@@ -226,9 +288,9 @@ def before_after(before: Any, after: Any, key: str, value: str, title: str,
     """
     keys, b, a = _pairs(before, after, key, value)
     with _style():
-        fig, ax = _figure(max(8.0, 1.1 * len(keys) + 4), 5.5)
+        fig, ax = _figure(min(max(8.0, 1.1 * len(keys) + 3), WIDTH), 5.5)
         _grouped_bars(ax, keys, b, a, ("이전 (before)", "이후 (after)"))
-        ax.set_title(title)
+        ax.set_title(title, pad=30)
         ax.set_xlabel(key)
         ax.set_ylabel((ylabel or value) + (" (로그 눈금)" if ax.get_yscale() == "log" else ""))
     return fig
@@ -239,9 +301,9 @@ def projection_state(before: Mapping[str, int], after: Mapping[str, int], title:
     """A read model's state before and after (users by status, orders by outcome...)."""
     keys, b, a = _pairs(before, after, "", "")
     with _style():
-        fig, ax = _figure(max(8.0, 1.2 * len(keys) + 4), 5.5)
+        fig, ax = _figure(min(max(8.0, 1.2 * len(keys) + 3), WIDTH), 5.5)
         _grouped_bars(ax, keys, b, a, ("이전 (before)", "이후 (after)"))
-        ax.set_title(title)
+        ax.set_title(title, pad=30)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
     return fig
@@ -259,7 +321,7 @@ def projection_lag(df: pd.DataFrame, title: str = "CQRS 최종 일관성: 명령
     lag = np.array([float(r["lag_ms"]) for r in rows])
     has_cmd = "command_ms" in rows[0]
     with _style():
-        fig, ax = _figure(12, 5.5)
+        fig, ax = _figure(WIDTH, 5.5)
         if has_cmd:
             cmd = np.array([float(r["command_ms"]) for r in rows])
             ax.bar(x, cmd, color="#90a4ae", label="명령 처리 (command-service 응답)")
@@ -290,7 +352,7 @@ def replay_throughput(stats_list: Iterable[Any], title: str = "이벤트 재생(
     counts = [r.get("events", r.get("events_count")) for r in runs]
     labels = [str(r.get("label") or f"{i + 1}회차") for i, r in enumerate(runs)]
     with _style():
-        fig, ax = _figure(max(8.0, 1.6 * len(runs) + 4), 5.5)
+        fig, ax = _figure(min(max(8.0, 1.6 * len(runs) + 4), WIDTH), 5.5)
         bars = ax.bar(labels, rates, color="#6a1b9a", width=0.6)
         for rect, rate, count in zip(bars, rates, counts, strict=True):
             text = f"{rate:,.0f}/s" + (f"\n({count:,} 이벤트)" if count is not None else "")
@@ -303,6 +365,33 @@ def replay_throughput(stats_list: Iterable[Any], title: str = "이벤트 재생(
         ax.set_xlabel("재생 실행")
         ax.set_ylabel("초당 이벤트 (events/s)")
         ax.grid(axis="x", visible=False)
+    return fig
+
+
+def pattern_complexity(complexity: pd.DataFrame,
+                       title: str = "패턴별 복잡도: 이 실습에서 센 값") -> Figure:
+    """05-checkpoints: one panel per measure (workloads, event types, events), one bar per
+    pattern (the rows of `complexity`, indexed by pattern)."""
+    panels = {"workloads": "워크로드 수 (manifests)", "event types": "이벤트 타입 수",
+              "events": "이벤트 수 (로그)"}
+    colors = ["#ff5722", "#2196f3", "#795548"]
+    with _style():
+        fig = Figure(figsize=(WIDTH, 4.8), layout="constrained")
+        axes = fig.subplots(1, len(panels))
+        for ax, (column, label) in zip(axes, panels.items(), strict=True):
+            names = [str(p).replace(" ", "\n") for p in complexity.index]  # never touching
+            bars = ax.bar(names, complexity[column], color=colors[: len(complexity)])
+            ax.bar_label(bars, fmt="{:,.0f}", fontsize=11)
+            ax.set_title(label, fontsize=13)
+            ax.set_xlabel("패턴")
+            ax.tick_params(axis="x", labelsize=10)
+            ax.margins(y=0.18)
+            ax.grid(axis="x", visible=False)
+        axes[0].set_ylabel("개수")
+        # The figure's title in its own row above the panels' titles (constrained layout
+        # reserves the space), never on top of them.
+        fig.suptitle(title, fontweight="bold")
+        fig.get_layout_engine().set(h_pad=0.12)
     return fig
 
 

@@ -61,12 +61,53 @@ def _finish_saga(lab: Any, out: w.Output, saga_id: str) -> None:
 
 
 # ---- order form -----------------------------------------------------------------------------------
-def _user_options(lab: Any) -> list[tuple[str, str]]:
+#: The lab's named customers, always offered first (created on first use, as the scenarios do).
+NAMED_CUSTOMERS = (("alice", "alice — 잔액 넉넉 (rich)"), ("bob", "bob — 잔액 10.00 (poor)"))
+#: How many other users the list shows (the newest, or those matching the search).
+SHOWN_USERS = 50
+_PAGE = 1000
+
+
+def _label(u: dict[str, Any]) -> str:
+    return f"{u.get('name', '')} ({u['id']})"
+
+
+def find_users(lab: Any, text: str = "", limit: int = SHOWN_USERS) -> list[dict[str, Any]]:
+    """Active users from the read model: the newest `limit`, or (with `text`) those whose id,
+    name or email contains it, newest first."""
+    needle = text.strip().lower()
+    first = lab.query("users", status="active", limit=1)
+    total = int(first.get("total", len(first.get("users", []))))
+    found: list[dict[str, Any]] = []
+    end = total
+    while end > 0 and len(found) < limit:  # from the newest page backwards
+        offset = max(0, end - _PAGE)
+        page = lab.query("users", status="active", limit=end - offset, offset=offset)["users"]
+        for u in reversed(page):
+            hay = f"{u.get('id', '')} {u.get('name', '')} {u.get('email', '')}".lower()
+            if not needle or needle in hay:
+                found.append(u)
+        end = offset
+    return found[:limit]
+
+
+def _user_options(lab: Any, text: str = "") -> list[tuple[str, str]]:
+    named = [(label, uid) for uid, label in NAMED_CUSTOMERS
+             if not text.strip() or text.strip().lower() in label.lower()]
     try:
-        users = lab.query("users", status="active", limit=200)["users"]
+        others = find_users(lab, text)
     except Exception:
-        return []
-    return [(f"{u.get('name', '')} ({u['id']})", u["id"]) for u in users]
+        others = []
+    seen = {uid for _, uid in named}
+    return named + [(_label(u), u["id"]) for u in others if u["id"] not in seen]
+
+
+def _ensure_named(lab: Any, user: str) -> None:
+    """alice and bob exist before their first order (user + account), as `lab.fire` does."""
+    from labkit.lab.scenarios import ALICE, BOB, POOR_BALANCE, RICH_BALANCE, ensure_customer
+
+    if user in (ALICE, BOB):
+        ensure_customer(lab, user, RICH_BALANCE if user == ALICE else POOR_BALANCE)
 
 
 def _sku_options(lab: Any) -> list[str]:
@@ -78,16 +119,24 @@ def _sku_options(lab: Any) -> list[str]:
 
 
 def order_form(lab: Any) -> w.VBox:
-    """Place an order as a saga: user, SKU, quantity -> `lab.saga.place_order(user, [(sku, n)])`."""
-    user = w.Dropdown(options=_user_options(lab), description="사용자 user")
-    sku = w.Dropdown(options=_sku_options(lab), description="상품 SKU")
-    quantity = w.BoundedIntText(value=1, min=1, max=1000, description="수량 qty")
-    button = w.Button(description="주문하기 (place order)", button_style="primary", icon="shopping-cart")
-    reload_ = w.Button(description="목록 새로고침", icon="refresh")
+    """Place an order as a saga: user, SKU, quantity -> `lab.saga.place_order(user, [(sku, n)])`.
+
+    alice and bob are always offered; `찾기 search` finds any other user by id, name or email.
+    """
+    wide = {"description_width": "initial"}
+    search = w.Text(placeholder="id, 이름, 이메일 (Enter)", description="찾기 search",
+                    continuous_update=False, style=wide, layout={"width": "24em"})
+    user = w.Dropdown(options=_user_options(lab), description="사용자 user", style=wide,
+                      layout={"width": "24em"})
+    sku = w.Dropdown(options=_sku_options(lab), description="상품 SKU", style=wide,
+                     layout={"width": "24em"})
+    quantity = w.BoundedIntText(value=1, min=1, max=1000, description="수량 qty", style=wide,
+                                layout={"width": "12em"})
+    auto = {"width": "auto"}  # a button as wide as its label: never "주문하기 (place …"
+    button = w.Button(description="주문하기 (place order)", button_style="primary",
+                      icon="shopping-cart", layout=auto)
+    reload_ = w.Button(description="목록 새로고침 (reload)", icon="refresh", layout=auto)
     out = w.Output(layout={"border": "1px solid #ccc", "min_height": "3em"})
-    style = {"description_width": "90px"}
-    for widget in (user, sku, quantity):
-        widget.style = style
 
     def place(_: Any = None) -> None:
         def act() -> None:
@@ -95,21 +144,31 @@ def order_form(lab: Any) -> w.VBox:
                 _say(out, "사용자와 상품을 고르세요 / choose a user and a SKU (no users? create "
                           "one with lab.command('create-user', ...))")
                 return
+            _ensure_named(lab, user.value)
             saga_id = lab.saga.place_order(user.value, [(sku.value, int(quantity.value))])
             _finish_saga(lab, out, saga_id)
 
         _guard(out, act)
 
+    def find(_: Any = None) -> None:
+        def act() -> None:
+            user.options = _user_options(lab, search.value)
+            _say(out, f"{len(user.options)} users match {search.value!r}" if search.value
+                 else f"{len(user.options)} users (alice, bob, the newest {SHOWN_USERS})")
+
+        _guard(out, act)
+
     def reload(_: Any = None) -> None:
-        _guard(out, lambda: (setattr(user, "options", _user_options(lab)),
+        _guard(out, lambda: (setattr(user, "options", _user_options(lab, search.value)),
                              setattr(sku, "options", _sku_options(lab))))
 
     button.on_click(place)
     reload_.on_click(reload)
-    panel = w.VBox([w.HTML("<b>주문 폼 (Saga)</b>"), user, sku, quantity,
-                    w.HBox([button, reload_]), out])
-    panel.parts = {"user": user, "sku": sku, "quantity": quantity, "button": button,
-                   "reload": reload_, "out": out}
+    search.observe(find, names="value")
+    panel = w.VBox([w.HTML("<b>주문 폼 (Saga)</b>"), search, user, sku, quantity,
+                    w.HBox([button, reload_], layout={"flex_flow": "row wrap"}), out])
+    panel.parts = {"search": search, "user": user, "sku": sku, "quantity": quantity,
+                   "button": button, "reload": reload_, "out": out}
     return panel
 
 

@@ -27,7 +27,7 @@ from tests.waiting import wait_until
 def test_sigterm_always_stops_the_process(tmp_path, command) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABKIT_")}
     env.update({"LABKIT_DATA_DIR": str(tmp_path), "LABKIT_EVENTS_DB": str(tmp_path / "e.db"),
-                "LABKIT_READ_DB": str(tmp_path / "r.db")})
+                "LABKIT_READ_DB": str(tmp_path / "r.db"), "PYTHONUNBUFFERED": "1"})
     rnd = random.Random(5)
     for i in range(3):
         log = tmp_path / f"run-{i}.log"

@@ -55,7 +55,8 @@ def test_registering_running_and_reporting_checks(scratch_section):
     df = checks.table(results)
     assert list(df.columns) == ["section", "item", "status", "evidence"]
     assert list(df["status"]) == ["✅ ok", "❌ FAIL", "➖ n/a"]
-    assert "pre-wrap" in checks.report(results).to_html()
+    shown = checks.report(results)._repr_html_()
+    assert "pre-wrap" in shown and "RuntimeError: payment-service unreachable" in shown
 
 
 def test_re_registering_an_item_replaces_it(scratch_section):
@@ -117,9 +118,48 @@ def test_sections_pass_against_the_running_system(real_lab, section):
     failed = [f"{r.item}: {r.evidence}" for r in results if r.ok is False]
     assert not failed, failed
     checks.assert_ok(results)
-    if section == "Kubernetes Native":  # local mode: the gateway exists only in a cluster
-        gateway = next(r for r in results if "게이트웨이" in r.item)
-        assert gateway.ok is None and "cluster only" in gateway.evidence
+    if section == "Kubernetes Native":
+        by_item = {r.item.split(":")[0].split(" (")[0]: r for r in results}
+        # Checked for real through the local gateway...
+        assert by_item["게이트웨이 설치 및 동작"].ok is True
+        routing = by_item["기본 라우팅 동작 확인"]
+        assert routing.ok is True and "Host api.local" in routing.evidence
+        assert "Ingress" in routing.evidence and "HTTPRoute" in routing.evidence
+        # ...while what only a cluster has is n/a with the reason, never green.
+        for item in ("서비스 간 ClusterIP 통신 확인", "DNS 기반 서비스 디스커버리 동작"):
+            assert by_item[item].ok is None and "cluster only" in by_item[item].evidence, item
+
+
+@pytest.mark.slow
+def test_routing_fails_when_the_gateway_is_down(real_lab):
+    real_lab.close()
+    real_lab.kill("gateway")
+    try:
+        result = next(r for r in checks.run(real_lab, "Kubernetes Native")
+                      if r.item.startswith("기본 라우팅"))
+        assert result.ok is False and "ConnectError" in result.evidence
+    finally:
+        real_lab.up(progress=False)
+
+
+@pytest.mark.slow
+def test_the_invariant_check_is_the_saga_checkpoint_and_sees_a_broken_state(real_lab):
+    from labkit.lab.scenarios import ALICE, ensure_customer
+
+    assert checks.INVARIANTS_ITEM in checks.items("Saga")
+    assert checks.items("Saga")[-1] == checks.INVARIANTS_ITEM  # after the sagas the others ran
+    ensure_customer(real_lab, ALICE)
+    real_lab.saga.wait(real_lab.fire("happy"), timeout=30)
+    fine = checks.check_invariants(real_lab)
+    assert fine.ok is True and fine.evidence.count("✅") == 5
+    # Break the books: money out of nowhere (a charge with no order behind it).
+    charged = real_lab.http("payment-service").post(
+        "/api/payments", json={"order_id": "no-such-order", "account_id": ALICE, "amount": 100})
+    assert charged.status_code == 201, charged.text
+    broken = checks.check_invariants(real_lab)
+    registered = next(cp for cp in checks.REGISTRY["Saga"] if cp.item == checks.INVARIANTS_ITEM)
+    assert broken.ok is False and "❌" in broken.evidence
+    assert checks.run_one(real_lab, registered).ok is False  # 05's checkpoint agrees
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,9 +26,10 @@ NOTEBOOKS = ("02-saga.ipynb", "05-checkpoints.ipynb")
 # ---- without a lab ------------------------------------------------------------------------------
 def test_the_saga_section_has_the_course_items_in_order():
     items = checks.items("Saga")
-    assert len(items) == 4
-    for item, course in zip(items, COURSE_ITEMS, strict=True):
+    assert len(items) == 5  # the course's four, then the invariants 02-saga checks too
+    for item, course in zip(items, COURSE_ITEMS, strict=False):
         assert item.startswith(course), (item, course)
+    assert items[-1] == checks.INVARIANTS_ITEM
 
 
 def _log(*rows: tuple[int, str, str, str, str]) -> pd.DataFrame:
@@ -146,18 +146,13 @@ def _orchestrator(lab) -> str:
 
 
 @pytest.mark.slow
-def test_saga_checks_pass_quickly_against_the_running_system(real_lab):
-    timings = {}
-    results = []
-    for cp in checks.REGISTRY["Saga"]:
-        started = time.perf_counter()
-        results.append(checks.run_one(real_lab, cp))
-        timings[cp.item] = time.perf_counter() - started
-    assert [r.ok for r in results] == [True] * 4, [(r.item, r.evidence) for r in results]
+def test_saga_checks_pass_against_the_running_system(real_lab):
+    # How long they take is for `labkit bench`, never asserted (a loaded machine is slower).
+    results = [checks.run_one(real_lab, cp) for cp in checks.REGISTRY["Saga"]]
+    assert [r.ok for r in results] == [True] * 5, [(r.item, r.evidence) for r in results]
     checks.assert_ok(results)
-    # < 3 s each on a laptop; the margin is for a loaded CI machine
-    assert max(timings.values()) < 6.0, timings
-    job, participants, compensation, tracking = (r.evidence for r in results)
+    job, participants, compensation, tracking, invariants = (r.evidence for r in results)
+    assert invariants.count("✅") == 5  # over every saga the four checks above ran
     assert '"unfinished": 0' in job and "['completed', 'compensated']" in job
     assert "CONFIRMED" in participants and "CHARGED" in participants and "RESERVED" in participants
     assert "['release_stock', 'cancel_order']" in compensation

@@ -775,3 +775,23 @@ def test_gateway_cidr_check_only_applies_to_cloud_provider_kind():
         if o["kind"] == "Gateway":
             o["spec"]["gatewayClassName"] = "eg"
     assert check_gateway_cidr([node("n", "10.1.1.1", [])], objs).ok is True
+
+
+# --- step by step (lab.up(step=...)) --------------------------------------------------------------
+
+@pytest.mark.parametrize("step", m.STEPS)
+def test_lab_up_step_applies_just_that_step_and_the_ones_before(fake, clock, step):
+    from dataclasses import replace
+
+    from ecommerce.config import Settings
+    from labkit.lab import Lab
+
+    lab = Lab(replace(Settings.from_env(), mode="cluster"))
+    lab.runtime = runtime(fake, clock)
+    df = lab.up(step=step, progress=False)
+    wanted = m.STEPS[: m.STEPS.index(step) + 1]
+    expected = {(o["kind"], o["metadata"]["name"]) for s in wanted for o in m.load_step(s)}
+    assert {(c[1], c[3]) for c in fake.applied()} == expected
+    assert set(df["step"]) <= set(wanted) and set(df["step"]) == {
+        s for s in wanted if any(o["kind"] in (*m.WORKLOAD_KINDS, "Gateway")
+                                 for o in m.load_step(s))}

@@ -188,7 +188,7 @@ def test_every_entrypoint_runs_with_only_the_service_dependencies():
     extras = [d for deps in project["optional-dependencies"].values() for d in deps]
     names = {d.split("[")[0].split(">")[0].split("<")[0].split("=")[0].strip().lower()
              .replace("-", "_") for d in extras}
-    names |= {"koreanize_matplotlib", "kubernetes_validate", "labkit"}
+    names |= {"koreanize_matplotlib", "kubernetes_validate", "labkit", "yaml"}  # pyyaml: import yaml
     modules = sorted({s.module for s in [*SERVICES.values(), *TASKS.values()]})
     done = subprocess.run([sys.executable, "-c", PROBE, ",".join(sorted(names)), *modules],
                           capture_output=True, text=True, timeout=120, cwd=REPO_DIR)

@@ -65,13 +65,35 @@ def test_korean_renders_with_nanumgothic_and_no_missing_glyphs(tmp_path):
     assert (tmp_path / "korean.png").stat().st_size > 10_000
 
 
+def _renderer(fig: Figure):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)  # lays out (constrained layout) and places every text
+    return renderer
+
+
+def overlapping_texts(fig: Figure) -> list[tuple[str, str]]:
+    """Pairs of visible, non-empty texts whose drawn boxes overlap (unreadable labels)."""
+    renderer = _renderer(fig)
+    texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+    out = []
+    for i, (a, box_a) in enumerate(boxes):
+        for b, box_b in boxes[i + 1:]:
+            if box_a.overlaps(box_b) and box_a.width and box_b.width:
+                out.append((a, b))
+    return out
+
+
 def test_saga_gantt_one_row_per_saga_step_and_hatched_compensations():
     fig = plots.saga_gantt(timeline())
-    assert_readable(fig, width=13)
+    assert_readable(fig, width=plots.WIDTH)
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_yticklabels()]
-    assert len(labels) == 6  # s1: 4 steps (compensations share their step's row), s2: 2 steps
-    assert labels[0].endswith("validate_user") and "s1" in labels[0]
+    # s1: 4 steps (compensations share their step's row), s2: 2 steps; each saga has a header
+    assert labels == ["s1", "validate_user", "create_order", "reserve_stock", "charge_payment",
+                      "s2", "validate_user", "create_order"]
     bars = ax.patches
     assert len(bars) == 8
     hatched = [b for b in bars if b.get_hatch()]
@@ -81,6 +103,27 @@ def test_saga_gantt_one_row_per_saga_step_and_hatched_compensations():
     legend_texts = [t.get_text() for t in fig.legends[0].get_texts()]
     assert any("보상" in t for t in legend_texts)
     assert any("failed" in t for t in legend_texts)
+
+
+def test_saga_gantt_names_sagas_by_what_happened_and_shades_gaps():
+    df = timeline()
+    df["label"] = df["saga"].map({"s1": "payment-declined · bob", "s2": "happy · alice"})
+    fig = plots.saga_gantt(df, gaps=[(at(0.13), at(0.2), "오케스트레이터 없음")])
+    ax = fig.axes[0]
+    headers = [t for t in ax.get_yticklabels() if t.get_fontweight() == "bold"]
+    assert [t.get_text() for t in headers] == ["payment-declined · bob (s1)", "happy · alice (s2)"]
+    assert any("오케스트레이터 없음" in t.get_text() for t in fig.legends[0].get_texts())
+    assert not overlapping_texts(fig)
+
+
+def test_saga_gantt_aligned_at_each_start_keeps_each_saga_together():
+    df = timeline()
+    fig = plots.saga_gantt(df, align="start")
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == ["s1", "validate_user", "create_order", "reserve_stock", "charge_payment",
+                      "s2", "validate_user", "create_order"]
+    s2_first = next(p for p in fig.axes[0].patches if p.get_y() < 6.5 and p.get_y() > 5.5)
+    assert s2_first.get_x() == 0  # s2 drawn from its own start
 
 
 def test_saga_gantt_single_saga_uses_step_names_and_numbers():
@@ -115,11 +158,37 @@ def test_before_after_shows_changes_and_switches_to_log_scale_for_wide_ranges():
     assert "로그" in rich.axes[0].get_ylabel()
 
 
+def test_before_after_labels_never_run_into_each_other():
+    """The course's balances: 100,000,000 next to 99,987,500 once printed as one string."""
+    fig = plots.before_after({"alice": 100_000_000, "bob": 1_000, "merchant": 0},
+                             {"alice": 99_987_500, "bob": 1_000, "merchant": 12_500},
+                             "account_id", "balance", "계좌 잔액: 사가 전후", ylabel="잔액 (센트)")
+    assert not overlapping_texts(fig)
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks[0] == "alice\n100,000,000\n-> 99,987,500"
+    assert "-12,500" in [t.get_text() for t in fig.axes[0].texts]
+    stock = plots.before_after({f"SKU-{i}": 10 * i for i in range(1, 6)},
+                               {f"SKU-{i}": 10 * i - (i == 5) for i in range(1, 6)},
+                               "sku", "available", "재고")
+    assert not overlapping_texts(stock)
+
+
+def test_pattern_complexity_title_sits_above_the_panel_titles():
+    complexity = pd.DataFrame({"workloads": [2, 2, 3], "event types": [12, 3, 18],
+                               "events": [900, 120, 1500]},
+                              index=pd.Index(["Saga", "CQRS", "Event Sourcing"], name="pattern"))
+    fig = plots.pattern_complexity(complexity)
+    assert not overlapping_texts(fig)
+    renderer = _renderer(fig)
+    suptitle = fig._suptitle.get_window_extent(renderer)
+    assert all(suptitle.y0 >= ax.title.get_window_extent(renderer).y1 for ax in fig.axes)
+
+
 def test_projection_lag_stacks_command_and_lag_with_median_line():
     df = pd.DataFrame({"command": [1, 2, 3, 4], "lag_ms": [10.0, 12.0, 30.0, 11.0],
                        "command_ms": [5.0, 6.0, 5.0, 5.0]})
     fig = plots.projection_lag(df)
-    assert_readable(fig, width=12)
+    assert_readable(fig, width=plots.WIDTH)
     ax = fig.axes[0]
     assert len(ax.patches) == 8  # command bars + lag bars
     legend = " ".join(t.get_text() for t in fig.legends[0].get_texts())

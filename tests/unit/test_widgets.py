@@ -34,10 +34,12 @@ class FakeLab:
         self.calls: list[tuple[Any, ...]] = []
         self.saga = FakeSaga(self.calls, saga_timeout)
         self.fail_status = fail_status
+        self.users = [{"id": "alice", "name": "Alice"}, {"id": "bob", "name": "Bob"}]
 
     def query(self, name: str, **params: Any) -> dict[str, Any]:
         self.calls.append(("query", name, params))
-        return {"users": [{"id": "alice", "name": "Alice"}, {"id": "bob", "name": "Bob"}]}
+        offset, limit = params.get("offset", 0), params.get("limit", 100)
+        return {"users": self.users[offset:offset + limit], "total": len(self.users)}
 
     def stock(self) -> pd.DataFrame:
         self.calls.append(("stock",))
@@ -58,17 +60,25 @@ def text(out: Any) -> str:
     return "".join(o.get("text", "") for o in out.outputs if o.get("output_type") == "stream")
 
 
-def test_order_form_places_the_chosen_order_as_a_saga_and_shows_how_it_ended():
+@pytest.fixture(autouse=True)
+def named_customers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """alice and bob are registered on their first order: recorded here, not over HTTP."""
+    ensured: list[str] = []
+    monkeypatch.setattr(widgets, "_ensure_named", lambda lab, user: ensured.append(user))
+    return ensured
+
+
+def test_order_form_places_the_chosen_order_as_a_saga_and_shows_how_it_ended(named_customers):
     lab = FakeLab()
     panel = widgets.order_form(lab)
     parts = panel.parts
     assert [o[1] for o in parts["user"].options] == ["alice", "bob"]
     assert list(parts["sku"].options) == ["KEYBOARD-MX", "MONITOR-27"]
-    assert ("query", "users", {"status": "active", "limit": 200}) in lab.calls
     parts["user"].value = "bob"
     parts["sku"].value = "MONITOR-27"
     parts["quantity"].value = 3
     parts["button"].click()
+    assert named_customers == ["bob"]
     assert ("place_order", "bob", [("MONITOR-27", 3)]) in lab.calls
     assert ("wait", "saga-1", widgets.SAGA_WAIT_S) in lab.calls
     shown = text(parts["out"])
@@ -85,13 +95,41 @@ def test_order_form_reports_a_saga_still_running_and_reloads_options():
     assert sum(1 for c in lab.calls if c[0] == "stock") == n + 1
 
 
-def test_order_form_without_users_says_what_to_do_and_places_nothing():
+def test_order_form_without_skus_says_what_to_do_and_places_nothing():
     lab = FakeLab()
-    lab.query = lambda name, **p: {"users": []}  # type: ignore[method-assign]
+    lab.stock = lambda: pd.DataFrame({"sku": []})  # type: ignore[method-assign]
     panel = widgets.order_form(lab)
     panel.parts["button"].click()
     assert not [c for c in lab.calls if c[0] == "place_order"]
-    assert "create-user" in text(panel.parts["out"])
+    assert "choose a user and a SKU" in text(panel.parts["out"])
+
+
+def test_alice_and_bob_stay_offered_among_many_users_and_others_can_be_searched():
+    lab = FakeLab()
+    lab.users = [{"id": f"u{i}", "name": f"Student {i}", "email": f"s{i}@example.com"}
+                 for i in range(2500)]
+    lab.users[3:3] = [{"id": "alice", "name": "Alice"}, {"id": "bob", "name": "Bob"}]
+    panel = widgets.order_form(lab)
+    users = [o[1] for o in panel.parts["user"].options]
+    assert users[:2] == ["alice", "bob"]
+    assert users[2:4] == ["u2499", "u2498"]  # then the newest
+    assert len(users) == 2 + widgets.SHOWN_USERS
+    panel.parts["search"].value = "Student 17"  # newest matches first, at most SHOWN_USERS
+    found = [o[1] for o in panel.parts["user"].options]
+    assert found[0] == "u1799" and len(found) == widgets.SHOWN_USERS and "u18" not in found
+    panel.parts["search"].value = "s17@example"  # an old user, by email
+    assert [o[1] for o in panel.parts["user"].options] == ["u17"]
+    assert "users match 's17@example'" in text(panel.parts["out"])
+    panel.parts["search"].value = "bo"
+    assert panel.parts["user"].options[0][1] == "bob"
+
+
+def test_order_form_labels_are_not_cut_off():
+    panel = widgets.order_form(FakeLab())
+    for name in ("button", "reload"):
+        assert panel.parts[name].layout.width == "auto"
+    for name in ("search", "user", "sku", "quantity"):
+        assert panel.parts[name].style.description_width == "initial"
 
 
 def test_failure_buttons_fire_their_scenario():

@@ -1,0 +1,64 @@
+"""The workbook's named helpers against a real lab: sagas labelled by what happened to them,
+the latest-sagas chart, the crash chart's gap, the saga stream table, the service table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from labkit.lab import Lab
+from labkit.workbook import checks, figures, tables
+from tests.integration.labs import full_lab
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    with full_lab(tmp_path_factory.mktemp("helpers") / "data") as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def sagas(lab: Lab) -> dict[str, str]:
+    ids = {name: lab.fire(name) for name in ("happy", "payment-declined", "invalid-user")}
+    lab.saga.wait_all(ids.values())
+    ids["orchestrator-crash"] = lab.fire("orchestrator-crash", wait=True)
+    return ids
+
+
+def test_timelines_and_the_latest_chart_name_each_saga_by_what_happened(lab, sagas) -> None:
+    timeline = lab.saga.timeline(list(sagas.values()))
+    labels = timeline.groupby("saga")["label"].first()
+    for name, sid in sagas.items():
+        assert labels[sid].startswith(f"{name} · "), labels[sid]
+    latest = lab.saga.latest(2)
+    assert list(dict.fromkeys(latest["saga"]))[-1] == sagas["orchestrator-crash"]
+    fig = figures.latest_sagas(lab, 2)
+    bold = [t.get_text() for t in fig.axes[0].get_yticklabels() if t.get_fontweight() == "bold"]
+    assert len(bold) == 2 and bold[-1].startswith("orchestrator-crash · alice")
+
+
+def test_the_crash_saga_has_two_orchestrators_and_a_gap_between_them(lab, sagas) -> None:
+    sid = sagas["orchestrator-crash"]
+    stream = tables.saga_stream(lab, sid)
+    assert list(stream.columns) == ["position", "version", "event_type", "step", "attempt",
+                                    "owner", "recorded_at"]
+    assert stream["owner"].iloc[0] == "(lab.saga.place_order)"
+    drivers = tables.orchestrators(stream)
+    assert len(drivers) == 2
+    died, resumed = figures.orchestrator_gap(lab, sid)
+    assert died < resumed
+    assert figures.orchestrator_gap(lab, sagas["happy"]) is None
+    fig = figures.crash_gantt(lab, sid)
+    assert any("오케스트레이터 없음" in t.get_text() for t in fig.legends[0].get_texts())
+
+
+def test_saga_outcomes_and_service_addresses(lab, sagas) -> None:
+    outcomes = checks.saga_outcomes(lab, {k: sagas[k] for k in ("payment-declined",
+                                                                "invalid-user")})
+    row = outcomes.set_index("scenario").loc["payment-declined"]
+    assert (row["failed at"], row["reason"]) == ("charge_payment", "declined")
+    assert row["compensated (recorded order)"] == "release_stock → cancel_order"
+    addresses = tables.service_addresses(lab).set_index("service")
+    assert addresses.loc["query-service", "this lab (local)"] == lab.url("query-service")
+    assert addresses.loc["query-service", "env var"] == "LABKIT_QUERY_SERVICE_URL"
