@@ -20,7 +20,7 @@ from ecommerce.domain import payments as pay
 from ecommerce.domain.events import RecordedEvent
 from ecommerce.domain.fate import FATE_EVENTS, Fates, OrderFateError, check_withdrawable
 from ecommerce.services.admin import ADMIN_PREFIX, admin_dependencies, admin_enabled
-from ecommerce.services.app import ApiError, IdempotencyKey, make_app, serve
+from ecommerce.services.app import ApiError, ErrorBody, IdempotencyKey, make_app, serve
 from ecommerce.services.faults import install_faults
 from ecommerce.services.participant import Key, Participant, install_store_errors
 from ecommerce.store.base import EventStore
@@ -106,7 +106,9 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
                         str(exc))
 
     @app.post("/api/payments/accounts", status_code=201, tags=["accounts"],
-              summary="Open an account (idempotent: 200 when it is open already)")
+              summary="Open an account (idempotent: 200 when it is open already)",
+              responses={403: {"model": ErrorBody, "description": "initial_balance > 0: "
+                               "money comes in only through the admin command (`admin_only`)"}})
     def open_account(body: OpenAccount, idempotency_key: IdempotencyKey = None) -> JSONResponse:
         key, endpoint = Key.of(idempotency_key, body.model_dump()), f"open/{body.account_id}"
         if body.initial_balance:

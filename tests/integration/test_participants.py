@@ -23,7 +23,7 @@ from ecommerce.store.postgres_events import PostgresEventStore
 from ecommerce.store.sqlite_events import SqliteEventStore
 from labkit.ops.fault_client import FaultError, Faults
 from tests.integration import service_proc
-from tests.integration.service_proc import ADMIN_TOKEN, ServiceProc, Services, fund
+from tests.integration.service_proc import ADMIN, ADMIN_TOKEN, ServiceProc, Services, fund
 
 services = service_proc.services  # the fixture: real subprocesses, stopped after each test
 
@@ -369,7 +369,7 @@ def test_crash_fault_exits_and_the_state_survives_a_restart(services: Services) 
     assert payments.wait_exit() == CRASH_EXIT_CODE
     payments.restart()
     assert payments.client.get("/api/payments/accounts/alice").json()["balance"] == 9_300
-    assert payments.client.get("/faults").json()["faults"] == []  # faults live in the process
+    assert payments.client.get("/faults", headers=ADMIN).json()["faults"] == []  # per process
 
 
 def test_faults_are_off_unless_enabled(services: Services) -> None:
