@@ -233,8 +233,11 @@ class Lab:
             df["recorded_at"] = pd.to_datetime(df["recorded_at"])
         return df
 
-    def stream(self, stream_id: str) -> list[dict[str, Any]]:
-        return self._call("event-store-api", "GET", f"/api/events/streams/{stream_id}")["events"]
+    def stream(self, stream_id: str, *, raw: bool = False) -> list[dict[str, Any]]:
+        """A stream's events, upcast to the current schema versions; `raw=True`: exactly as
+        stored in the log (on any backend: SQLite, PostgreSQL, a cluster)."""
+        return self._call("event-store-api", "GET", f"/api/events/streams/{stream_id}",
+                          params={"raw": "true"} if raw else None)["events"]
 
     def replay(self, projections: list[str] | None = None) -> dict[str, Any]:
         """Rebuild the read models from the whole log, beside the live ones, then swap them in
