@@ -41,9 +41,9 @@ def create_app(settings: Settings, store: ReadStore | None = None) -> FastAPI:
              status: str | None = None) -> tuple[list[dict[str, Any]], int, dict[str, Any]]:
         meta = freshness(projection)  # read first: the documents are at least this fresh
         if status is None:
-            docs = [_strip(d) for d in reads.list(collection, limit, offset)]
+            docs = [_strip(d) for d in reads.documents(collection, limit, offset)]
             return docs, reads.count(collection), meta
-        matching = [_strip(d) for d in reads.list(collection) if d.get("status") == status]
+        matching = [_strip(d) for d in reads.documents(collection) if d.get("status") == status]
         return matching[offset : offset + limit], len(matching), meta
 
     @app.get("/api/queries/users", tags=["queries"])

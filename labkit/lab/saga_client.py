@@ -168,7 +168,7 @@ class SagaClient:
         deadline = time.monotonic() + timeout
         return [self.wait(sid, max(0.0, deadline - time.monotonic())) for sid in saga_ids]
 
-    def list(self, limit: int | None = 100, status: str | None = None) -> list[dict[str, Any]]:
+    def summaries(self, limit: int | None = 100, status: str | None = None) -> list[dict[str, Any]]:
         """Sagas, newest first: id, order, user, status, amount, failure, timings."""
         states: dict[str, s.SagaState] = {}
         after = 0
@@ -204,7 +204,7 @@ class SagaClient:
         from labkit.lab.scenarios import scenario_of
 
         if ids is None:
-            ids = [r["saga_id"] for r in self.list(limit=10)][::-1]
+            ids = [r["saga_id"] for r in self.summaries(limit=10)][::-1]
         elif isinstance(ids, str):
             ids = [ids]
         rows: list[dict[str, Any]] = []
@@ -221,7 +221,7 @@ class SagaClient:
     def latest(self, n: int = 5) -> pd.DataFrame:
         """The timeline of the `n` most recently started sagas (oldest of them first): what a
         chart of "what just happened" needs, whatever placed them."""
-        return self.timeline([r["saga_id"] for r in self.list(limit=n)][::-1])
+        return self.timeline([r["saga_id"] for r in self.summaries(limit=n)][::-1])
 
     # ---- driving in this process (no orchestrator process needed) --------------------------
     def run(self, saga_id: str, participants: Any = None) -> dict[str, Any]:

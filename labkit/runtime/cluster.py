@@ -305,7 +305,7 @@ class ClusterRuntime:
         if not selector:
             return []
         ns = (live.get("metadata") or {}).get("namespace") or self.namespace
-        return self._call("list pods", self.api.list, "v1", "Pod", ns, label_selector=selector)
+        return self._call("list pods", self.api.list_objects, "v1", "Pod", ns, label_selector=selector)
 
     def events_for(self, live: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]
                    ) -> list[dict[str, Any]]:
@@ -314,7 +314,7 @@ class ClusterRuntime:
         name = meta.get("name", "")
         names = {p["metadata"]["name"] for p in pods}
         try:
-            events = self.api.list("v1", "Event", ns)
+            events = self.api.list_objects("v1", "Event", ns)
         except Exception:  # events are a best-effort explanation
             return []
         out = []
@@ -413,14 +413,14 @@ class ClusterRuntime:
                 return self.pods_of(live)
         cron = self._call(f"read CronJob {name}", api.get, "batch/v1", "CronJob", name, ns)
         if cron is not None:
-            jobs = [j for j in self._call("list jobs", api.list, "batch/v1", "Job", ns)
+            jobs = [j for j in self._call("list jobs", api.list_objects, "batch/v1", "Job", ns)
                     if any(r.get("kind") == "CronJob" and r.get("name") == name
                            for r in (j.get("metadata") or {}).get("ownerReferences") or [])]
             if not jobs:
                 return []
             latest = max(jobs, key=lambda j: j["metadata"].get("creationTimestamp") or "")
             return self.pods_of(latest)
-        pods = self._call("list pods", api.list, "v1", "Pod", ns, label_selector=parse_selector(name))
+        pods = self._call("list pods", api.list_objects, "v1", "Pod", ns, label_selector=parse_selector(name))
         if pods:
             return pods
         pod = self._call(f"read pod {name}", api.get, "v1", "Pod", name, ns)
@@ -476,7 +476,7 @@ class ClusterRuntime:
     def kill(self, selector: str, grace_period_seconds: int = 0) -> list[str]:
         """Delete the pods matching `selector` (a pod name label or a label selector) at once."""
         sel = parse_selector(selector)
-        pods = self._call("list pods", self.api.list, "v1", "Pod", self.namespace,
+        pods = self._call("list pods", self.api.list_objects, "v1", "Pod", self.namespace,
                           label_selector=sel)
         pods = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")
                 and (p.get("status") or {}).get("phase") in ("Running", "Pending")]
@@ -510,7 +510,7 @@ class ClusterRuntime:
             raise ClusterError(f"No Service {service!r} in namespace {self.namespace}: apply "
                                "01-networking (`labkit up`).")
         selector = m.label_selector_string((svc.get("spec") or {}).get("selector") or {})
-        pods = self._call("list pods", self.api.list, "v1", "Pod", self.namespace,
+        pods = self._call("list pods", self.api.list_objects, "v1", "Pod", self.namespace,
                           label_selector=selector)
         for p in pods:
             conds = {c.get("type"): c.get("status") for c in (p.get("status") or {}).get("conditions") or []}
@@ -608,11 +608,11 @@ class ClusterRuntime:
         left = []
         for api_version, kind in kinds:
             for ns in in_namespaces:
-                for o in self._call(f"list {kind}", self.api.list, api_version, kind, ns,
+                for o in self._call(f"list {kind}", self.api.list_objects, api_version, kind, ns,
                                     label_selector=selector):
                     left.append(f"{kind} {ns}/{o['metadata']['name']}")
         if namespaces:
-            for o in self._call("list namespaces", self.api.list, "v1", "Namespace",
+            for o in self._call("list namespaces", self.api.list_objects, "v1", "Namespace",
                                 label_selector=selector):
                 if o["metadata"]["name"] in in_namespaces:
                     left.append(f"Namespace {o['metadata']['name']}")
@@ -639,7 +639,7 @@ class ClusterRuntime:
         deleted = []
         for api_version, kind in kinds:
             for ns in namespaces:
-                objs = self._call(f"list {kind}", api.list, api_version, kind, ns,
+                objs = self._call(f"list {kind}", api.list_objects, api_version, kind, ns,
                                   label_selector=selector)
                 for o in objs:
                     name = o["metadata"]["name"]
@@ -647,7 +647,7 @@ class ClusterRuntime:
                                   propagation="Background"):
                         deleted.append(f"{kind} {ns}/{name}")
         if not keep_namespaces:
-            for o in self._call("list namespaces", api.list, "v1", "Namespace",
+            for o in self._call("list namespaces", api.list_objects, "v1", "Namespace",
                                 label_selector=selector):
                 name = o["metadata"]["name"]
                 if name in namespaces and self._call(
@@ -744,7 +744,7 @@ class ClusterRuntime:
         gw = next((o for o in self.objects("01-networking") if o["kind"] == "Gateway"), None)
         cls = ((gw or {}).get("spec") or {}).get("gatewayClassName", "")
         try:
-            classes = {o["metadata"]["name"] for o in api.list("gateway.networking.k8s.io/v1",
+            classes = {o["metadata"]["name"] for o in api.list_objects("gateway.networking.k8s.io/v1",
                                                                "GatewayClass")}
         except Exception:
             return Check("gateway api", True, "Gateway API CRDs installed (GatewayClasses not "
@@ -758,7 +758,7 @@ class ClusterRuntime:
 
     def _check_nodes(self, api: KubeApi) -> list[Check]:
         try:
-            nodes = api.list("v1", "Node")
+            nodes = api.list_objects("v1", "Node")
         except Exception:
             return [Check("image", None, f"could not list nodes (permissions) to look for {IMAGE}")]
         return [check_image_on_nodes(nodes, self.image),

@@ -1118,7 +1118,7 @@ def _cluster_leftovers(lab: Lab) -> list[str]:
         if api_version.startswith("gateway.") and not api.has_kind(api_version, kind):
             continue
         for ns in (lab.settings.namespace, TESTING_NAMESPACE):
-            for o in api.list(api_version, kind, ns, label_selector=LAB_SELECTOR):
+            for o in api.list_objects(api_version, kind, ns, label_selector=LAB_SELECTOR):
                 left.append(f"{kind} {ns}/{o['metadata']['name']}")
     return left
 
