@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ecommerce.config import Settings
+from ecommerce.waiting import WaitTimeout, wait_until
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -193,15 +194,17 @@ class Lab:
     def wait_for_projection(self, position: int, projection: str = "users",
                             timeout: float = 10.0) -> float:
         """Wait until the read side has applied `position`; return the seconds waited."""
-        started = time.perf_counter()
-        while True:
+        def applied() -> bool:
             cps = self.query("checkpoints")["checkpoints"]
-            if cps.get(projection, {}).get("position", 0) >= position:
-                return time.perf_counter() - started
-            if time.perf_counter() - started > timeout:
-                raise LabError(f"projection {projection!r} did not reach position {position} in "
-                               f"{timeout}s: is the event-processor running? (lab.status())")
-            time.sleep(0.01)
+            return bool(cps.get(projection, {}).get("position", 0) >= position)
+
+        started = time.perf_counter()
+        try:
+            wait_until(applied, timeout=timeout, what=f"projection {projection!r}")
+        except WaitTimeout:
+            raise LabError(f"projection {projection!r} did not reach position {position} in "
+                           f"{timeout}s: is the event-processor running? (lab.status())") from None
+        return time.perf_counter() - started
 
     def events(self, after: int = 0, limit: int = 1000, *, stream: str | None = None,
                category: str | None = None, type: str | None = None) -> pd.DataFrame:

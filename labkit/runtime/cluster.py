@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ecommerce.config import DEFAULT_NAMESPACE
+from ecommerce.waiting import WaitTimeout, wait_until
 from labkit.runtime import k8s_status as ks
 from labkit.runtime import manifests as m
 from labkit.runtime.k8s_errors import GATEWAY_GROUP, MISSING_GATEWAY_CRDS, ClusterError, explain
@@ -338,39 +339,42 @@ class ClusterRuntime:
         pending = [o for o in objects if ks.waits_for(o)]
         if not pending:
             return
-        deadline = self._clock() + timeout
         from labkit.runtime.progress import Progress
 
         bar = Progress(len(pending), desc, "objects", enabled=self.progress)
-        try:
-            while True:
-                last: dict[str, ks.State] = {}
-                for obj in list(pending):
-                    live = self._get(obj)
-                    state = ks.workload_state(live)
-                    if state.done:
-                        pending.remove(obj)
-                        bar.update(1)
-                        continue
-                    last[m.describe(obj)] = state
-                    if state.phase == ks.FAILED:
-                        raise ClusterError(self._stuck_message(obj, live, state.detail))
-                    if live is not None:
-                        bad = ks.fatal(self.pods_of(live))
-                        if bad:
-                            raise ClusterError(self._stuck_message(obj, live, "cannot become ready"))
-                if not pending:
-                    return
+        last: dict[str, ks.State] = {}
+
+        def settled() -> bool:
+            last.clear()
+            for obj in list(pending):
+                live = self._get(obj)
+                state = ks.workload_state(live)
+                if state.done:
+                    pending.remove(obj)
+                    bar.update(1)
+                    continue
+                last[m.describe(obj)] = state
+                if state.phase == ks.FAILED:
+                    raise ClusterError(self._stuck_message(obj, live, state.detail))
+                if live is not None:
+                    bad = ks.fatal(self.pods_of(live))
+                    if bad:
+                        raise ClusterError(self._stuck_message(obj, live, "cannot become ready"))
+            if pending:
                 bar.note(", ".join(o["metadata"]["name"] for o in pending)[:60])
-                if self._clock() >= deadline:
-                    lines = [f"Timed out after {timeout:.0f}s waiting for "
-                             f"{', '.join(m.describe(o) for o in pending)}:"]
-                    for obj in pending:
-                        state = last.get(m.describe(obj))
-                        lines.append(f"- {m.describe(obj)}: {state.detail if state else ''}")
-                        lines += ["    " + ln for ln in self.explain_stuck(obj)]
-                    raise ClusterError("\n".join(lines))
-                self._sleep(self.poll_interval)
+            return not pending
+
+        try:
+            wait_until(settled, timeout=timeout, interval=self.poll_interval, clock=self._clock,
+                       sleep=self._sleep, what=desc)
+        except WaitTimeout:
+            lines = [f"Timed out after {timeout:.0f}s waiting for "
+                     f"{', '.join(m.describe(o) for o in pending)}:"]
+            for obj in pending:
+                state = last.get(m.describe(obj))
+                lines.append(f"- {m.describe(obj)}: {state.detail if state else ''}")
+                lines += ["    " + ln for ln in self.explain_stuck(obj)]
+            raise ClusterError("\n".join(lines)) from None
         finally:
             bar.close()
 
@@ -654,28 +658,32 @@ class ClusterRuntime:
                         f"delete namespace {name}", api.delete, "v1", "Namespace", name):
                     deleted.append(f"Namespace {name}")
         if wait:
-            deadline = self._clock() + timeout
-            while True:
-                left = self._leftovers([*kinds, *COLLECTED_KINDS], selector, namespaces,
-                                       not keep_namespaces)
-                if not left:
-                    break
-                if self._clock() >= deadline:
-                    raise ClusterError(f"Timed out after {timeout:.0f}s waiting for the lab's objects "
-                                       f"to go: {', '.join(left[:8])}"
-                                       f"{' ...' if len(left) > 8 else ''} (a finalizer may be "
-                                       "stuck; `kubectl get <kind> <name> -o yaml` shows it).")
-                self._sleep(self.poll_interval)
+            left: list[str] = []
+
+            def gone() -> bool:
+                left[:] = self._leftovers([*kinds, *COLLECTED_KINDS], selector, namespaces,
+                                          not keep_namespaces)
+                return not left
+
+            try:
+                wait_until(gone, timeout=timeout, interval=self.poll_interval, clock=self._clock,
+                           sleep=self._sleep, what="the lab's objects to go")
+            except WaitTimeout:
+                raise ClusterError(f"Timed out after {timeout:.0f}s waiting for the lab's objects "
+                                   f"to go: {', '.join(left[:8])}"
+                                   f"{' ...' if len(left) > 8 else ''} (a finalizer may be "
+                                   "stuck; `kubectl get <kind> <name> -o yaml` shows it).") from None
         self.echo(f"deleted {len(deleted)} objects" if deleted else "nothing to delete")
         return deleted
 
     def _wait_gone(self, objects: Sequence[Mapping[str, Any]], timeout: float) -> None:
-        deadline = self._clock() + timeout
-        while any(self._get(o) is not None for o in objects):
-            if self._clock() >= deadline:
-                raise ClusterError(f"Timed out waiting for {', '.join(m.describe(o) for o in objects)} "
-                                   "to be deleted.")
-            self._sleep(self.poll_interval)
+        try:
+            wait_until(lambda: all(self._get(o) is None for o in objects), timeout=timeout,
+                       interval=self.poll_interval, clock=self._clock, sleep=self._sleep,
+                       what="the objects to be deleted")
+        except WaitTimeout:
+            raise ClusterError(f"Timed out waiting for {', '.join(m.describe(o) for o in objects)} "
+                               "to be deleted.") from None
 
     # -- doctor ---------------------------------------------------------------------------------
     def doctor(self) -> list[Check]:

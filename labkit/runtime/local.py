@@ -23,7 +23,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -32,6 +31,7 @@ import httpx
 
 from ecommerce.config import Settings, service_url_var
 from ecommerce.services.registry import SERVICES, TASKS
+from ecommerce.waiting import WaitTimeout, wait_until
 from labkit.runtime.manifests import STEPS
 from labkit.runtime.steps import GATEWAY, process_steps, processes_for, workload_for
 
@@ -373,10 +373,9 @@ class LocalRuntime:
         from labkit.runtime.progress import Progress
 
         bar = Progress(len(pending), "starting", "processes", enabled=progress)
-        deadline = time.monotonic() + timeout
         try:
             with httpx.Client(timeout=1.0) as client:
-                while pending:
+                def all_ready() -> bool:
                     for name in sorted(pending):
                         rec = records[name]
                         if _proc(rec.pid, rec.started) is None:
@@ -384,18 +383,18 @@ class LocalRuntime:
                                 f"{name} exited during start-up; its last log lines:\n"
                                 + self.logs(name, tail=15)
                             )
-                        ok = rec.url is None or self._ready(client, rec.url)
-                        if ok:
+                        if rec.url is None or self._ready(client, rec.url):
                             pending.discard(name)
                             bar.update(1)
                             bar.note(f"{name} ready")
-                    if pending and time.monotonic() > deadline:
-                        raise RuntimeErrorWithHint(
-                            f"not ready after {timeout:.0f}s: {', '.join(sorted(pending))}; see "
-                            "`labkit logs NAME`"
-                        )
-                    if pending:
-                        time.sleep(0.05)
+                    return not pending
+
+                wait_until(all_ready, timeout=timeout, interval=0.05, what="the processes")
+        except WaitTimeout:
+            raise RuntimeErrorWithHint(
+                f"not ready after {timeout:.0f}s: {', '.join(sorted(pending))}; see "
+                "`labkit logs NAME`"
+            ) from None
         finally:
             bar.close()
 
@@ -462,15 +461,15 @@ class LocalRuntime:
         """Kill one service process (the crash scenarios). Returns the pid killed."""
         rec = self._load().get(name)
         proc = _proc(rec.pid, rec.started) if rec else None
-        if proc is None:
+        if rec is None or proc is None:
             raise RuntimeErrorWithHint(f"{name} is not running (see `labkit status`)")
+        pid, started = rec.pid, rec.started
         proc.send_signal(sig)
         # Not our child (started by another shell or kernel): psutil's wait() would poll slowly
         # until init reaps it, but a zombie is already dead for every purpose here.
-        deadline = time.monotonic() + 5
-        while _proc(rec.pid, rec.started) is not None and time.monotonic() < deadline:  # type: ignore[union-attr]
-            time.sleep(0.01)
-        return rec.pid  # type: ignore[union-attr]
+        with contextlib.suppress(WaitTimeout):  # still there after 5 s: the caller will see it
+            wait_until(lambda: _proc(pid, started) is None, timeout=5, what=f"{name} to die")
+        return pid
 
     # ---- observation --------------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:

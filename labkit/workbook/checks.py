@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ecommerce.waiting import WaitTimeout, wait_until
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -704,14 +706,16 @@ def saga_invariants(lab: Lab, timeout: float = 10.0) -> pd.DataFrame:
     from labkit.ops import invariants
 
     store = lab.saga.store
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def observe() -> tuple[invariants.SystemState, invariants.InvariantReport]:
         state = invariants.snapshot(lab.http, store)
-        report = invariants.check_state(state)
-        # A stuck saga will not end by waiting: only the others are worth waiting for.
-        if len(report.unfinished) == len(report.stuck) or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+        return state, invariants.check_state(state)
+
+    try:  # a stuck saga will not end by waiting: only the others are worth waiting for
+        state, report = wait_until(observe, until=lambda o: len(o[1].unfinished) == len(o[1].stuck),
+                                   timeout=timeout, interval=0.05, what="the sagas to end")
+    except WaitTimeout as late:
+        state, report = late.last  # report what is there, unfinished sagas and all
     bad: dict[str, list[str]] = {}
     for v in report.violations:
         bad.setdefault(_invariant_group(v), []).append(v)
