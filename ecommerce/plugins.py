@@ -217,13 +217,14 @@ def load_file(path: Path, name: str | None = None) -> Plugin:
 
 
 def load_all(directory: Path | None = None, logger: logging.Logger | None = None) -> list[Plugin]:
-    """Import every `*.py` in `directory` (default: LABKIT_PLUGINS_DIR), in name order."""
+    """Import every `*.py` in `directory` (default: LABKIT_PLUGINS_DIR), oldest file first:
+    when two plugins register the same name, the one deployed last wins."""
     directory = directory if directory is not None else plugins_dir()
     if directory is None or not directory.is_dir():
         return []
     out = []
     lg = logger or log
-    for path in sorted(directory.glob("*.py")):
+    for path in sorted(directory.glob("*.py"), key=lambda p: (p.stat().st_mtime_ns, p.name)):
         if path.name.startswith((".", "_")):
             continue
         plugin = load_file(path)
