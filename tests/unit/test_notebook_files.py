@@ -250,7 +250,7 @@ def test_notebook_conventions(name: str, edition: str):
     first = next(c.source for c in code if "labkit.connect()" in c.source)
     assert code.index(next(c for c in code if c.source == first)) <= 1
     if name != "00-setup":
-        assert "lab.up()" in first, "every notebook starts the lab (idempotent)"
+        assert "lab.up(" in first, "every notebook starts the lab (idempotent)"
     assert "checks.assert_ok(results)" in code[-1].source or any(
         "checks.assert_ok(results)" in c.source for c in code[-2:]), "ends with a checkpoint"
     sources = [c.source for c in code]
