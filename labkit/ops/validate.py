@@ -393,6 +393,11 @@ def spec_for(t: Template) -> ServiceSpec | None:
     return all_specs().get(t.labels.get("app.kubernetes.io/name", ""))
 
 
+def is_follower(t: Template) -> bool:
+    """The long-running variant of a worker (a Deployment), as opposed to its Job/CronJob."""
+    return t.item.kind == "Deployment"
+
+
 def is_lab_image(image: str) -> bool:
     return image.split(":")[0] == IMAGE.split(":")[0]
 
@@ -527,7 +532,7 @@ def check_probes_and_ports(items: list[Item]) -> list[Problem]:
                                               "does not declare", "ports"))
             if not is_lab_image(c.get("image", "")) or spec is None:
                 continue
-            if spec.http:
+            if spec.http or (spec.probes and is_follower(t)):
                 for kind, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
                     got = ((c.get(kind) or {}).get("httpGet") or {}).get("path")
                     if got != path:
@@ -675,7 +680,7 @@ def check_env(items: list[Item]) -> list[Problem]:
                                                   "the manifests do not define", "env"))
             if spec is None or not is_lab_image(c.get("image", "")):
                 continue
-            wanted, got = set(spec.env), set(env)
+            wanted, got = set(spec.env_for(is_follower(t))), set(env)
             for name in sorted(wanted - got):
                 out.append(Problem(where, f"{spec.name} reads {name} but the manifest does not set "
                                           "it", "env"))

@@ -94,7 +94,8 @@ def launch_specs(names: Iterable[str] | None = None) -> dict[str, LaunchSpec]:
         command = [sys.executable, "-m", container.module, *container.args]
         env = {k: v for k, v in container.literal_env.items() if k not in OVERRIDDEN
                and not (k.startswith("LABKIT_") and k.endswith("_URL"))}
-        out[name] = LaunchSpec(name, command, env, spec.http)
+        # A follower with probes gets a port too: /readyz tells `up` and `status` how it is.
+        out[name] = LaunchSpec(name, command, env, spec.http or spec.probes)
     return out
 
 
