@@ -166,7 +166,7 @@ def make_app(
 
 def serve(service: str, factory: Callable[[Settings], FastAPI]) -> None:
     """Run the service with uvicorn on LABKIT_HOST:LABKIT_PORT, logging JSON to stdout."""
-    import uvicorn
+    from ecommerce import quiet_server
 
     logs.setup(service)
     settings = Settings.from_env()
@@ -176,5 +176,5 @@ def serve(service: str, factory: Callable[[Settings], FastAPI]) -> None:
         logging.getLogger(service).error(str(exc))
         raise SystemExit(2) from None
     logs.event(logging.getLogger(service), "starting", host=settings.host, port=settings.port)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
-                access_log=False, timeout_graceful_shutdown=3)
+    quiet_server.run(app, host=settings.host, port=settings.port, log_config=None,
+                     access_log=False, timeout_graceful_shutdown=3)

@@ -214,8 +214,8 @@ class _Connections:
     a server restart); the next use opens a fresh one.
     """
 
-    def __init__(self, url: str, size: int) -> None:
-        self.url, self.size = url, size
+    def __init__(self, url: str, size: int, setup: str = "SET TIME ZONE 'UTC'") -> None:
+        self.url, self.size, self.setup = url, size, setup
         # A cursor per connection, reused: the cursor knows its connection.
         self._idle: list[psycopg.Cursor[Any]] = []
         self._slots = threading.BoundedSemaphore(size)
@@ -224,7 +224,7 @@ class _Connections:
     def connect(self) -> psycopg.Cursor[Any]:
         try:
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
-            conn.execute("SET TIME ZONE 'UTC'")  # aware datetimes in UTC, as SQLite returns
+            conn.execute(self.setup)  # e.g. the time zone: aware datetimes in UTC, as SQLite
         except psycopg.OperationalError as exc:
             raise _unreachable(self.url, exc) from None
         return conn.cursor()
@@ -275,6 +275,7 @@ class PostgresEventStore(EventStore):
         schema: str = "labkit",
         registry: UpcasterRegistry | None = None,
         pool_size: int = 8,
+        synchronous_commit: str = "server",
         _serialise: bool = True,
     ) -> None:
         """Connect, create the schema, table and functions if needed, open a connection pool.
@@ -282,7 +283,8 @@ class PostgresEventStore(EventStore):
         `url` is a libpq URL or DSN; `pool_size` caps the connections this store holds (threads
         beyond it wait for one). `_serialise=False` is for tests only: it installs variants of
         the append functions without the advisory lock, to show that readers can then skip
-        events.
+        events. `synchronous_commit` ("on", "off"; "server": leave the server's setting) is set
+        on this store's sessions: see "Durability" in the module docstring.
         """
         super().__init__(registry)
         if not schema or len(schema) > 40:
@@ -293,7 +295,13 @@ class PostgresEventStore(EventStore):
         self._serialise = _serialise
         self._sql: dict[str, str] = {}
         self._init_schema()
-        self._conns = _Connections(url, max(1, pool_size))
+        if synchronous_commit not in ("server", "on", "off"):
+            raise ValueError("synchronous_commit must be 'server', 'on' or 'off'")
+        self.synchronous_commit = synchronous_commit
+        setup = "SET TIME ZONE 'UTC'"
+        if synchronous_commit != "server":
+            setup += f"; SET synchronous_commit = {synchronous_commit}"
+        self._conns = _Connections(url, max(1, pool_size), setup)
         self._conns.run(lambda cur: None)  # one warm connection, and a clear error if refused
 
     # -- setup -------------------------------------------------------------------------------

@@ -224,7 +224,7 @@ def create_app(settings: Settings | None = None, manifests: str | Path | None = 
 
 
 def main(argv: list[str] | None = None) -> None:
-    import uvicorn
+    from ecommerce import quiet_server
 
     parser = argparse.ArgumentParser(prog="python -m labkit.runtime.gateway",
                                      description="The lab's local gateway (routes by manifests/).")
@@ -237,8 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     rules = ", ".join(f"{r.label} -> {r.backend}" for r in app.routes)
     logs.event(log, "starting", host=settings.host, port=settings.port,
                rewrite_target=app.rewrite_target, routes=rules)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=3)
+    quiet_server.run(app, host=settings.host, port=settings.port, log_config=None,
+                     access_log=False, timeout_graceful_shutdown=3)
 
 
 if __name__ == "__main__":

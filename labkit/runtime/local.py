@@ -258,7 +258,8 @@ class LocalRuntime:
         s = self.settings
         for name, value in (("LABKIT_PG_URL", s.pg_url), ("LABKIT_REDIS_URL", s.redis_url),
                             ("LABKIT_PG_SCHEMA", s.pg_schema), ("LABKIT_REDIS_PREFIX", s.redis_prefix),
-                            ("LABKIT_SQLITE_SYNCHRONOUS", s.sqlite_synchronous)):
+                            ("LABKIT_SQLITE_SYNCHRONOUS", s.sqlite_synchronous),
+                            ("LABKIT_PG_SYNCHRONOUS_COMMIT", s.pg_synchronous_commit)):
             if value:
                 env[name] = value
         env["LABKIT_DATA_DIR"] = str(self.data_dir)
