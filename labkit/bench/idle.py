@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from labkit.runtime.local import LocalRuntime
+from labkit.runtime.local import LocalRuntime, RuntimeErrorWithHint
 
 #: Target from the course's issue: a whole local lab at rest below 1% of one core.
 TARGET_PERCENT = 1.0
@@ -85,7 +85,7 @@ def measure(rt: LocalRuntime, seconds: float = 20.0) -> dict[str, Any]:
     """Sample the running lab `rt` over `seconds`; the figures (see the module docstring)."""
     pids = {r["service"]: r["pid"] for r in rt.status() if r.get("pid")}
     if not pids:
-        raise RuntimeError("no lab process is running here: start one with `labkit up`, or "
+        raise RuntimeErrorWithHint("no lab process is running here: start one with `labkit up`, or "
                            "run `labkit bench idle` without --running to measure a fresh lab")
     backends = _database_backends(rt, pids)
     before, db_before = _sample(pids), _sample(backends)
@@ -131,7 +131,7 @@ def bench_idle(seconds: float = 20.0, settle: float = 3.0, running: bool = False
                ) -> dict[str, Any]:
     """A lab at rest: start a fresh one (or take the running one), wait `settle` s, measure."""
     if seconds <= 0 or settle < 0:
-        raise ValueError("--seconds must be > 0 and --settle >= 0")
+        raise RuntimeErrorWithHint("--seconds must be more than 0 and --settle at least 0")
     with _lab(running) as rt:
         time.sleep(settle)
         out = measure(rt, seconds)
