@@ -63,8 +63,12 @@ class PollWaiter:
     """Waits with a `Backoff`: for stores that cannot wake a follower up."""
 
     def __init__(self, backoff: Backoff | None = None, *, maximum: float | None = None) -> None:
-        self.backoff = backoff or Backoff(maximum=maximum if maximum is not None
-                                          else MAX_IDLE_WAIT)
+        if backoff is None:
+            top = MAX_IDLE_WAIT if maximum is None else maximum
+            if top <= 0:
+                raise ValueError(f"the longest idle wait must be more than 0 s; got {top}")
+            backoff = Backoff(minimum=min(MIN_IDLE_WAIT, top), maximum=top)
+        self.backoff = backoff
 
     def wait(self, stop: threading.Event, found: int) -> None:
         delay = self.backoff.delay(found)
