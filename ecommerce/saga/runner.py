@@ -46,7 +46,7 @@ def _store():
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ecommerce import logs
+    from ecommerce import logs, plugins
     from ecommerce.health import Heartbeat, serve_probes
     from ecommerce.saga.orchestrator import Orchestrator, find_saga
     from ecommerce.saga.participants import HttpParticipants, participant_urls
@@ -55,6 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     log = logs.setup("saga-orchestrator")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per call is noise here
+    plugins.load_all(logger=log)  # saga steps added by plugins (their request builders)
     try:
         store = _store()
     except StoreUnavailableError as exc:
