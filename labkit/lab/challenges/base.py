@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ecommerce.waiting import WaitTimeout, wait_until
+
 
 class ChallengeError(RuntimeError):
     """A challenge cannot be started, checked or given up as asked; the message says why."""
@@ -91,20 +93,21 @@ class Challenge:
 
 def wait_for(condition: Callable[[], Any], *, timeout: float, what: str,
              interval: float = 0.05) -> Any:
-    """Poll `condition` until it returns something truthy (and return that); ChallengeError
-    saying what did not happen after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
+    """Poll `condition` until it returns something truthy (and return that); an exception
+    counts as "not yet" (a service restarting). ChallengeError saying what did not happen
+    after `timeout` seconds."""
+
+    def attempt() -> Any:
         try:
-            value = condition()
-        except Exception:  # not ready yet (a service restarting): look again
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise ChallengeError(f"{what} did not happen within {timeout:.0f}s; is the lab "
-                                 "running? (`labkit status`)")
-        time.sleep(interval)
+            return condition()
+        except Exception:
+            return None
+
+    try:
+        return wait_until(attempt, timeout=timeout, interval=interval, what=what)
+    except WaitTimeout:
+        raise ChallengeError(f"{what} did not happen within {timeout:.0f}s; is the lab "
+                             "running? (`labkit status`)") from None
 
 
 def probe_user(lab: Any, label: str) -> tuple[str, int]:

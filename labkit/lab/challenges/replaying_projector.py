@@ -79,7 +79,7 @@ class ReplayingProjector(Challenge):
         require_local(lab, self)
         lab.close()
         lab.runtime.set_override(PROCESSOR, {DEFECT_ENV: "checkpoint-apart"}, BUILD_NOTE)
-        lab.runtime.restart(PROCESSOR)
+        lab.runtime.restart_one(PROCESSOR)
         for i in range(1, 4):
             new_visible_user(lab, f"Night signup {i}")
         reboot(lab)
@@ -111,7 +111,7 @@ class ReplayingProjector(Challenge):
     def give_up(self, lab: Any, context: dict[str, Any]) -> str:
         lab.close()
         lab.runtime.clear_override(PROCESSOR)
-        lab.runtime.restart(PROCESSOR)
+        lab.runtime.restart_one(PROCESSOR)
         stats = lab.replay()
         return ("rolled the event processor back to the manifests' build and rebuilt the read "
                 f"model from the log ({stats.get('events')} events)")

@@ -84,7 +84,7 @@ class RewriteTarget(Challenge):
         lab.close()
         lab.runtime.set_override("gateway", {MANIFESTS_ENV: str(target)},
                                  f"routes from {target} (applied on Friday)")
-        lab.runtime.restart("gateway")
+        lab.runtime.restart_one("gateway")
         return {"file": str(ingress), "manifests": str(target), "gateway": lab.url("gateway")}
 
     def check(self, lab: Any, context: dict[str, Any]) -> CheckResult:
@@ -114,5 +114,5 @@ class RewriteTarget(Challenge):
     def give_up(self, lab: Any, context: dict[str, Any]) -> str:
         lab.close()
         lab.runtime.clear_override("gateway")
-        lab.runtime.restart("gateway")
+        lab.runtime.restart_one("gateway")
         return "rolled the gateway back to the repository's manifests (no rewrite-target)"

@@ -16,12 +16,11 @@ saga completed, order-service shows the order CONFIRMED, and a new order goes th
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
 from typing import Any
 
 from ecommerce.domain import saga as s
-from labkit.lab.challenges.base import Challenge, ChallengeError, CheckResult, require_local, wait_for
+from labkit.lab.challenges.base import Challenge, CheckResult, require_local, wait_for
 from labkit.lab.scenarios import ALICE, DEFAULT_LINES, ensure_customer
 
 PIVOT = s.STEP_NAMES.index("confirm_order")
@@ -43,7 +42,7 @@ class StuckSaga(Challenge):
         "wants the order, so cancelling it is not the fix)."
     )
     hints = (
-        "`labkit saga list` (lab.saga.list()): which saga has not ended? Then "
+        "`labkit saga list` (lab.saga.summaries()): which saga has not ended? Then "
         "`labkit saga timeline {saga_id}` (lab.saga.timeline('{saga_id}')): which step is it on, "
         "and how many attempts so far?",
         "That step is the pivot (confirm_order): the only step without a deadline, because an "
@@ -110,10 +109,6 @@ class StuckSaga(Challenge):
         lab.runtime.up(wait=True, progress=False)
         with contextlib.suppress(Exception):
             lab.faults.clear("order-service")
-        deadline = time.monotonic() + 60
-        while not lab.saga.state(context["saga_id"]).terminal:
-            if time.monotonic() > deadline:
-                raise ChallengeError(f"saga {context['saga_id']} did not end within 60s after "
-                                     "order-service was started again; see `labkit status`")
-            time.sleep(0.05)
+        wait_for(lambda: lab.saga.state(context["saga_id"]).terminal, timeout=60,
+                 what=f"saga {context['saga_id']} ending after order-service started again")
         return "started order-service again; the orchestrator confirmed the order"
