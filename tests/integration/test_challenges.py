@@ -1,4 +1,5 @@
-"""Challenge mode against a real local lab (every service a process, SQLite, temp data dir).
+"""Challenge mode against a real local lab (every service a process, temp data dir), on SQLite
+and on PostgreSQL + Redis.
 
 For each challenge: start -> check fails -> the known fix (a real action with the lab's
 tools) -> check passes; then give-up on a fresh start leaves the invariants holding and the
@@ -18,13 +19,18 @@ from labkit.lab import Lab
 from labkit.lab.challenges import CHALLENGES
 from labkit.lab.challenges.readmodel import compare_users
 from labkit.ops import invariants
+from tests.conftest import require_postgres, require_redis
 from tests.integration.labs import lab_settings, running
 from tests.waiting import wait_until
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory) -> Iterator[Lab]:
-    settings = lab_settings(tmp_path_factory.mktemp("challenges"))
+@pytest.fixture(scope="module", params=["sqlite", "postgres+redis"])
+def lab(request, tmp_path_factory) -> Iterator[Lab]:
+    data_dir = tmp_path_factory.mktemp("challenges")
+    if request.param == "sqlite":
+        settings = lab_settings(data_dir)
+    else:
+        settings = lab_settings(data_dir, pg_url=require_postgres(), redis_url=require_redis())
     with running(settings):
         lab = Lab(settings)
         yield lab
