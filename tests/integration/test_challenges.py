@@ -39,8 +39,16 @@ def lab(request, tmp_path_factory) -> Iterator[Lab]:
 
 @pytest.fixture
 def cli_env(lab: Lab, monkeypatch) -> None:
-    """The CLI (a fresh Lab from the environment) sees the test's lab."""
-    monkeypatch.setenv("LABKIT_DATA_DIR", str(lab.settings.data_dir))
+    """The CLI (a fresh Lab from the environment) sees the test's lab and its databases."""
+    s = lab.settings
+    monkeypatch.setenv("LABKIT_DATA_DIR", str(s.data_dir))
+    for name, value in (("LABKIT_PG_URL", s.pg_url), ("LABKIT_REDIS_URL", s.redis_url),
+                        ("LABKIT_PG_SCHEMA", s.pg_schema), ("LABKIT_REDIS_PREFIX", s.redis_prefix),
+                        ("LABKIT_EVENTS_DB", str(s.events_db)), ("LABKIT_READ_DB", str(s.read_db))):
+        if value:
+            monkeypatch.setenv(name, value)
+        else:
+            monkeypatch.delenv(name, raising=False)
 
 
 def _healthy(lab: Lab) -> None:
