@@ -222,7 +222,8 @@ class LocalRuntime:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             tmp = self.state_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({"processes": {k: asdict(v) for k, v in records.items()},
-                                       "ports": {**(ports or {}), **self._ports(records)}},
+                                       "ports": {**(ports or {}), **self._ports(records)},
+                                       "overrides": self.overrides()},
                                       indent=2))
             tmp.replace(self.state_file)
         except OSError as exc:
@@ -311,7 +312,7 @@ class LocalRuntime:
         started: list[str] = []
         try:
             for name, spec in todo.items():
-                records[name] = self._spawn(spec, ports)
+                records[name] = self._spawn(spec, ports, self._override_env(name))
                 started.append(name)
                 self._save(records, ports)  # recorded at once: `labkit down` finds it, whatever happens
             if wait:
@@ -429,6 +430,8 @@ class LocalRuntime:
         """Stop exactly the processes this runtime started (by pid). Idempotent."""
         stopped = self._stop(list(self._load()), timeout)
         self._save({})
+        if self.overrides():  # like deleting the Deployments: the next `up` runs the manifests
+            self._write_overrides({})
         return stopped
 
     def _stop(self, names: list[str], timeout: float = 10.0) -> list[str]:
@@ -472,7 +475,7 @@ class LocalRuntime:
         self._stop(running)
         records = self._load()
         for name in running:
-            records[name] = self._spawn(specs[name], ports)
+            records[name] = self._spawn(specs[name], ports, self._override_env(name))
             self._save(records, ports)
         self.wait_ready(running, timeout=timeout, progress=False)
         return running
@@ -494,6 +497,67 @@ class LocalRuntime:
         self._save(records)
         self.wait_ready([GATEWAY], timeout=timeout, progress=False)
         return next(r for r in self.status() if r["service"] == GATEWAY)
+
+    # ---- deployed differently from the manifests (a bad build, a patched config) ------------
+    def overrides(self) -> dict[str, dict[str, Any]]:
+        """Process -> {"env": {...}, "note": "..."}: what runs differently from the manifests
+        (kept in runtime.json, so a restart or `labkit up` after a crash keeps it, like a
+        Deployment's patched spec). `labkit status` shows the note."""
+        raw = self._read_state().get("overrides") or {}
+        return {k: v for k, v in raw.items() if isinstance(v, dict)}
+
+    def _override_env(self, name: str) -> dict[str, str | None]:
+        return dict(self.overrides().get(name, {}).get("env") or {})
+
+    def _write_overrides(self, overrides: dict[str, dict[str, Any]]) -> None:
+        state = self._read_state()
+        state["overrides"] = overrides
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state, indent=2))
+            tmp.replace(self.state_file)
+        except OSError as exc:
+            raise self._bad_data_dir(exc) from None
+
+    def set_override(self, name: str, env: dict[str, str], note: str) -> None:
+        """Run `name` with these extra environment variables from its next start on."""
+        if name not in [*SERVICES, GATEWAY]:
+            raise RuntimeErrorWithHint(f"unknown process {name!r}; known: "
+                                       + ", ".join([*SERVICES, GATEWAY]))
+        overrides = self.overrides()
+        overrides[name] = {"env": dict(env), "note": note}
+        self._write_overrides(overrides)
+
+    def clear_override(self, name: str) -> bool:
+        """Back to what the manifests say from its next start on; False if nothing to undo."""
+        overrides = self.overrides()
+        if overrides.pop(name, None) is None:
+            return False
+        self._write_overrides(overrides)
+        return True
+
+    def restart_one(self, name: str, timeout: float = READY_TIMEOUT) -> dict[str, Any]:
+        """Stop one process (SIGTERM, like a rolling restart), or nothing if it is down, and
+        start it as deployed (the manifests plus its override, if any); wait until it is
+        ready. Its status row."""
+        if name not in self.names:
+            raise RuntimeErrorWithHint(f"unknown process {name!r}; known: {', '.join(self.names)}")
+        records = self._load()
+        specs = launch_specs([name])
+        ports = self._assign_ports(launch_specs(self.names))
+        rec = records.get(name)
+        if rec is not None and _proc(rec.pid, rec.started) is not None:
+            self._stop([name])
+            records = self._load()
+        port = ports.get(name)
+        if port is not None and not port_is_free(port):
+            raise RuntimeErrorWithHint(self._port_taken(name, port))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        records[name] = self._spawn(specs[name], ports, self._override_env(name))
+        self._save(records, ports)
+        self.wait_ready([name], timeout=timeout, progress=False)
+        return next(r for r in self.status() if r["service"] == name)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
         """Kill one service process (the crash scenarios). Returns the pid killed."""
@@ -541,6 +605,12 @@ class LocalRuntime:
                 out.append({"service": name, "url": rec.url if rec else None,
                             "pid": rec.pid if rec and proc else None, "status": state,
                             "rss_mb": rss, "detail": detail, "step": steps.get(name, "")})
+        overrides = self.overrides()
+        for row in out:
+            note = overrides.get(row["service"], {}).get("note")
+            if note:
+                said = f"deployed with a change: {note}"
+                row["detail"] = f"{row['detail']}; {said}" if row["detail"] else said
         order = {s: i for i, s in enumerate(STEPS)}
         return sorted(out, key=lambda r: order.get(r["step"], len(order)))  # stable: as built up
 
