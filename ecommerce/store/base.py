@@ -164,6 +164,11 @@ class EventStore(abc.ABC):
     def wipe(self) -> None:
         """Delete every event (lab reset). Not part of normal operation."""
 
+    def read_stream_as_stored(self, stream_id: str, from_version: int = 0) -> list[RecordedEvent]:
+        """A stream's events exactly as the log holds them (no upcasting)."""
+        validate_stream_id(stream_id)
+        return self._read_stream(stream_id, from_version)
+
     def read_stream(self, stream_id: str, from_version: int = 0) -> list[RecordedEvent]:
         """A stream's events with version >= from_version, oldest first, upcast to current."""
         stream = validate_stream_id(stream_id)
