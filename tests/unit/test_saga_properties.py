@@ -13,6 +13,8 @@ For every such history:
   (their last call got no answer), in the reverse order of the steps; with a refused
   compensation (failed) they are a prefix of that;
 - a completed saga ran every step and compensated nothing.
+
+`derandomize=True`: the same examples on every run, so a failure is a bug, never bad luck.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ def compensated(events: list[Ev]) -> list[str]:
     return [e.data["compensation"] for e in events if e.type == s.COMPENSATION_SUCCEEDED]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(st.lists(answers, max_size=40))
 def test_the_saga_always_ends_and_compensates_in_reverse_what_may_have_happened(script):
     run = Run(list(script))
@@ -132,14 +134,16 @@ def test_the_saga_always_ends_and_compensates_in_reverse_what_may_have_happened(
     else:  # failed: a compensation was refused; the ones before it ran, in order
         assert state.status == "failed"
         assert done == expected[:len(done)] and len(done) < len(expected)
-    # A step after the failed one never ran, so it is never compensated.
-    if state.failed_step:
-        failed_at = s.STEP_NAMES.index(state.failed_step)
+    # A step after the one that failed never ran, so it is never compensated.
+    step_failed = [e.data["step"] for e in run.events if e.type == s.STEP_FAILED]
+    assert len(step_failed) <= 1
+    if step_failed:
+        failed_at = s.STEP_NAMES.index(step_failed[0])
         later = {str(step.compensation) for step in s.ORDER_SAGA[failed_at + 1:]}
         assert later.isdisjoint(done)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(st.lists(answers.filter(lambda a: a.kind != "refused"), max_size=40))
 def test_without_refusals_the_pivot_is_never_given_up_on(script):
     """No business refusal: the saga completes unless a forward step before the pivot ran out
