@@ -7,7 +7,7 @@ from ecommerce.projections.orders import ORDERS_VIEW
 from ecommerce.projections.sagas import SAGA_STATS_VIEW, SAGAS_VIEW
 from ecommerce.projections.users import USER_STATS_VIEW, USERS_VIEW
 
-#: Every projection the lab runs, by name. Later issues add orders, sagas, stock, payments.
+#: Every projection the lab runs, by name.
 PROJECTIONS: dict[str, Projection] = {p.name: p for p in (
     USERS_VIEW, USER_STATS_VIEW, SAGAS_VIEW, SAGA_STATS_VIEW, ORDERS_VIEW)}
 

@@ -21,7 +21,7 @@ from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from ecommerce import logs
+from ecommerce import __version__, logs
 from ecommerce.config import Settings
 from ecommerce.domain.events import EventValidationError
 from ecommerce.services.body_hint import body_hint
@@ -109,7 +109,7 @@ def make_app(
 ) -> FastAPI:
     """A FastAPI app with /healthz, /readyz, JSON access logs and the shared error shapes."""
     log = logging.getLogger(service)
-    app = FastAPI(title=service, description=description, version="0.1.0")
+    app = FastAPI(title=service, description=description, version=__version__)
     app.state.settings = settings
     app.state.service = service
     checks = dict(ready_checks or {})
