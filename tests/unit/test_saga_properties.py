@@ -14,7 +14,7 @@ For every such history:
   compensation (failed) they are a prefix of that;
 - a completed saga ran every step and compensated nothing.
 
-`derandomize=True`: the same examples on every run, so a failure is a bug, never bad luck.
+The examples are the same on every run (the `labkit` hypothesis profile in tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def compensated(events: list[Ev]) -> list[str]:
     return [e.data["compensation"] for e in events if e.type == s.COMPENSATION_SUCCEEDED]
 
 
-@settings(max_examples=200, deadline=None, derandomize=True)
+@settings(max_examples=200)
 @given(st.lists(answers, max_size=40))
 def test_the_saga_always_ends_and_compensates_in_reverse_what_may_have_happened(script):
     run = Run(list(script))
@@ -143,7 +143,7 @@ def test_the_saga_always_ends_and_compensates_in_reverse_what_may_have_happened(
         assert later.isdisjoint(done)
 
 
-@settings(max_examples=60, deadline=None, derandomize=True)
+@settings(max_examples=60)
 @given(st.lists(answers.filter(lambda a: a.kind != "refused"), max_size=40))
 def test_without_refusals_the_pivot_is_never_given_up_on(script):
     """No business refusal: the saga completes unless a forward step before the pivot ran out
