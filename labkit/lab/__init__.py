@@ -39,6 +39,12 @@ class Lab:
 
             self.runtime = LocalRuntime(self.settings, gateway_port=gateway_port)
         self._clients: dict[str, httpx.Client] = {}
+        if self.mode == "local":
+            # The deployed plugins' saga steps and upcasters apply to what this process does
+            # too (lab.saga.place_order starts sagas here).
+            from labkit.lab.plugins import Plugins
+
+            Plugins(self).load_here()
 
     def __repr__(self) -> str:
         where = self.settings.namespace if self.mode == "cluster" else str(self.settings.data_dir)
@@ -341,6 +347,29 @@ class Lab:
         from labkit.lab.saga_client import SagaClient
 
         return SagaClient(self)
+
+    # ---- student code in the running system (labkit.lab.plugins, ecommerce.plugins) ---------
+    def deploy_code(self, code: Any, name: str | None = None,
+                    restart: Any = None) -> dict[str, Any]:
+        """Deploy a plugin: `code` is a function whose body registers things
+        (`from ecommerce.plugins import projection, saga_step, upcaster, handler`) or Python
+        source; it is loaded here first (a failure says which line), written to the plugin
+        directory, and the processes that use it are restarted. See `labkit.lab.plugins`."""
+        from labkit.lab.plugins import Plugins
+
+        return Plugins(self).deploy(code, name, restart)
+
+    def remove_code(self, name: str, restart: Any = None) -> dict[str, Any]:
+        """Remove plugin `name` and restart the processes that used it."""
+        from labkit.lab.plugins import Plugins
+
+        return Plugins(self).remove(name, restart)
+
+    def plugins(self) -> pd.DataFrame:
+        """The plugins loaded in this notebook (and deployed): what each registers."""
+        from labkit.lab.plugins import Plugins
+
+        return Plugins(self).table()
 
     def fire(self, scenario: str, **options: Any) -> str:
         """Fire a named saga scenario (`happy`, `payment-declined`, ...); returns the saga id."""

@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from ecommerce.config import Settings, service_url_var
+from ecommerce.plugins import PLUGINS_ENV
 from ecommerce.services.registry import SERVICES, TASKS
 from ecommerce.waiting import WaitTimeout, wait_until
 from labkit.runtime.manifests import STEPS
@@ -161,6 +162,10 @@ def readiness_detail(response: httpx.Response) -> str | None:
     return "; ".join(said) or None
 
 
+class PluginFailed(RuntimeErrorWithHint):
+    """A service could not load a plugin (the message: which file, which line, what to do)."""
+
+
 class LocalRuntime:
     """Start, watch and stop the lab's processes on this machine."""
 
@@ -176,6 +181,8 @@ class LocalRuntime:
         self.state_file = self.data_dir / "runtime.json"
         self._steps: dict[str, str] | None = None  # process -> step, read once from manifests/
         self.log_dir = self.data_dir / "logs"
+        #: Student code the services load at start (`ecommerce.plugins`, `lab.deploy_code`).
+        self.plugins_dir = self.data_dir / "plugins"
 
     # ---- state ---------------------------------------------------------------------------
     def _bad_data_dir(self, exc: OSError) -> RuntimeErrorWithHint:
@@ -263,6 +270,7 @@ class LocalRuntime:
         env["LABKIT_DATA_DIR"] = str(self.data_dir)
         env["LABKIT_EVENTS_DB"] = str(self.settings.events_db)
         env["LABKIT_READ_DB"] = str(self.settings.read_db)
+        env[PLUGINS_ENV] = str(self.plugins_dir)
         if spec.name == GATEWAY and os.environ.get(REWRITE_ENV):
             env[REWRITE_ENV] = os.environ[REWRITE_ENV]  # the course's rewrite-target, on request
         env["LABKIT_HOST"] = "127.0.0.1"
@@ -400,10 +408,20 @@ class LocalRuntime:
 
     @staticmethod
     def _ready(client: httpx.Client, url: str) -> bool:
+        """Ready; raises at once when a plugin failed to load (it will not get better)."""
         try:
-            return client.get(url + "/readyz").status_code == 200
+            response = client.get(url + "/readyz")
         except httpx.HTTPError:
             return False
+        if response.status_code == 200:
+            return True
+        try:
+            failed = (response.json().get("checks") or {}).get("plugins", "")
+        except (ValueError, AttributeError):
+            failed = ""
+        if failed and failed != "ok" and not str(failed).startswith("ok"):
+            raise PluginFailed(str(failed))
+        return False
 
     def down(self, timeout: float = 10.0) -> list[str]:
         """Stop exactly the processes this runtime started (by pid). Idempotent."""
@@ -438,6 +456,24 @@ class LocalRuntime:
         self.down()
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
+
+    def restart(self, names: Iterable[str], timeout: float = READY_TIMEOUT) -> list[str]:
+        """Stop these running processes and start them again on the same ports (they load
+        the plugins again); wait until they are ready. Returns the names restarted."""
+        records = self._load()
+        running = [n for n in names if (r := records.get(n)) is not None
+                   and _proc(r.pid, r.started) is not None]
+        if not running:
+            return []
+        specs = launch_specs(running)
+        ports = self._assign_ports(launch_specs(self.names))
+        self._stop(running)
+        records = self._load()
+        for name in running:
+            records[name] = self._spawn(specs[name], ports)
+            self._save(records, ports)
+        self.wait_ready(running, timeout=timeout, progress=False)
+        return running
 
     def restart_gateway(self, rewrite_target: str | None = None, timeout: float = READY_TIMEOUT
                         ) -> dict[str, Any]:
