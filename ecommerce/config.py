@@ -17,7 +17,7 @@
 | LABKIT_FAULTS | `1` enables the /faults endpoints (and place-order's `crash_after`) | 0 |
 | LABKIT_ADMIN_TOKEN | enables the admin commands (`/admin/...`) for `X-Labkit-Admin-Token` | unset |
 | LABKIT_NAMESPACE | Kubernetes namespace of the lab | ecommerce-microservices |
-| LABKIT_IMAGE | the lab's container image, applied in place of the manifests' tag | labkit:0.1.0 |
+| LABKIT_IMAGE | the lab's container image, applied in place of the manifests' tag | labkit:<version> |
 | LABKIT_GATEWAY_CLASS | GatewayClass of the Gateway (`eg`: Envoy Gateway) | cloud-provider-kind |
 | LABKIT_REQUIRE_SERVERS | `1`: tests fail, not skip, when PostgreSQL/Redis are absent | 0 |
 """

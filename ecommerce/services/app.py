@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ecommerce import logs
+from ecommerce import __version__, logs
 from ecommerce.config import Settings
 from ecommerce.domain.events import EventValidationError
 from ecommerce.services.body_hint import body_hint
@@ -227,7 +227,7 @@ def make_app(
 ) -> FastAPI:
     """A FastAPI app with /healthz, /readyz, JSON access logs and the shared error shapes."""
     log = logging.getLogger(service)
-    app = FastAPI(title=service, description=description, version="0.1.0")
+    app = FastAPI(title=service, description=description, version=__version__)
     app.state.settings = settings
     app.state.service = service
     checks = dict(ready_checks or {})

@@ -101,14 +101,6 @@ def prepare_append(
     return stream, encoded, expected
 
 
-def check_expected(stream_id: str, expected: ExpectedVersion, actual: int) -> None:
-    if expected == ANY:
-        return
-    wanted = 0 if expected == NO_STREAM else expected
-    if actual != wanted:
-        raise ConcurrencyError(stream_id, expected, actual)
-
-
 class EventStore(abc.ABC):
     """Append-only log of streams with expected-version concurrency and a global order."""
 

@@ -35,13 +35,11 @@ from ecommerce.services.registry import (
 )
 from labkit.runtime import manifests as m
 from labkit.runtime.manifests import IMAGE
+from labkit.runtime.routes import COURSE_ROUTES
 
 DEFAULT_K8S_VERSION = "1.33.0"
 LAB_NAMESPACES = (DEFAULT_NAMESPACE, m.TESTING_NAMESPACE)
 GATEWAY_API = "gateway.networking.k8s.io/v1"
-#: The course's routes (its Ingress plus the design's additions); the registry may add more.
-COURSE_ROUTES = ("/api/users", "/api/orders", "/api/payments", "/api/commands", "/api/queries",
-                 "/api/events")
 #: Entrypoints that run in more than one way (Job / CronJob vs --follow Deployment).
 ARG_VARIANTS: dict[str, set[tuple[str, ...]]] = {
     "saga-orchestrator": {("run", "--follow"), ("run", "--pending")},

@@ -174,7 +174,7 @@ class ClusterRuntime:
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.namespace = namespace or os.environ.get("LABKIT_NAMESPACE") or DEFAULT_NAMESPACE
-        #: The lab image to run (EKS: a registry copy of labkit:0.1.0). LABKIT_IMAGE.
+        #: The lab image to run (EKS: a registry copy of IMAGE). LABKIT_IMAGE.
         self.image = image or os.environ.get("LABKIT_IMAGE") or IMAGE
         #: The Gateway's class when not kind's cloud-provider-kind. LABKIT_GATEWAY_CLASS.
         self.gateway_class = gateway_class or os.environ.get("LABKIT_GATEWAY_CLASS") or None

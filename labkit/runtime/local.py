@@ -24,7 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -691,8 +691,8 @@ class LocalRuntime:
         lines = path.read_text(errors="replace").splitlines()
         return "\n".join(lines[-tail:])
 
-    def run_task(self, name: str, args: list[str] | None = None, timeout: float = 300.0,
-                 on_line: Callable[[str], None] | None = None) -> subprocess.CompletedProcess:
+    def run_task(self, name: str, args: list[str] | None = None, timeout: float = 300.0
+                 ) -> subprocess.CompletedProcess[str]:
         """Run a one-shot process (a Job in Kubernetes) to completion, like `run_job`."""
         from labkit.runtime.manifests import container_specs
 

@@ -77,8 +77,8 @@ def test_kubernetes_validate_ships_the_pinned_schemas_offline():
     import kubernetes_validate
 
     schemas = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
-    assert (schemas / "v1.33.0-local-strict" / "deployment-apps-v1.json").is_file()
-    assert (schemas / "v1.33.0-local-strict" / "_definitions.json").is_file()
+    strict = schemas / f"v{v.DEFAULT_K8S_VERSION}-local-strict"
+    assert (strict / "deployment-apps-v1.json").is_file() and (strict / "_definitions.json").is_file()
     assert v.DEFAULT_K8S_VERSION == "1.33.0"
 
 
@@ -168,7 +168,7 @@ def test_lab_containers_must_use_the_dockerfile_image(loaded):
         c = container(find(items, "Deployment", "command-service"))
         c["image"] = "labkit:0.0.9"
         c["imagePullPolicy"] = "Always"
-    assert_reported(problems_after(loaded, mutate), "is not the lab image labkit:0.1.0",
+    assert_reported(problems_after(loaded, mutate), f"is not the lab image {m.IMAGE}",
                     "imagePullPolicy must be IfNotPresent")
 
 
@@ -486,4 +486,4 @@ def test_kind_config_rules(tmp_path: Path):
     cfg["nodes"][0]["extraPortMappings"] = []
     (root / "kind-config.yaml").write_text(yaml.safe_dump(cfg))
     assert_reported(non_entry(v.validate_all(root=root)), "must have 1 control-plane and 2 workers",
-                    "older than the validated 1.33.0", "must map host ports 80 and 443")
+                    f"older than the validated {v.DEFAULT_K8S_VERSION}", "must map host ports 80 and 443")
