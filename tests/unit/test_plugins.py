@@ -109,3 +109,14 @@ def test_the_lab_side_takes_a_function_body_or_source_and_restarts_only_the_user
     assert users_of([("handler", "user-service:notify")]) == ["user-service"]
     assert users_of([("saga_step", "n")]) == ["command-service", "event-processor",
                                              "saga-orchestrator"]
+
+
+def test_cluster_mode_says_plugins_are_not_shipped_to_pods():
+    from types import SimpleNamespace
+
+    from labkit.lab.plugins import NotInCluster, Plugins
+
+    with pytest.raises(NotImplementedError, match=r"local mode only.*ConfigMap"):
+        Plugins(SimpleNamespace(mode="cluster")).deploy("x = 1", name="x")
+    assert issubclass(NotInCluster, PluginError)
+    assert Plugins(SimpleNamespace(mode="cluster")).load_here() == []
