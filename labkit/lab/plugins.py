@@ -134,11 +134,15 @@ class Plugins:
         if not loaded.ok:
             plugins.unload(name)
             raise PluginError(loaded.error.replace(str(staged), f"{name}.py"))
-        if not loaded.registered:
+        if not loaded.registered:  # e.g. the exercise's stub: nothing to deploy, not an error
             plugins.unload(name)
-            raise PluginError(f"plugin {name}.py registers nothing: call projection(...), "
-                              "saga_step(...), upcaster(...) or handler(...) in it "
-                              "(from ecommerce.plugins)")
+            staged.unlink(missing_ok=True)
+            note = (f"plugin {name} registers nothing, so nothing was deployed: call "
+                    "projection(...), saga_step(...), upcaster(...) or handler(...) in it "
+                    "(from ecommerce.plugins)")
+            print(f"⚠️ {note}")
+            return {"plugin": name, "file": None, "registered": [], "restarted": [],
+                    "note": note}
         directory.mkdir(parents=True, exist_ok=True)
         target = directory / f"{name}.py"
         shutil.move(str(staged), target)

@@ -120,3 +120,17 @@ def test_cluster_mode_says_plugins_are_not_shipped_to_pods():
         Plugins(SimpleNamespace(mode="cluster")).deploy("x = 1", name="x")
     assert issubclass(NotInCluster, PluginError)
     assert Plugins(SimpleNamespace(mode="cluster")).load_here() == []
+
+
+def test_a_plugin_that_registers_nothing_is_not_deployed_and_not_an_error(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from labkit.lab.plugins import Plugins
+
+    lab = SimpleNamespace(mode="local", runtime=SimpleNamespace(plugins_dir=tmp_path / "plugins"))
+    out = Plugins(lab).deploy("def stub():\n    pass\n", name="stub")
+    assert out["registered"] == [] and "nothing was deployed" in out["note"]
+    assert not (tmp_path / "plugins" / "stub.py").exists() and "stub" not in plugins.LOADED
+    assert "registers nothing" in capsys.readouterr().out
+    with pytest.raises(PluginError, match=r"plugin bad\.py failed at line 2: NameError"):
+        Plugins(lab).deploy("x = 1\nnope\n", name="bad")
