@@ -134,3 +134,29 @@ def test_a_plugin_that_registers_nothing_is_not_deployed_and_not_an_error(tmp_pa
     assert "registers nothing" in capsys.readouterr().out
     with pytest.raises(PluginError, match=r"plugin bad\.py failed at line 2: NameError"):
         Plugins(lab).deploy("x = 1\nnope\n", name="bad")
+
+
+def test_query_service_serves_a_plugin_view_and_404s_others(tmp_path, plugin_dir):
+    from dataclasses import replace
+
+    from fastapi.testclient import TestClient
+
+    from ecommerce.config import Settings
+    from ecommerce.domain.readmodel import Incr, WriteBuffer
+    from ecommerce.services.query import create_app
+    from ecommerce.store.sqlite_read import SqliteReadStore
+
+    (plugin_dir / "good.py").write_text(GOOD)
+    plugins.load_all(plugin_dir)
+    reads = SqliteReadStore(tmp_path / "read.db")
+    buffer = WriteBuffer()
+    buffer.add(Incr("per_user", "alice", {"orders": 2}))
+    reads.commit(buffer, {"per-user": 7}, {"per-user": 0})
+    app = create_app(replace(Settings.from_env(), data_dir=tmp_path), reads)
+    with TestClient(app) as client:
+        body = client.get("/api/queries/views/per-user").json()
+        assert body["collections"] == {"per_user": [{"key": "alice", "orders": 2}]}
+        assert body["checkpoint"] == 7 and body["total"] == {"per_user": 1}
+        assert client.get("/api/queries/views/per-user/alice").json()["orders"] == 2
+        missing = client.get("/api/queries/views/users")
+        assert missing.status_code == 404 and "added: per-user" in missing.json()["detail"]
