@@ -347,6 +347,8 @@ def _manifest_replicas(name: str) -> int:
 SETUP = "Setup"
 #: Healthy states: local runtime `status`, cluster runtime `state`.
 UP_STATES = {"ready", "running", "suspended"}
+#: A workload of a step `lab.up(step=...)` has not reached yet.
+NOT_STARTED = "not started"
 
 
 def _status_rows(lab: Lab) -> list[dict[str, Any]]:
@@ -369,10 +371,16 @@ def doctor_ok(lab: Lab) -> tuple[bool, str]:
 @checkpoint(SETUP, "모든 서비스 준비 완료 (lab.status())")
 def all_up(lab: Lab) -> tuple[bool, str]:
     rows = _status_rows(lab)
+    # `lab.up(step=...)` starts the course's steps one notebook at a time: a later step's
+    # workloads are "not started" until their notebook deploys them, which is not a failure.
+    later = sorted({str(r.get("step") or "?") for r in rows if r["_state"] == NOT_STARTED})
+    rows = [r for r in rows if r["_state"] != NOT_STARTED]
     down = [f"{r['_name']}={r['_state']}" for r in rows if r["_state"] not in UP_STATES]
     if down or not rows:
         return False, f"not ready: {', '.join(down) or 'nothing is running'}; run lab.up()"
-    return True, f"{len(rows)} workloads: " + ", ".join(f"{r['_name']}={r['_state']}" for r in rows)
+    waiting = f"; not deployed yet (their notebooks start them): {', '.join(later)}" if later else ""
+    return True, (f"{len(rows)} workloads: " + ", ".join(f"{r['_name']}={r['_state']}" for r in rows)
+                  + waiting)
 
 
 @checkpoint(SETUP, "매니페스트의 컨테이너 명령 그대로 실행")
@@ -392,7 +400,10 @@ def runs_manifest_commands(lab: Lab) -> tuple[bool | None, str]:
         cmdline = psutil.Process(int(pid)).cmdline()
         want = specs[name].command[1:]  # without the interpreter path
         (seen if cmdline[1:] == want else wrong).append(f"{name}: {' '.join(cmdline[1:])}")
-    if wrong or not seen:
+    if not seen and not wrong:  # e.g. after lab.up(step="00-base"): databases, no process
+        return None, ("no service process started yet (the steps up to now have none); each "
+                      "notebook's lab.up(step=...) starts its step's processes")
+    if wrong:
         return False, "processes differ from the manifests' commands: " + "; ".join(wrong)
     return True, f"{len(seen)} processes run their container's command: " + "; ".join(seen)
 
