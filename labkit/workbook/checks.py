@@ -371,6 +371,17 @@ def doctor_ok(lab: Lab) -> tuple[bool, str]:
 @checkpoint(SETUP, "모든 서비스 준비 완료 (lab.status())")
 def all_up(lab: Lab) -> tuple[bool, str]:
     rows = _status_rows(lab)
+    databases = getattr(lab.runtime, "database_rows", None) if lab.mode == "local" else None
+    if databases:  # 00-base: files or servers, no process; opened here to be sure
+        from ecommerce.store.factory import open_event_store, open_read_store
+
+        try:
+            open_event_store(lab.settings).close()
+            open_read_store(lab.settings).close()
+            state = "ready"
+        except Exception as exc:  # shown as the state: what is wrong with the databases
+            state = f"unreachable ({type(exc).__name__}: {exc})"
+        rows += [{**r, "_name": r.get("service"), "_state": state} for r in databases()]
     # `lab.up(step=...)` starts the course's steps one notebook at a time: a later step's
     # workloads are "not started" until their notebook deploys them, which is not a failure.
     later = sorted({str(r.get("step") or "?") for r in rows if r["_state"] == NOT_STARTED})
