@@ -1033,7 +1033,7 @@ def events_stored(lab: Lab) -> tuple[bool, str]:
                 f"is at v{len(final)} with name {final[-1]['data'].get('name')!r}")
 
 
-@checkpoint(ES, "Event Processor (Job) 프로젝션 생성: 체크포인트가 로그 끝까지")
+@checkpoint(ES, "Event Processor (Job) 프로젝션 생성: 체크포인트가 로그 끝까지 따라잡음")
 def processor_job(lab: Lab) -> tuple[bool, str]:
     _ensure_user(lab)
     head = _head(lab)
