@@ -8,6 +8,7 @@ diagram to the width of the output area, so the more nodes side by side, the sma
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 
 _BLOCK = re.compile(r"```mermaid\s*\n(.*?)```", re.S)
 #: An edge between two node references: -->, ---, -.->, ==>, with an optional |label| or
@@ -56,6 +57,6 @@ def measure(source: str) -> tuple[set[str], int]:
         groups = [_refs(p) for p in parts]
         for g in groups:
             nodes.update(g)
-        for left, right in zip(groups, groups[1:], strict=False):
+        for left, right in pairwise(groups):
             edges += len(left) * len(right)
     return nodes, edges

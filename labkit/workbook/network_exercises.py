@@ -61,7 +61,8 @@ class ExerciseResult:
                 f"{html.escape(self.line)}</div>")
 
 
-NOT_DONE = "아직 답이 없습니다 (not done yet): 위 셀의 `None`을 여러분의 YAML로 바꾸고 두 셀을 다시 실행하세요"
+NOT_DONE = ("아직 답이 없습니다 (not done yet): 위 셀의 `None`을 여러분의 YAML로 바꾸고 "
+            "두 셀을 다시 실행하세요")
 
 
 def _load_yaml(text: str) -> list[dict[str, Any]]:
@@ -85,7 +86,12 @@ def save_route(lab: Lab, name: str, text: str) -> str:
     from labkit.runtime.routes import routes_from, student_routes_dir
 
     objects = _load_yaml(text)
-    if not routes_from(objects):
+    try:
+        found = routes_from(objects)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"the HTTPRoute is missing {exc}: it needs metadata.name, and "
+                         "backendRefs[].name in each rule") from None
+    if not found:
         raise ValueError("no HTTPRoute path rule found: the YAML needs kind: HTTPRoute, "
                          "spec.rules[].matches[].path and spec.rules[].backendRefs[]")
     if lab.mode == "cluster":
