@@ -254,8 +254,15 @@ def test_notebook_conventions(name: str, edition: str):
     assert code.index(next(c for c in code if c.source == first)) <= 1
     if name != "00-setup":
         assert "lab.up(" in first, "every notebook starts (its step of) the lab (idempotent)"
-    assert "checks.assert_ok(results)" in code[-1].source or any(
-        "checks.assert_ok(results)" in c.source for c in code[-2:]), "ends with a checkpoint"
+    # The steps end with a checkpoint; only the exercises (연습 문제) may come after it.
+    last_check = max((i for i, c in enumerate(nb.cells) if c.cell_type == "code"
+                      and "checks.assert_ok(results)" in c.source), default=None)
+    assert last_check is not None, "ends with a checkpoint"
+    later_code = [i for i, c in enumerate(nb.cells) if i > last_check and c.cell_type == "code"]
+    exercises = next((i for i, c in enumerate(nb.cells) if i > last_check
+                      and c.cell_type == "markdown" and "연습 문제" in c.source), None)
+    assert not later_code or (exercises is not None and exercises < later_code[0]), (
+        "after the checkpoint only the exercises (## ✍️ 연습 문제) may have code")
     sources = [c.source for c in code]
     widget_cells = [i for i, src in enumerate(sources) if "widgets." in src]
     for i in widget_cells:
