@@ -123,7 +123,8 @@ def load_items(root: Path | None = None) -> tuple[list[Item], list[Problem]]:
             except m.ManifestError as exc:
                 problems.append(Problem(str(path), str(exc), "yaml"))
                 continue
-            items += [Item(step, path, o) for o in objs]
+            annotations = kust.get("commonAnnotations") or {}
+            items += [Item(step, path, m.add_annotations(o, annotations)) for o in objs]
     return items, problems
 
 
@@ -133,7 +134,11 @@ def check_kustomization(d: Path, kust: Mapping[str, Any]) -> list[Problem]:
     if kust.get("apiVersion") != "kustomize.config.k8s.io/v1beta1" or kust.get("kind") != "Kustomization":
         out.append(Problem(where, "must be apiVersion kustomize.config.k8s.io/v1beta1, "
                                   "kind Kustomization", "kustomization"))
-    extra = set(kust) - {"apiVersion", "kind", "resources"}
+    extra = set(kust) - {"apiVersion", "kind", "resources", "commonAnnotations"}
+    if kust.get("commonAnnotations") != {m.CREATED_BY: m.CREATED_BY_VALUE}:
+        out.append(Problem(where, f"must set commonAnnotations {{{m.CREATED_BY}: "
+                                  f"{m.CREATED_BY_VALUE}}} and nothing else: `labkit down` deletes "
+                                  "only objects carrying it", "kustomization"))
     if extra:
         out.append(Problem(where, f"uses {', '.join(sorted(extra))}: labkit applies the listed files "
                                   "as they are, so kustomize transformers would make `kubectl apply -k` "
@@ -771,6 +776,22 @@ def check_rbac(items: list[Item]) -> list[Problem]:
 
     if not allows("get", "", "pods/log"):
         out.append(Problem(student.where, "must allow get on pods/log (logs)", "rbac"))
+    # A websocket upgrade is a GET (authorized as `get`); from Kubernetes 1.35 `create` is
+    # checked too: port-forward (lab.http, lab.url) and exec need both.
+    for verb in ("get", "create"):
+        if not allows(verb, "", "pods/portforward"):
+            out.append(Problem(student.where, f"must allow {verb} on pods/portforward (port-forward "
+                                              "is a websocket GET, authorized as get and create)",
+                               "rbac"))
+    tester = next((it for it in roles if it.kind == "Role" and it.namespace == m.TESTING_NAMESPACE),
+                  None)
+    if tester is not None:
+        for verb in ("get", "create"):
+            if not any("" in (r.get("apiGroups") or []) and "pods/exec" in (r.get("resources") or [])
+                       and verb in (r.get("verbs") or []) for r in tester.obj.get("rules") or []):
+                out.append(Problem(tester.where, f"must allow {verb} on pods/exec (kubectl exec is "
+                                                 "a websocket GET, authorized as get and create)",
+                                   "rbac"))
     # The student applies steps 01-04: create + patch on every kind in them.
     plural = {"Service": ("", "services"), "Deployment": ("apps", "deployments"),
               "Job": ("batch", "jobs"), "CronJob": ("batch", "cronjobs"),
