@@ -11,13 +11,21 @@ import pytest
 
 pytest.importorskip("kubernetes")
 
-from labkit.runtime.cluster import ClusterRuntime  # noqa: E402
-from tests.contract.fake_apiserver import FakeApiServer, kubeconfig  # noqa: E402
+from labkit.runtime.cluster import ClusterRuntime
+from tests.contract.fake_apiserver import FakeApiServer, kubeconfig
 
 
 @pytest.fixture
 def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApiServer]:
+    import sys
+
     from kubernetes.config import kube_config
+
+    # client and server share one process: hand the GIL over quickly on each request
+    monkeypatch.setattr(sys, "getswitchinterval", sys.getswitchinterval)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)
+    monkeypatch.setattr(sys, "setswitchinterval", sys.setswitchinterval)
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the dynamic client's discovery cache
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # never the in-cluster config
@@ -25,7 +33,10 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApiS
         path = kubeconfig(srv.url, str(tmp_path / "kubeconfig"))
         monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", path)
         monkeypatch.setenv("KUBECONFIG", path)
-        yield srv
+        try:
+            yield srv
+        finally:
+            sys.setswitchinterval(interval)
 
 
 @pytest.fixture
@@ -36,3 +47,14 @@ def runtime(server: FakeApiServer) -> Iterator[ClusterRuntime]:
     rt.echoed = lines  # type: ignore[attr-defined]
     yield rt
     rt.close()
+
+
+@pytest.fixture
+def installed(server: FakeApiServer) -> FakeApiServer:
+    """The whole lab already applied (straight into the fake's store, no requests recorded)."""
+    from labkit.runtime import manifests as m
+
+    for step in m.STEPS:
+        for obj in m.plan(m.load_step(step)):
+            server.put(obj)
+    return server
