@@ -36,9 +36,13 @@ stream, so every one sees it, and after a restart too) until an operator records
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, Protocol
+
+from ecommerce.domain import orders as o
+from ecommerce.domain import payments as pay
+from ecommerce.domain import stock
 
 SAGA_STARTED: Final = "SagaStarted"
 STEP_STARTED: Final = "StepStarted"
@@ -87,29 +91,184 @@ def saga_id_of(stream: str) -> str:
 
 # --- the definition -----------------------------------------------------------------------
 
+#: What an action or compensation asks of its participant: (method, path, JSON body or None).
+RequestSpec = tuple[str, str, "dict[str, Any] | None"]
+RequestBuilder = Callable[["SagaState"], RequestSpec]
+
 
 @dataclass(frozen=True)
 class StepDef:
+    """One saga step: the one place that says what it asks, how it is undone, what it leaves.
+
+    `request` / `compensation_request` build the HTTP request (docs/api.md) from the saga's
+    state; `effects` / `compensation_effects` are the event types the participant records when
+    it does them (the checks and the saga log use them to tell a decision from its effect).
+    A step read back from a saga's stream (`from_record`) is plain data: its builders come from
+    the registry by name (`step_named`).
+    """
+
     name: str
     service: str
     title: str
     compensation: str | None = None
     #: The go/no-go step: never abandoned on a transient failure (see the module docstring).
     pivot: bool = False
+    request: RequestBuilder | None = field(default=None, compare=False, repr=False)
+    compensation_request: RequestBuilder | None = field(default=None, compare=False, repr=False)
+    effects: tuple[str, ...] = ()
+    compensation_effects: tuple[str, ...] = ()
+
+    def record(self) -> dict[str, Any]:
+        """The plain part, as SagaStarted keeps it (the saga's definition travels with it)."""
+        return {"name": self.name, "service": self.service, "title": self.title,
+                "compensation": self.compensation, "pivot": self.pivot}
+
+    @classmethod
+    def from_record(cls, d: Mapping[str, Any]) -> StepDef:
+        known = _REGISTRY.get(str(d["name"]))
+        if known is not None and known.record() == dict(d):
+            return known
+        return cls(str(d["name"]), str(d.get("service") or "?"), str(d.get("title") or d["name"]),
+                   d.get("compensation") or None, bool(d.get("pivot")))
+
+
+def _validate_user(saga: SagaState) -> RequestSpec:
+    return "GET", f"/api/users/{saga.user_id}", None
+
+
+def _create_order(saga: SagaState) -> RequestSpec:
+    return "POST", "/api/orders", {"order_id": saga.order_id, "saga_id": saga.saga_id,
+                                   "user_id": saga.user_id,
+                                   "lines": [dict(line) for line in saga.lines]}
+
+
+def _cancel_order(saga: SagaState) -> RequestSpec:
+    return "POST", f"/api/orders/{saga.order_id}/cancel", {
+        "reason": f"saga {saga.saga_id} compensated: {saga.failure or 'failed'}"}
+
+
+def _reserve_stock(saga: SagaState) -> RequestSpec:
+    return "POST", "/api/inventory/reservations", {
+        "order_id": saga.order_id,
+        "lines": [{"sku": ln["sku"], "quantity": ln["quantity"]} for ln in saga.lines]}
+
+
+def _release_stock(saga: SagaState) -> RequestSpec:
+    return "POST", f"/api/inventory/reservations/{saga.order_id}/release", {}
+
+
+def _charge_payment(saga: SagaState) -> RequestSpec:
+    return "POST", "/api/payments", {"order_id": saga.order_id, "account_id": saga.user_id,
+                                     "amount": saga.amount}
+
+
+def _refund_payment(saga: SagaState) -> RequestSpec:
+    return "POST", f"/api/payments/{saga.order_id}/refund", {}
+
+
+def _confirm_order(saga: SagaState) -> RequestSpec:
+    return "POST", f"/api/orders/{saga.order_id}/confirm", {}
 
 
 ORDER_SAGA: Final = (
-    StepDef("validate_user", "user-service", "validate user"),
-    StepDef("create_order", "order-service", "create order (PENDING)", "cancel_order"),
-    StepDef("reserve_stock", "inventory-service", "reserve stock", "release_stock"),
-    StepDef("charge_payment", "payment-service", "charge payment", "refund_payment"),
-    StepDef("confirm_order", "order-service", "confirm order", pivot=True),
+    StepDef("validate_user", "user-service", "validate user", request=_validate_user),
+    StepDef("create_order", "order-service", "create order (PENDING)", "cancel_order",
+            request=_create_order, compensation_request=_cancel_order,
+            effects=(o.ORDER_PLACED,), compensation_effects=(o.ORDER_CANCELLED,)),
+    StepDef("reserve_stock", "inventory-service", "reserve stock", "release_stock",
+            request=_reserve_stock, compensation_request=_release_stock,
+            effects=(stock.RESERVATION_MADE, stock.RESERVATION_REJECTED, stock.STOCK_RESERVED),
+            compensation_effects=(stock.RESERVATION_RELEASED, stock.STOCK_RELEASED)),
+    StepDef("charge_payment", "payment-service", "charge payment", "refund_payment",
+            request=_charge_payment, compensation_request=_refund_payment,
+            effects=(pay.PAYMENT_CHARGED, pay.PAYMENT_DECLINED),
+            compensation_effects=(pay.PAYMENT_REFUNDED, pay.PAYMENT_VOIDED)),
+    StepDef("confirm_order", "order-service", "confirm order", pivot=True,
+            request=_confirm_order, effects=(o.ORDER_CONFIRMED,)),
 )
 STEP_NAMES: Final = tuple(s.name for s in ORDER_SAGA)
 #: The services the saga calls, in the order it first calls them.
 PARTICIPANTS: Final = tuple(dict.fromkeys(s.service for s in ORDER_SAGA))
 STEPS_BY_NAME: Final = {s.name: s for s in ORDER_SAGA}
-_BY_COMPENSATION: Final = {s.compensation: s.name for s in ORDER_SAGA if s.compensation}
+
+# --- the registry: the built-in steps plus steps added by plugins (ecommerce.plugins) ------
+
+_REGISTRY: dict[str, StepDef] = dict(STEPS_BY_NAME)
+#: Added steps in the order they were added: (step, the step it goes after).
+_ADDED: dict[str, tuple[StepDef, str]] = {}
+
+
+def register_step(step: StepDef, after: str) -> None:
+    """Add `step` to every saga started from now on, right after step `after`.
+
+    The step calls one of the saga's participants (`PARTICIPANTS`) and needs a `request`
+    builder (and a `compensation_request` if it has a compensation). Steps cannot go after the
+    pivot: once the order is confirmed nothing can be undone. Registering a name again
+    replaces the step. Sagas already started keep the steps they started with.
+    """
+    if step.service not in PARTICIPANTS:
+        raise SagaRuleError("bad_step", f"step {step.name!r} calls {step.service!r}; a saga step "
+                                        f"calls one of {', '.join(PARTICIPANTS)}")
+    if step.request is None:
+        raise SagaRuleError("bad_step", f"step {step.name!r} needs request=<function of the saga "
+                                        "state returning (method, path, body)>")
+    if step.compensation and step.compensation_request is None:
+        raise SagaRuleError("bad_step", f"step {step.name!r} has compensation "
+                                        f"{step.compensation!r} but no compensation_request")
+    if step.name in STEPS_BY_NAME or step.pivot:
+        raise SagaRuleError("bad_step", f"{step.name!r}: the built-in steps and the pivot cannot "
+                                        "be replaced; give the new step its own name")
+    taken = {n for st in _REGISTRY.values() if st.name != step.name
+             for n in (st.name, st.compensation) if n}
+    if step.name in taken or (step.compensation and step.compensation in taken):
+        raise SagaRuleError("bad_step", f"{step.name!r}/{step.compensation!r}: that name is "
+                                        "already an action or compensation of the saga")
+    _ADDED.pop(step.name, None)
+    order = [x.name for x in current_steps()]
+    if after not in order or order.index(after) >= order.index(_pivot_name()):
+        raise SagaRuleError("bad_step", f"after={after!r}: put the step after one of "
+                                        f"{', '.join(order[:order.index(_pivot_name())])} "
+                                        "(before the pivot)")
+    _REGISTRY[step.name] = step
+    _ADDED[step.name] = (step, after)
+
+
+def unregister_step(name: str) -> bool:
+    """Remove an added step (new sagas no longer run it); False if there was none."""
+    if name not in _ADDED:
+        return False
+    del _ADDED[name]
+    del _REGISTRY[name]
+    return True
+
+
+def _pivot_name() -> str:
+    return next(st.name for st in ORDER_SAGA if st.pivot)
+
+
+def current_steps() -> tuple[StepDef, ...]:
+    """The steps a saga started now runs: the built-in ones with the added ones in place."""
+    steps = list(ORDER_SAGA)
+    for step, after in _ADDED.values():
+        names = [x.name for x in steps]
+        steps.insert(names.index(after) + 1 if after in names else len(steps) - 1, step)
+    return tuple(steps)
+
+
+def step_named(name: str) -> StepDef | None:
+    """The registered step (with its request builders) called `name`, or None."""
+    return _REGISTRY.get(name)
+
+
+def effects_by_type(steps: Iterable[StepDef] | None = None) -> dict[str, tuple[str, Kind]]:
+    """Participant event type -> (step, "action" | "compensation") whose effect it records."""
+    out: dict[str, tuple[str, Kind]] = {}
+    for step in steps if steps is not None else current_steps():
+        for t in step.effects:
+            out[t] = (step.name, "action")
+        for t in step.compensation_effects:
+            out[t] = (step.name, "compensation")
+    return out
 
 
 @dataclass(frozen=True)
@@ -155,32 +314,15 @@ class Request:
 
 def request_for(action: str, saga: SagaState) -> Request:
     """The HTTP request (docs/api.md) an action or compensation sends for this saga."""
-    key = f"{saga.saga_id}:{action}"
-    oid = saga.order_id
-    if action == "validate_user":
-        return Request("user-service", "GET", f"/api/users/{saga.user_id}", None, key)
-    if action == "create_order":
-        return Request("order-service", "POST", "/api/orders",
-                       {"order_id": oid, "saga_id": saga.saga_id, "user_id": saga.user_id,
-                        "lines": [dict(line) for line in saga.lines]}, key)
-    if action == "reserve_stock":
-        return Request("inventory-service", "POST", "/api/inventory/reservations",
-                       {"order_id": oid, "lines": [{"sku": ln["sku"], "quantity": ln["quantity"]}
-                                                   for ln in saga.lines]}, key)
-    if action == "charge_payment":
-        return Request("payment-service", "POST", "/api/payments",
-                       {"order_id": oid, "account_id": saga.user_id, "amount": saga.amount}, key)
-    if action == "confirm_order":
-        return Request("order-service", "POST", f"/api/orders/{oid}/confirm", {}, key)
-    if action == "cancel_order":
-        return Request("order-service", "POST", f"/api/orders/{oid}/cancel",
-                       {"reason": f"saga {saga.saga_id} compensated: {saga.failure or 'failed'}"},
-                       key)
-    if action == "release_stock":
-        return Request("inventory-service", "POST",
-                       f"/api/inventory/reservations/{oid}/release", {}, key)
-    if action == "refund_payment":
-        return Request("payment-service", "POST", f"/api/payments/{oid}/refund", {}, key)
+    for plain in saga.steps:
+        if action in (plain.name, plain.compensation):
+            step = step_named(plain.name) or plain
+            builder = step.request if action == step.name else step.compensation_request
+            if builder is None:
+                raise KeyError(f"saga action {action!r} has no request builder in this process "
+                               f"(is the plugin that adds step {plain.name!r} loaded?)")
+            method, path, body = builder(saga)
+            return Request(plain.service, method, path, body, f"{saga.saga_id}:{action}")
     raise KeyError(f"unknown saga action {action!r}")
 
 
@@ -268,6 +410,8 @@ class SagaState:
     lines: tuple[Mapping[str, Any], ...] = ()
     amount: int = 0
     version: int = 0
+    #: The steps this saga runs, as its SagaStarted recorded them (ORDER_SAGA before that).
+    steps: tuple[StepDef, ...] = ORDER_SAGA
     actions: tuple[Progress, ...] = tuple(Progress() for _ in ORDER_SAGA)
     compensations: tuple[Progress, ...] = tuple(Progress() for _ in ORDER_SAGA)
     failure: str = ""
@@ -289,7 +433,7 @@ class SagaState:
     def to_compensate(self) -> list[int]:
         """Indexes of steps to undo, in the order to undo them (reverse)."""
         out = []
-        for i, (step, act) in enumerate(zip(ORDER_SAGA, self.actions, strict=True)):
+        for i, (step, act) in enumerate(zip(self.steps, self.actions, strict=True)):
             maybe_done = act.status == "succeeded" or (
                 act.status == "failed" and act.failure_kind == "deadline")
             if step.compensation and maybe_done:
@@ -297,10 +441,18 @@ class SagaState:
         return out[::-1]
 
 
-def _index(step: str) -> int:
+    def index(self, step: str) -> int:
+        """The position of step `step` in this saga."""
+        for i, st in enumerate(self.steps):
+            if st.name == step:
+                return i
+        raise KeyError(f"saga {self.saga_id} has no step {step!r}")
+
+
+def _index(state: SagaState, step: str) -> int:
     try:
-        return STEP_NAMES.index(step)
-    except ValueError:
+        return state.index(step)
+    except KeyError:
         raise KeyError(f"unknown saga step {step!r}") from None
 
 
@@ -315,11 +467,14 @@ def apply(state: SagaState, etype: str, data: Mapping[str, Any], version: int, a
     seen = state.seen | {f"{step}:{etype}"} if step else state.seen | {etype}
     s = replace(state, version=version, seen=seen)
     if etype == SAGA_STARTED:
+        steps = steps_of(d)
         return replace(s, status="running", order_id=d["order_id"], user_id=d["user_id"],
                        lines=tuple(d["lines"]), amount=d["amount"], started_at=at,
-                       faults=d.get("faults") or {})
+                       faults=d.get("faults") or {}, steps=steps,
+                       actions=tuple(Progress() for _ in steps),
+                       compensations=tuple(Progress() for _ in steps))
     if etype in (STEP_STARTED, STEP_RETRIED, STEP_SUCCEEDED, STEP_FAILED):
-        i = _index(step)
+        i = _index(s, step)
         p = s.actions[i]
         if d.get("started_at"):
             p = replace(p, started_at=d["started_at"])
@@ -341,7 +496,7 @@ def apply(state: SagaState, etype: str, data: Mapping[str, Any], version: int, a
             s = replace(s, status="compensating", failure=d.get("reason", ""), failed_step=step)
         return replace(s, actions=_set(s.actions, i, p))
     if etype in (COMPENSATION_STARTED, COMPENSATION_RETRIED, COMPENSATION_SUCCEEDED):
-        i = _index(step)
+        i = _index(s, step)
         p = s.compensations[i]
         if d.get("started_at"):
             p = replace(p, started_at=d["started_at"])
@@ -371,7 +526,7 @@ def apply(state: SagaState, etype: str, data: Mapping[str, Any], version: int, a
         return replace(s, status="compensated", ended_at=at)
     if etype == SAGA_FAILED:
         if d.get("step"):
-            i = _index(d["step"])
+            i = _index(s, d["step"])
             p = s.compensations[i]
             p = replace(p, status="failed", ended_at=at, error=d.get("reason", ""),
                         lease_until=0.0, started_at=d.get("step_started_at") or p.started_at,
@@ -472,7 +627,7 @@ def next_action(state: SagaState, now: float, owner: str, policy: RetryPolicy) -
     if state.status == "stuck":
         return Stuck(state.stuck_error)
     if state.status == "running":
-        for i, step in enumerate(ORDER_SAGA):
+        for i, step in enumerate(state.steps):
             p = state.actions[i]
             if p.status == "succeeded":
                 continue
@@ -490,7 +645,7 @@ def next_action(state: SagaState, now: float, owner: str, policy: RetryPolicy) -
                                                      "started_at": state.started_at}),))
     # compensating
     for i in state.to_compensate():
-        step = ORDER_SAGA[i]
+        step = state.steps[i]
         p = state.compensations[i]
         if p.status == "succeeded":
             continue
@@ -507,7 +662,7 @@ def next_action(state: SagaState, now: float, owner: str, policy: RetryPolicy) -
     return Finish((NewSagaEvent(SAGA_COMPENSATED, {
         "order_id": state.order_id, "reason": state.failure, "failed_step": state.failed_step,
         "started_at": state.started_at,
-        "compensated": [ORDER_SAGA[i].compensation for i in state.to_compensate()],
+        "compensated": [state.steps[i].compensation for i in state.to_compensate()],
     }),))
 
 
@@ -540,7 +695,7 @@ def on_outcome(
 ) -> tuple[NewSagaEvent, ...]:
     """The events that record one call's outcome (a retry, a success, a failure)."""
     step, attempt = invoke.step, invoke.attempt
-    i = _index(step.name)
+    i = _index(state, step.name)
     progress = state.actions[i] if invoke.kind == "action" else state.compensations[i]
     # Outcome events repeat when their step started, so each one describes the step in full
     # (the saga projection turns one event into one complete step record).
@@ -589,13 +744,13 @@ def retry_delay(events: Sequence[NewSagaEvent]) -> float:
 def in_progress(state: SagaState) -> tuple[str, Kind] | None:
     """The action or compensation the saga is at: (its name, its kind), or None."""
     if state.status == "running":
-        for step, p in zip(ORDER_SAGA, state.actions, strict=True):
+        for step, p in zip(state.steps, state.actions, strict=True):
             if p.status != "succeeded":
                 return step.name, "action"
     if state.status == "compensating":
         for i in state.to_compensate():
             if state.compensations[i].status != "succeeded":
-                return str(ORDER_SAGA[i].compensation), "compensation"
+                return str(state.steps[i].compensation), "compensation"
     return None
 
 
@@ -661,17 +816,35 @@ def order_amount(lines: Sequence[Mapping[str, Any]]) -> int:
 
 
 def saga_started(saga_id: str, order_id: str, user_id: str, lines: Sequence[Mapping[str, Any]],
-                 faults: Mapping[str, Any] | None = None) -> NewSagaEvent:
-    """The first event of a saga: what it is about. `faults` are test hooks (crash_after)."""
+                 faults: Mapping[str, Any] | None = None,
+                 steps: Sequence[StepDef] | None = None) -> NewSagaEvent:
+    """The first event of a saga: what it is about. `faults` are test hooks (crash_after).
+
+    `steps` default to `current_steps()`. When they are not the built-in ones, the event keeps
+    their definitions too (`step_defs`), so the stream alone says what the saga runs.
+    """
     if not isinstance(user_id, str) or not user_id:
         raise SagaRuleError("bad_user", "user id must be a non-empty string")
     clean = normalise_lines(lines)
+    chosen = tuple(steps) if steps is not None else current_steps()
     data: dict[str, Any] = {"saga_id": saga_id, "order_id": order_id, "user_id": user_id,
                             "lines": clean, "amount": order_amount(clean), "saga": "order",
-                            "steps": list(STEP_NAMES)}
+                            "steps": [x.name for x in chosen]}
+    if chosen != ORDER_SAGA:
+        data["step_defs"] = [x.record() for x in chosen]
     if faults:
         data["faults"] = dict(faults)
     return NewSagaEvent(SAGA_STARTED, data)
+
+
+def steps_of(started: Mapping[str, Any]) -> tuple[StepDef, ...]:
+    """The steps a saga runs, from its SagaStarted data."""
+    if started.get("step_defs"):
+        return tuple(StepDef.from_record(d) for d in started["step_defs"])
+    names = started.get("steps")
+    if not names or list(names) == list(STEP_NAMES):
+        return ORDER_SAGA
+    return tuple(STEPS_BY_NAME.get(n) or StepDef(str(n), "?", str(n)) for n in names)
 
 
 def crash_point(spec: str, events: Sequence[NewSagaEvent], before: SagaState) -> int | None:
@@ -684,10 +857,11 @@ def crash_point(spec: str, events: Sequence[NewSagaEvent], before: SagaState) ->
     if not spec:
         return None
     where, _, etype = spec.rpartition(":")
+    names = [x.name for x in before.steps]
     if where.isdigit():
         n = int(where)
-        where = STEP_NAMES[n - 1] if 1 <= n <= len(STEP_NAMES) else where
-    where = _BY_COMPENSATION.get(where, where)
+        where = names[n - 1] if 1 <= n <= len(names) else where
+    where = {x.compensation: x.name for x in before.steps if x.compensation}.get(where, where)
     for i, e in enumerate(events):
         if e.type != etype:
             continue

@@ -23,11 +23,6 @@ def duration_ms(start: str | None, end: str | None) -> float | None:
     return round(delta.total_seconds() * 1000, 2)
 
 
-#: The actions of a saga view, in run order, then the compensations in undo order.
-ACTION_NAMES = tuple(st.name for st in s.ORDER_SAGA)
-COMPENSATION_NAMES = tuple(st.compensation for st in reversed(s.ORDER_SAGA) if st.compensation)
-
-
 def progress_doc(kind: str, step: s.StepDef, status: str, attempts: int, started_at: str | None,
                  ended_at: str | None, error: str) -> dict[str, Any]:
     """One action's or compensation's record in a saga view."""
@@ -36,16 +31,22 @@ def progress_doc(kind: str, step: s.StepDef, status: str, attempts: int, started
             "duration_ms": duration_ms(started_at, ended_at), "error": error}
 
 
-def empty_view(saga_id: str, data: Mapping[str, Any], at: str, version: int) -> dict[str, Any]:
-    """The view right after SagaStarted: every action and compensation pending."""
+def empty_view(saga_id: str, data: Mapping[str, Any], at: str, version: int,
+               steps: tuple[s.StepDef, ...] | None = None) -> dict[str, Any]:
+    """The view right after SagaStarted: every action and compensation pending.
+
+    `steps` default to the ones SagaStarted's `data` records (`ecommerce.domain.saga.steps_of`).
+    """
+    steps = steps if steps is not None else s.steps_of(data)
     doc: dict[str, Any] = {
         "saga_id": saga_id, "order_id": data["order_id"], "user_id": data["user_id"],
         "status": "running", "amount": data["amount"], "lines": list(data["lines"]),
         "failure": "", "failed_step": "", "stuck_error": "", "started_at": at, "ended_at": None,
         "duration_ms": None, "version": version,
-        "actions": list(ACTION_NAMES), "compensations": list(COMPENSATION_NAMES),
+        "actions": [st.name for st in steps],
+        "compensations": [st.compensation for st in reversed(steps) if st.compensation],
     }
-    for step in s.ORDER_SAGA:
+    for step in steps:
         doc[step.name] = progress_doc("action", step, "pending", 0, None, None, "")
         if step.compensation:
             doc[step.compensation] = progress_doc("compensation", step, "pending", 0, None, None, "")
@@ -64,11 +65,11 @@ def describe(state: s.SagaState) -> dict[str, Any]:
         return {"saga_id": state.saga_id, "status": "new"}
     doc = empty_view(state.saga_id, {"order_id": state.order_id, "user_id": state.user_id,
                                      "amount": state.amount, "lines": [dict(x) for x in state.lines]},
-                     state.started_at or "", state.version)
+                     state.started_at or "", state.version, state.steps)
     doc.update(status=state.status, failure=state.failure, failed_step=state.failed_step,
                stuck_error=state.stuck_error, ended_at=state.ended_at,
                duration_ms=duration_ms(state.started_at, state.ended_at))
-    for step, act, comp in zip(s.ORDER_SAGA, state.actions, state.compensations, strict=True):
+    for step, act, comp in zip(state.steps, state.actions, state.compensations, strict=True):
         doc[step.name] = progress_doc("action", step, act.status, act.attempts, act.started_at,
                                       act.ended_at, act.error)
         if step.compensation:

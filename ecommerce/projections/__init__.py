@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
+from ecommerce import plugins
 from ecommerce.projections.base import Projection
 from ecommerce.projections.orders import ORDERS_VIEW
 from ecommerce.projections.sagas import SAGA_STATS_VIEW, SAGAS_VIEW
 from ecommerce.projections.users import USER_STATS_VIEW, USERS_VIEW
 
-#: Every projection the lab runs, by name. Later issues add orders, sagas, stock, payments.
+#: The lab's own projections, by name.
 PROJECTIONS: dict[str, Projection] = {p.name: p for p in (
     USERS_VIEW, USER_STATS_VIEW, SAGAS_VIEW, SAGA_STATS_VIEW, ORDERS_VIEW)}
 
 
+def all_projections() -> dict[str, Projection]:
+    """The lab's projections and those the loaded plugins added (`ecommerce.plugins`)."""
+    return {**plugins.PROJECTIONS, **PROJECTIONS}
+
+
 def get_projections(names: list[str] | None = None) -> list[Projection]:
     """The named projections (all when None); an unknown name says which names exist."""
+    known = all_projections()
     if not names:
-        return list(PROJECTIONS.values())
-    unknown = [n for n in names if n not in PROJECTIONS]
+        return list(known.values())
+    unknown = [n for n in names if n not in known]
     if unknown:
         raise KeyError(
-            f"unknown projection(s) {', '.join(unknown)}; known: {', '.join(PROJECTIONS)}"
+            f"unknown projection(s) {', '.join(unknown)}; known: {', '.join(known)}"
         )
-    return [PROJECTIONS[n] for n in names]
+    return [known[n] for n in names]
 
 
-__all__ = ["PROJECTIONS", "Projection", "get_projections"]
+__all__ = ["PROJECTIONS", "Projection", "all_projections", "get_projections"]

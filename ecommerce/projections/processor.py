@@ -20,7 +20,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from ecommerce import logs
+from ecommerce import logs, plugins
 from ecommerce.projections import get_projections
 from ecommerce.projections.base import Projection
 from ecommerce.projections.projector import LogReplaced, Projector
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--projection", action="append", metavar="NAME")
     args = parser.parse_args(argv)
     log = logs.setup("event-processor")
+    plugins.load_all(logger=log)  # projections (and upcasters) added by plugins
     from ecommerce.store.factory import open_event_store, open_read_store
 
     try:

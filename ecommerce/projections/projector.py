@@ -16,7 +16,6 @@ model from the new log (`ecommerce.projections.processor`).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
 
 from ecommerce.domain.readmodel import WriteBuffer
@@ -160,11 +159,3 @@ class Projector:
             if n < self.batch_size:
                 stop.wait(poll_interval)
 
-
-def wait_until_caught_up(projector: Projector, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if projector.lag() == 0:
-            return True
-        time.sleep(0.01)
-    return False

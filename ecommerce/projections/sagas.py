@@ -28,6 +28,16 @@ _TERMINAL_STATUS = {s.SAGA_COMPLETED: "completed", s.SAGA_COMPENSATED: "compensa
                     s.SAGA_FAILED: "failed"}
 
 
+def _step(d: dict[str, Any]) -> s.StepDef:
+    """The step an event is about; a step this process does not know (added by a plugin that
+    is not loaded here) still gets its record, with what the event says."""
+    name = d["step"]
+    known = s.step_named(name)
+    if known is not None:
+        return known
+    return s.StepDef(name, d.get("service") or "?", name, d.get("compensation"))
+
+
 def _record(e: RecordedEvent, kind: str, step: s.StepDef) -> dict[str, Any]:
     d, t = e.data, e.type
     status = _STEP_STATUS[t]
@@ -51,7 +61,7 @@ def project_sagas(e: RecordedEvent) -> list[Write]:
     d = e.data
     fields: dict[str, Any] = {"version": e.version}
     if t in _STEP_STATUS:
-        step = s.STEPS_BY_NAME[d["step"]]
+        step = _step(d)
         if t.startswith("Compensation"):
             fields[str(step.compensation)] = _record(e, "compensation", step)
         else:
@@ -70,29 +80,33 @@ def project_sagas(e: RecordedEvent) -> list[Write]:
         if t == s.SAGA_FAILED:
             fields.update(failure=d.get("reason", ""), failed_step=d.get("step", ""))
             if d.get("step"):
-                step = s.STEPS_BY_NAME[d["step"]]
+                step = _step(d)
                 fields[str(step.compensation)] = progress_doc(
                     "compensation", step, "failed", d.get("attempt", 1),
                     d.get("step_started_at") or e.recorded_iso, e.recorded_iso, d.get("reason", ""))
     return [Merge(SAGAS, saga_id, fields, e.position)]
 
 
-def project_saga_stats(e: RecordedEvent) -> list[Write]:
-    if e.type == s.SAGA_STARTED:
-        return [Incr(SAGA_STATS, STATS_KEY, {"started": 1, "running": 1})]
-    if e.type in s.STUCK_EVENTS:
-        return [Incr(SAGA_STATS, STATS_KEY, {"stuck": 1 if e.type == s.SAGA_STUCK else -1})]
-    status = _TERMINAL_STATUS.get(e.type)
-    if status:
-        return [Incr(SAGA_STATS, STATS_KEY, {"running": -1, status: 1})]
-    return []
+def _stats_started(e: RecordedEvent) -> list[Write]:
+    return [Incr(SAGA_STATS, STATS_KEY, {"started": 1, "running": 1})]
+
+
+def _stats_stuck(e: RecordedEvent) -> list[Write]:
+    return [Incr(SAGA_STATS, STATS_KEY, {"stuck": 1 if e.type == s.SAGA_STUCK else -1})]
+
+
+def _stats_ended(e: RecordedEvent) -> list[Write]:
+    return [Incr(SAGA_STATS, STATS_KEY, {"running": -1, _TERMINAL_STATUS[e.type]: 1})]
 
 
 SAGAS_VIEW = Projection(
-    "sagas", (SAGAS,), frozenset(s.SAGA_EVENTS), project_sagas,
+    "sagas", (SAGAS,), dict.fromkeys(s.SAGA_EVENTS, project_sagas),
     "one document per saga: status, failure, every action and compensation with its timing",
 )
 SAGA_STATS_VIEW = Projection(
-    "saga-stats", (SAGA_STATS,), frozenset({s.SAGA_STARTED, *s.TERMINAL_EVENTS, *s.STUCK_EVENTS}),
-    project_saga_stats, "sagas started, running (of which stuck), completed, compensated, failed",
+    "saga-stats", (SAGA_STATS,),
+    {s.SAGA_STARTED: _stats_started, **dict.fromkeys(s.STUCK_EVENTS, _stats_stuck),
+     **dict.fromkeys(s.TERMINAL_EVENTS, _stats_ended)},
+    "sagas started, running (of which stuck), completed, compensated, failed",
 )
+project_saga_stats = SAGA_STATS_VIEW.project

@@ -43,7 +43,7 @@ def _store():
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ecommerce import logs
+    from ecommerce import logs, plugins
     from ecommerce.saga.orchestrator import Orchestrator, find_saga
     from ecommerce.saga.participants import HttpParticipants, participant_urls
     from ecommerce.signals import stop_on_signals
@@ -51,6 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     log = logs.setup("saga-orchestrator")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per call is noise here
+    plugins.load_all(logger=log)  # saga steps added by plugins (their request builders)
     try:
         store = _store()
     except StoreUnavailableError as exc:

@@ -168,13 +168,18 @@ def serve(service: str, factory: Callable[[Settings], FastAPI]) -> None:
     """Run the service with uvicorn on LABKIT_HOST:LABKIT_PORT, logging JSON to stdout."""
     import uvicorn
 
+    from ecommerce import plugins
+    from ecommerce.services import plugin_routes
+
     logs.setup(service)
     settings = Settings.from_env()
+    plugins.load_all(logger=logging.getLogger(service))
     try:
         app = factory(settings)
     except StoreUnavailableError as exc:
         logging.getLogger(service).error(str(exc))
         raise SystemExit(2) from None
+    plugin_routes.install(app, service, settings)
     logs.event(logging.getLogger(service), "starting", host=settings.host, port=settings.port)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
                 access_log=False, timeout_graceful_shutdown=3)

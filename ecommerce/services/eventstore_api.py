@@ -9,7 +9,7 @@ from fastapi import FastAPI, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from ecommerce.config import Settings
-from ecommerce.projections import PROJECTIONS, get_projections
+from ecommerce.projections import all_projections, get_projections
 from ecommerce.projections.replay import replay
 from ecommerce.services.app import ApiError, Limit, make_app, read_store_check, serve
 from ecommerce.store.base import EventStore
@@ -75,7 +75,7 @@ def create_app(settings: Settings, events: EventStore | None = None,
             chosen = get_projections(names)
         except KeyError as exc:
             raise ApiError(422, "unknown_projection", str(exc.args[0]),
-                           known=sorted(PROJECTIONS)) from None
+                           known=sorted(all_projections())) from None
         result = replay(es, rs, chosen, progress=False)
         return {"replay_id": f"replay-{uuid.uuid4().hex[:8]}", "status": "completed",
                 "events_count": result.events, "seconds": result.seconds,

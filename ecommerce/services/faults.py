@@ -98,7 +98,7 @@ class FaultState:
             self._faults.clear()
         return n
 
-    def list(self) -> list[dict[str, Any]]:
+    def armed(self) -> list[dict[str, Any]]:
         with self._lock:
             return [f.as_dict() for f in self._faults]
 
@@ -164,7 +164,7 @@ def install_faults(app: FastAPI, service: str, settings: Settings, *,
 
     @router.get("", summary="List armed faults")
     def armed() -> dict[str, Any]:
-        return {"service": service, "faults": state.list()}
+        return {"service": service, "faults": state.armed()}
 
     @router.delete("", summary="Disarm every fault")
     def clear() -> dict[str, Any]:

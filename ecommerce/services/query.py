@@ -13,9 +13,18 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Query
 
+from ecommerce import plugins
 from ecommerce.config import Settings
 from ecommerce.projections import users as pu
-from ecommerce.services.app import Limit, Offset, make_app, not_found, read_store_check, serve
+from ecommerce.services.app import (
+    ApiError,
+    Limit,
+    Offset,
+    make_app,
+    not_found,
+    read_store_check,
+    serve,
+)
 from ecommerce.store.factory import open_read_store
 from ecommerce.store.read_base import ReadStore
 
@@ -41,9 +50,9 @@ def create_app(settings: Settings, store: ReadStore | None = None) -> FastAPI:
              status: str | None = None) -> tuple[list[dict[str, Any]], int, dict[str, Any]]:
         meta = freshness(projection)  # read first: the documents are at least this fresh
         if status is None:
-            docs = [_strip(d) for d in reads.list(collection, limit, offset)]
+            docs = [_strip(d) for d in reads.documents(collection, limit, offset)]
             return docs, reads.count(collection), meta
-        matching = [_strip(d) for d in reads.list(collection) if d.get("status") == status]
+        matching = [_strip(d) for d in reads.documents(collection) if d.get("status") == status]
         return matching[offset : offset + limit], len(matching), meta
 
     @app.get("/api/queries/users", tags=["queries"])
@@ -88,6 +97,38 @@ def create_app(settings: Settings, store: ReadStore | None = None) -> FastAPI:
         stats = reads.get(ORDER_STATS, "summary") or {}
         return {"orders": docs, "total": total, "by_status": stats,
                 "source": "materialized_view", **meta}
+
+    def plugin_view(name: str) -> Any:
+        from ecommerce.projections import all_projections
+
+        known = all_projections()
+        p = known.get(name)
+        if p is None or name not in plugins.PROJECTIONS:
+            added = sorted(plugins.PROJECTIONS)
+            raise ApiError(404, "not_found", f"no view {name!r} was added by a plugin; added: "
+                           f"{', '.join(added) or 'none (lab.deploy_code adds one)'}")
+        return p
+
+    @app.get("/api/queries/views/{name}", tags=["queries"],
+             summary="A read model added by a plugin: every collection's documents")
+    def plugin_docs(name: str, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+        p = plugin_view(name)
+        meta = freshness(name)
+        docs = {c: [{"key": d.get("_key"), **_strip(d)} for d in reads.list(c, limit, offset)]
+                for c in p.collections}
+        return {"view": name, "collections": docs,
+                "total": {c: reads.count(c) for c in p.collections},
+                "source": "materialized_view", **meta}
+
+    @app.get("/api/queries/views/{name}/{key}", tags=["queries"],
+             summary="One document of a plugin's read model (its first collection)")
+    def plugin_doc(name: str, key: str) -> dict[str, Any]:
+        p = plugin_view(name)
+        meta = freshness(name)
+        doc = reads.get(p.collections[0], key)
+        if doc is None:
+            raise not_found(f"{name} document", key)
+        return {**_strip(doc), "source": "materialized_view", **meta}
 
     @app.get("/api/queries/checkpoints", tags=["queries"],
              summary="Every projection's checkpoint: how far the read side has caught up")

@@ -144,7 +144,7 @@ class ReadStore(abc.ABC):
     def get(self, collection: str, key: str) -> dict[str, Any] | None:
         return self._get(collection, key, None)
 
-    def list(self, collection: str, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    def documents(self, collection: str, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
         """Documents in `order`, then key."""
         return self._list(collection, limit, offset, None)
 
@@ -163,7 +163,7 @@ class ReadStore(abc.ABC):
         """Every document of the collections, for comparisons: {collection: {key: doc}}."""
         out: dict[str, dict[str, dict[str, Any]]] = {}
         for c in collections:
-            out[c] = {d["_key"]: {k: v for k, v in d.items() if k != "_key"} for d in self.list(c)}
+            out[c] = {d["_key"]: {k: v for k, v in d.items() if k != "_key"} for d in self.documents(c)}
         return out
 
     # ---- rebuilding beside the live model -----------------------------------------------------

@@ -34,6 +34,7 @@ from typing import Any
 
 from ecommerce.domain import saga as s
 from ecommerce.services.registry import PARTICIPANTS
+from ecommerce.waiting import WaitTimeout, wait_until
 
 RICH, POOR, INACTIVE = "chaos-rich", "chaos-poor", "chaos-inactive"
 #: SKUs the orders draw from, weighted by how much stock the catalogue has.
@@ -165,14 +166,15 @@ def _arm(lab: Any, f: Fault) -> bool:
 def _wait_all_ended(client: Any, ids: list[str], timeout: float) -> list[str]:
     """The sagas that did not end in time; a stuck one (the orchestrator gave up on it) is
     returned at once, since waiting will not end it."""
-    deadline = time.monotonic() + timeout
     pending = list(ids)
-    while pending and time.monotonic() < deadline:
+
+    def only_stuck_left() -> bool:
         states = {sid: client.state(sid) for sid in pending}
-        pending = [sid for sid, st in states.items() if not st.terminal]
-        if all(states[sid].status == "stuck" for sid in pending):
-            break
-        time.sleep(0.1)
+        pending[:] = [sid for sid, st in states.items() if not st.terminal]
+        return all(states[sid].status == "stuck" for sid in pending)
+
+    with contextlib.suppress(WaitTimeout):  # the ones still pending are the answer
+        wait_until(only_stuck_left, timeout=timeout, interval=0.1, what="the sagas to end")
     return pending
 
 

@@ -99,7 +99,7 @@ def status(saga_or_order_id: str, as_json: bool) -> int:
 @json_option
 def list_sagas(limit: int, status_: str | None, as_json: bool) -> None:
     """Sagas, newest first (a stuck saga shows the error the orchestrator gave up on)."""
-    rows = _client().list(limit=limit, status=status_)
+    rows = _client().summaries(limit=limit, status=status_)
     if as_json:
         print_json(rows)
     else:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ecommerce.config import Settings
+from ecommerce.waiting import WaitTimeout, wait_until
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,6 +39,12 @@ class Lab:
 
             self.runtime = LocalRuntime(self.settings, gateway_port=gateway_port)
         self._clients: dict[str, httpx.Client] = {}
+        if self.mode == "local":
+            # The deployed plugins' saga steps and upcasters apply to what this process does
+            # too (lab.saga.place_order starts sagas here).
+            from labkit.lab.plugins import Plugins
+
+            Plugins(self).load_here()
 
     def __repr__(self) -> str:
         where = self.settings.namespace if self.mode == "cluster" else str(self.settings.data_dir)
@@ -193,15 +200,17 @@ class Lab:
     def wait_for_projection(self, position: int, projection: str = "users",
                             timeout: float = 10.0) -> float:
         """Wait until the read side has applied `position`; return the seconds waited."""
-        started = time.perf_counter()
-        while True:
+        def applied() -> bool:
             cps = self.query("checkpoints")["checkpoints"]
-            if cps.get(projection, {}).get("position", 0) >= position:
-                return time.perf_counter() - started
-            if time.perf_counter() - started > timeout:
-                raise LabError(f"projection {projection!r} did not reach position {position} in "
-                               f"{timeout}s: is the event-processor running? (lab.status())")
-            time.sleep(0.01)
+            return bool(cps.get(projection, {}).get("position", 0) >= position)
+
+        started = time.perf_counter()
+        try:
+            wait_until(applied, timeout=timeout, what=f"projection {projection!r}")
+        except WaitTimeout:
+            raise LabError(f"projection {projection!r} did not reach position {position} in "
+                           f"{timeout}s: is the event-processor running? (lab.status())") from None
+        return time.perf_counter() - started
 
     def events(self, after: int = 0, limit: int = 1000, *, stream: str | None = None,
                category: str | None = None, type: str | None = None) -> pd.DataFrame:
@@ -338,6 +347,29 @@ class Lab:
         from labkit.lab.saga_client import SagaClient
 
         return SagaClient(self)
+
+    # ---- student code in the running system (labkit.lab.plugins, ecommerce.plugins) ---------
+    def deploy_code(self, code: Any, name: str | None = None,
+                    restart: Any = None) -> dict[str, Any]:
+        """Deploy a plugin: `code` is a function whose body registers things
+        (`from ecommerce.plugins import projection, saga_step, upcaster, handler`) or Python
+        source; it is loaded here first (a failure says which line), written to the plugin
+        directory, and the processes that use it are restarted. See `labkit.lab.plugins`."""
+        from labkit.lab.plugins import Plugins
+
+        return Plugins(self).deploy(code, name, restart)
+
+    def remove_code(self, name: str, restart: Any = None) -> dict[str, Any]:
+        """Remove plugin `name` and restart the processes that used it."""
+        from labkit.lab.plugins import Plugins
+
+        return Plugins(self).remove(name, restart)
+
+    def plugins(self) -> pd.DataFrame:
+        """The plugins loaded in this notebook (and deployed): what each registers."""
+        from labkit.lab.plugins import Plugins
+
+        return Plugins(self).table()
 
     def fire(self, scenario: str, **options: Any) -> str:
         """Fire a named saga scenario (`happy`, `payment-declined`, ...); returns the saga id."""

@@ -21,6 +21,7 @@ from ecommerce.domain import saga as s
 from ecommerce.domain.saga_view import TIMELINE_COLUMNS, describe, summary, timeline_rows
 from ecommerce.saga.orchestrator import resume_saga, start_saga
 from ecommerce.store.base import EventStore
+from ecommerce.waiting import WaitTimeout, wait_until
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -144,31 +145,35 @@ class SagaClient:
         """Block until the saga is terminal; return its view. Raises SagaTimeout (still running
         after `timeout` seconds), SagaStuckError (the orchestrator gave up on it) or KeyError
         (no such saga)."""
-        deadline = time.monotonic() + timeout
         stream = s.stream_id(saga_id)
         seen = -1
-        delay = poll
-        while True:
+
+        def ended() -> dict[str, Any] | None:
+            nonlocal seen
             version = self.store.stream_version(stream)
             if version == 0:
                 raise KeyError(f"no saga {saga_id!r} (stream {stream} is empty)")
-            if version != seen:
-                seen = version
-                state = self.state(saga_id)
-                if state.terminal:
-                    return describe(state)
-                if state.status == "stuck":
-                    raise SagaStuckError(saga_id, describe(state))
-            if time.monotonic() >= deadline:
-                raise SagaTimeout(saga_id, describe(self.state(saga_id)), timeout)
-            time.sleep(delay)
-            delay = min(delay * 1.2, 0.05)
+            if version == seen:
+                return None  # nothing new on the stream: no need to fold it again
+            seen = version
+            state = self.state(saga_id)
+            if state.status == "stuck":
+                raise SagaStuckError(saga_id, describe(state))
+            return describe(state) if state.terminal else None
+
+        try:
+            view = wait_until(ended, timeout=timeout, interval=poll, max_interval=0.05,
+                              what=f"saga {saga_id} to end")
+        except WaitTimeout:
+            raise SagaTimeout(saga_id, describe(self.state(saga_id)), timeout) from None
+        assert view is not None  # wait_until returns only a value that holds
+        return view
 
     def wait_all(self, saga_ids: Iterable[str], timeout: float = 60.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         return [self.wait(sid, max(0.0, deadline - time.monotonic())) for sid in saga_ids]
 
-    def list(self, limit: int | None = 100, status: str | None = None) -> list[dict[str, Any]]:
+    def summaries(self, limit: int | None = 100, status: str | None = None) -> list[dict[str, Any]]:
         """Sagas, newest first: id, order, user, status, amount, failure, timings."""
         states: dict[str, s.SagaState] = {}
         after = 0
@@ -204,7 +209,7 @@ class SagaClient:
         from labkit.lab.scenarios import scenario_of
 
         if ids is None:
-            ids = [r["saga_id"] for r in self.list(limit=10)][::-1]
+            ids = [r["saga_id"] for r in self.summaries(limit=10)][::-1]
         elif isinstance(ids, str):
             ids = [ids]
         rows: list[dict[str, Any]] = []
@@ -221,7 +226,7 @@ class SagaClient:
     def latest(self, n: int = 5) -> pd.DataFrame:
         """The timeline of the `n` most recently started sagas (oldest of them first): what a
         chart of "what just happened" needs, whatever placed them."""
-        return self.timeline([r["saga_id"] for r in self.list(limit=n)][::-1])
+        return self.timeline([r["saga_id"] for r in self.summaries(limit=n)][::-1])
 
     # ---- driving in this process (no orchestrator process needed) --------------------------
     def run(self, saga_id: str, participants: Any = None) -> dict[str, Any]:

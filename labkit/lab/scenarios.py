@@ -21,7 +21,6 @@ fault injection (`/faults`) or from the orchestrator process really dying.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import httpx
 
 from ecommerce.domain import saga as s
+from ecommerce.waiting import WaitTimeout, wait_until
 
 SCENARIOS = ("happy", "payment-declined", "out-of-stock", "invalid-user", "payment-timeout",
              "inventory-flaky", "orchestrator-crash")
@@ -158,19 +158,22 @@ def _restart_after_crash(lab: Any, saga_id: str, point: str, timeout: float) -> 
     (what Kubernetes does by itself for the Deployment, and for the Job via backoffLimit)."""
     if getattr(lab, "mode", "local") != "local":
         return
-    deadline = time.monotonic() + timeout
     step, _, etype = point.rpartition(":")
     client = lab.saga
-    while time.monotonic() < deadline:
+
+    def crashed_or_ended() -> Any:
         state = client.state(saga_id)
-        if f"{step}:{etype}" in state.seen and not _running(lab, "saga-orchestrator"):
-            break
-        if state.terminal:
-            return  # some other orchestrator ran it without crashing
-        time.sleep(0.02)
-    else:
+        crashed = f"{step}:{etype}" in state.seen and not _running(lab, "saga-orchestrator")
+        return state if crashed or state.terminal else None
+
+    try:
+        state = wait_until(crashed_or_ended, timeout=timeout, interval=0.02,
+                           what=f"the orchestrator to crash at {point}")
+    except WaitTimeout:
         raise ScenarioError(f"the orchestrator did not reach {point} within {timeout}s; is it "
-                            "running? (lab.status())")
+                            "running? (lab.status())") from None
+    if state.terminal:
+        return  # some other orchestrator ran it without crashing
     lab.runtime.up(wait=True, progress=False)
 
 

@@ -12,14 +12,14 @@ import json
 import time
 from typing import Any
 
+from ecommerce.waiting import WaitTimeout, wait_until
 from labkit.runtime.routes import load_routes, match
 
 
 def _log_line(lab: Any, method: str, path: str, status: int, timeout: float = 2.0
               ) -> dict[str, Any] | None:
     """The gateway's log line for this request (written right after the answer)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def logged() -> dict[str, Any] | None:
         for line in reversed(lab.logs("gateway", tail=50).splitlines()):
             try:
                 entry = json.loads(line)
@@ -28,9 +28,12 @@ def _log_line(lab: Any, method: str, path: str, status: int, timeout: float = 2.
             if (entry.get("msg"), entry.get("method"), entry.get("path"),
                     entry.get("status")) == ("request", method, path, status):
                 return entry
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(0.02)
+        return None
+
+    try:
+        return wait_until(logged, timeout=timeout, interval=0.02, what="the gateway's log line")
+    except WaitTimeout:
+        return None
 
 
 def trace(lab: Any, method: str, path: str, host: str | None = None,

@@ -96,7 +96,7 @@ class Faults:
                 continue  # down (maybe after a crash fault) or faults off: nothing armed there
         return out
 
-    def list(self) -> list[dict[str, Any]]:
+    def armed(self) -> list[dict[str, Any]]:
         """Every armed fault of the reachable participants, one row each (with `service`)."""
         rows: list[dict[str, Any]] = []
         for name in PARTICIPANTS:

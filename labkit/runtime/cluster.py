@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ecommerce.config import DEFAULT_NAMESPACE
+from ecommerce.waiting import WaitTimeout, wait_until
 from labkit.runtime import k8s_status as ks
 from labkit.runtime import manifests as m
 from labkit.runtime.k8s_errors import GATEWAY_GROUP, MISSING_GATEWAY_CRDS, ClusterError, explain
@@ -328,7 +329,7 @@ class ClusterRuntime:
         if not selector:
             return []
         ns = (live.get("metadata") or {}).get("namespace") or self.namespace
-        return self._call("list pods", self.api.list, "v1", "Pod", ns, label_selector=selector)
+        return self._call("list pods", self.api.list_objects, "v1", "Pod", ns, label_selector=selector)
 
     def events_for(self, live: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]
                    ) -> list[dict[str, Any]]:
@@ -337,7 +338,7 @@ class ClusterRuntime:
         name = meta.get("name", "")
         names = {p["metadata"]["name"] for p in pods}
         try:
-            events = self.api.list("v1", "Event", ns)
+            events = self.api.list_objects("v1", "Event", ns)
         except Exception:  # events are a best-effort explanation
             return []
         out = []
@@ -361,39 +362,42 @@ class ClusterRuntime:
         pending = [o for o in objects if ks.waits_for(o)]
         if not pending:
             return
-        deadline = self._clock() + timeout
         from labkit.runtime.progress import Progress
 
         bar = Progress(len(pending), desc, "objects", enabled=self.progress)
-        try:
-            while True:
-                last: dict[str, ks.State] = {}
-                for obj in list(pending):
-                    live = self._get(obj)
-                    state = ks.workload_state(live)
-                    if state.done:
-                        pending.remove(obj)
-                        bar.update(1)
-                        continue
-                    last[m.describe(obj)] = state
-                    if state.phase == ks.FAILED:
-                        raise ClusterError(self._stuck_message(obj, live, state.detail))
-                    if live is not None:
-                        bad = ks.fatal(self.pods_of(live))
-                        if bad:
-                            raise ClusterError(self._stuck_message(obj, live, "cannot become ready"))
-                if not pending:
-                    return
+        last: dict[str, ks.State] = {}
+
+        def settled() -> bool:
+            last.clear()
+            for obj in list(pending):
+                live = self._get(obj)
+                state = ks.workload_state(live)
+                if state.done:
+                    pending.remove(obj)
+                    bar.update(1)
+                    continue
+                last[m.describe(obj)] = state
+                if state.phase == ks.FAILED:
+                    raise ClusterError(self._stuck_message(obj, live, state.detail))
+                if live is not None:
+                    bad = ks.fatal(self.pods_of(live))
+                    if bad:
+                        raise ClusterError(self._stuck_message(obj, live, "cannot become ready"))
+            if pending:
                 bar.note(", ".join(o["metadata"]["name"] for o in pending)[:60])
-                if self._clock() >= deadline:
-                    lines = [f"Timed out after {timeout:.0f}s waiting for "
-                             f"{', '.join(m.describe(o) for o in pending)}:"]
-                    for obj in pending:
-                        state = last.get(m.describe(obj))
-                        lines.append(f"- {m.describe(obj)}: {state.detail if state else ''}")
-                        lines += ["    " + ln for ln in self.explain_stuck(obj)]
-                    raise ClusterError("\n".join(lines))
-                self._sleep(self.poll_interval)
+            return not pending
+
+        try:
+            wait_until(settled, timeout=timeout, interval=self.poll_interval, clock=self._clock,
+                       sleep=self._sleep, what=desc)
+        except WaitTimeout:
+            lines = [f"Timed out after {timeout:.0f}s waiting for "
+                     f"{', '.join(m.describe(o) for o in pending)}:"]
+            for obj in pending:
+                state = last.get(m.describe(obj))
+                lines.append(f"- {m.describe(obj)}: {state.detail if state else ''}")
+                lines += ["    " + ln for ln in self.explain_stuck(obj)]
+            raise ClusterError("\n".join(lines)) from None
         finally:
             bar.close()
 
@@ -436,14 +440,14 @@ class ClusterRuntime:
                 return self.pods_of(live)
         cron = self._call(f"read CronJob {name}", api.get, "batch/v1", "CronJob", name, ns)
         if cron is not None:
-            jobs = [j for j in self._call("list jobs", api.list, "batch/v1", "Job", ns)
+            jobs = [j for j in self._call("list jobs", api.list_objects, "batch/v1", "Job", ns)
                     if any(r.get("kind") == "CronJob" and r.get("name") == name
                            for r in (j.get("metadata") or {}).get("ownerReferences") or [])]
             if not jobs:
                 return []
             latest = max(jobs, key=lambda j: j["metadata"].get("creationTimestamp") or "")
             return self.pods_of(latest)
-        pods = self._call("list pods", api.list, "v1", "Pod", ns, label_selector=parse_selector(name))
+        pods = self._call("list pods", api.list_objects, "v1", "Pod", ns, label_selector=parse_selector(name))
         if pods:
             return pods
         pod = self._call(f"read pod {name}", api.get, "v1", "Pod", name, ns)
@@ -499,7 +503,7 @@ class ClusterRuntime:
     def kill(self, selector: str, grace_period_seconds: int = 0) -> list[str]:
         """Delete the pods matching `selector` (a pod name label or a label selector) at once."""
         sel = parse_selector(selector)
-        pods = self._call("list pods", self.api.list, "v1", "Pod", self.namespace,
+        pods = self._call("list pods", self.api.list_objects, "v1", "Pod", self.namespace,
                           label_selector=sel)
         pods = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")
                 and (p.get("status") or {}).get("phase") in ("Running", "Pending")]
@@ -533,7 +537,7 @@ class ClusterRuntime:
             raise ClusterError(f"No Service {service!r} in namespace {self.namespace}: apply "
                                "01-networking (`labkit up`).")
         selector = m.label_selector_string((svc.get("spec") or {}).get("selector") or {})
-        pods = self._call("list pods", self.api.list, "v1", "Pod", self.namespace,
+        pods = self._call("list pods", self.api.list_objects, "v1", "Pod", self.namespace,
                           label_selector=selector)
         for p in pods:
             conds = {c.get("type"): c.get("status") for c in (p.get("status") or {}).get("conditions") or []}
@@ -645,12 +649,12 @@ class ClusterRuntime:
         for api_version, kind in kinds:
             collected = (api_version, kind) in COLLECTED_KINDS  # carry no annotation of ours
             for ns in in_namespaces:
-                for o in self._call(f"list {kind}", self.api.list, api_version, kind, ns,
+                for o in self._call(f"list {kind}", self.api.list_objects, api_version, kind, ns,
                                     label_selector=selector):
                     if collected or m.created_by_labkit(o):
                         left.append(f"{kind} {ns}/{o['metadata']['name']}")
         if namespaces:
-            for o in self._call("list namespaces", self.api.list, "v1", "Namespace",
+            for o in self._call("list namespaces", self.api.list_objects, "v1", "Namespace",
                                 label_selector=selector):
                 if o["metadata"]["name"] in in_namespaces and m.created_by_labkit(o):
                     left.append(f"Namespace {o['metadata']['name']}")
@@ -678,7 +682,7 @@ class ClusterRuntime:
         skipped: list[str] = []
         for api_version, kind in kinds:
             for ns in namespaces:
-                objs = self._call(f"list {kind}", api.list, api_version, kind, ns,
+                objs = self._call(f"list {kind}", api.list_objects, api_version, kind, ns,
                                   label_selector=selector)
                 for o in objs:
                     name = o["metadata"]["name"]
@@ -689,7 +693,7 @@ class ClusterRuntime:
                                   propagation="Background"):
                         deleted.append(f"{kind} {ns}/{name}")
         if not keep_namespaces:
-            for o in self._call("list namespaces", api.list, "v1", "Namespace",
+            for o in self._call("list namespaces", api.list_objects, "v1", "Namespace",
                                 label_selector=selector):
                 name = o["metadata"]["name"]
                 if name in namespaces and not m.created_by_labkit(o):
@@ -699,18 +703,21 @@ class ClusterRuntime:
                         f"delete namespace {name}", api.delete, "v1", "Namespace", name):
                     deleted.append(f"Namespace {name}")
         if wait:
-            deadline = self._clock() + timeout
-            while True:
-                left = self._leftovers([*kinds, *COLLECTED_KINDS], selector, namespaces,
-                                       not keep_namespaces)
-                if not left:
-                    break
-                if self._clock() >= deadline:
-                    raise ClusterError(f"Timed out after {timeout:.0f}s waiting for the lab's objects "
-                                       f"to go: {', '.join(left[:8])}"
-                                       f"{' ...' if len(left) > 8 else ''} (a finalizer may be "
-                                       "stuck; `kubectl get <kind> <name> -o yaml` shows it).")
-                self._sleep(self.poll_interval)
+            left: list[str] = []
+
+            def gone() -> bool:
+                left[:] = self._leftovers([*kinds, *COLLECTED_KINDS], selector, namespaces,
+                                          not keep_namespaces)
+                return not left
+
+            try:
+                wait_until(gone, timeout=timeout, interval=self.poll_interval, clock=self._clock,
+                           sleep=self._sleep, what="the lab's objects to go")
+            except WaitTimeout:
+                raise ClusterError(f"Timed out after {timeout:.0f}s waiting for the lab's objects "
+                                   f"to go: {', '.join(left[:8])}"
+                                   f"{' ...' if len(left) > 8 else ''} (a finalizer may be "
+                                   "stuck; `kubectl get <kind> <name> -o yaml` shows it).") from None
         if skipped:
             self.echo(f"kept {len(skipped)} object(s) labkit did not create (no {m.CREATED_BY} "
                       f"annotation): {', '.join(skipped[:6])}{' ...' if len(skipped) > 6 else ''}")
@@ -718,12 +725,13 @@ class ClusterRuntime:
         return deleted
 
     def _wait_gone(self, objects: Sequence[Mapping[str, Any]], timeout: float) -> None:
-        deadline = self._clock() + timeout
-        while any(self._get(o) is not None for o in objects):
-            if self._clock() >= deadline:
-                raise ClusterError(f"Timed out waiting for {', '.join(m.describe(o) for o in objects)} "
-                                   "to be deleted.")
-            self._sleep(self.poll_interval)
+        try:
+            wait_until(lambda: all(self._get(o) is None for o in objects), timeout=timeout,
+                       interval=self.poll_interval, clock=self._clock, sleep=self._sleep,
+                       what="the objects to be deleted")
+        except WaitTimeout:
+            raise ClusterError(f"Timed out waiting for {', '.join(m.describe(o) for o in objects)} "
+                               "to be deleted.") from None
 
     # -- doctor ---------------------------------------------------------------------------------
     def doctor(self) -> list[Check]:
@@ -796,7 +804,7 @@ class ClusterRuntime:
         gw = next((o for o in self.objects("01-networking") if o["kind"] == "Gateway"), None)
         cls = ((gw or {}).get("spec") or {}).get("gatewayClassName", "")
         try:
-            classes = {o["metadata"]["name"] for o in api.list("gateway.networking.k8s.io/v1",
+            classes = {o["metadata"]["name"] for o in api.list_objects("gateway.networking.k8s.io/v1",
                                                                "GatewayClass")}
         except Exception:
             return Check("gateway api", True, "Gateway API CRDs installed (GatewayClasses not "
@@ -810,7 +818,7 @@ class ClusterRuntime:
 
     def _check_nodes(self, api: KubeApi) -> list[Check]:
         try:
-            nodes = api.list("v1", "Node")
+            nodes = api.list_objects("v1", "Node")
         except Exception:
             return [Check("image", None, f"could not list nodes (permissions) to look for {IMAGE}")]
         return [check_image_on_nodes(nodes, self.image),

@@ -27,9 +27,9 @@ class KubeApi(Protocol):
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None
             ) -> dict[str, Any] | None: ...
 
-    def list(self, api_version: str, kind: str, namespace: str | None = None, *,
-             label_selector: str | None = None, field_selector: str | None = None
-             ) -> list[dict[str, Any]]:
+    def list_objects(self, api_version: str, kind: str, namespace: str | None = None, *,
+                     label_selector: str | None = None, field_selector: str | None = None
+                     ) -> list[dict[str, Any]]:
         """Objects of a kind; [] when the kind is not served or the namespace is gone."""
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None, *,
@@ -132,9 +132,9 @@ class KubernetesApi:
                 return None
             raise
 
-    def list(self, api_version: str, kind: str, namespace: str | None = None, *,
-             label_selector: str | None = None, field_selector: str | None = None
-             ) -> list[dict[str, Any]]:
+    def list_objects(self, api_version: str, kind: str, namespace: str | None = None, *,
+                     label_selector: str | None = None, field_selector: str | None = None
+                     ) -> list[dict[str, Any]]:
         from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
         try:

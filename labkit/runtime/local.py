@@ -23,7 +23,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -31,7 +30,9 @@ from typing import Any
 import httpx
 
 from ecommerce.config import Settings, service_url_var
+from ecommerce.plugins import PLUGINS_ENV
 from ecommerce.services.registry import SERVICES, TASKS
+from ecommerce.waiting import WaitTimeout, wait_until
 from labkit.runtime.manifests import STEPS
 from labkit.runtime.steps import GATEWAY, process_steps, processes_for, workload_for
 
@@ -161,6 +162,10 @@ def readiness_detail(response: httpx.Response) -> str | None:
     return "; ".join(said) or None
 
 
+class PluginFailed(RuntimeErrorWithHint):
+    """A service could not load a plugin (the message: which file, which line, what to do)."""
+
+
 class LocalRuntime:
     """Start, watch and stop the lab's processes on this machine."""
 
@@ -176,6 +181,8 @@ class LocalRuntime:
         self.state_file = self.data_dir / "runtime.json"
         self._steps: dict[str, str] | None = None  # process -> step, read once from manifests/
         self.log_dir = self.data_dir / "logs"
+        #: Student code the services load at start (`ecommerce.plugins`, `lab.deploy_code`).
+        self.plugins_dir = self.data_dir / "plugins"
 
     # ---- state ---------------------------------------------------------------------------
     def _bad_data_dir(self, exc: OSError) -> RuntimeErrorWithHint:
@@ -263,6 +270,7 @@ class LocalRuntime:
         env["LABKIT_DATA_DIR"] = str(self.data_dir)
         env["LABKIT_EVENTS_DB"] = str(self.settings.events_db)
         env["LABKIT_READ_DB"] = str(self.settings.read_db)
+        env[PLUGINS_ENV] = str(self.plugins_dir)
         if spec.name == GATEWAY and os.environ.get(REWRITE_ENV):
             env[REWRITE_ENV] = os.environ[REWRITE_ENV]  # the course's rewrite-target, on request
         env["LABKIT_HOST"] = "127.0.0.1"
@@ -373,10 +381,9 @@ class LocalRuntime:
         from labkit.runtime.progress import Progress
 
         bar = Progress(len(pending), "starting", "processes", enabled=progress)
-        deadline = time.monotonic() + timeout
         try:
             with httpx.Client(timeout=1.0) as client:
-                while pending:
+                def all_ready() -> bool:
                     for name in sorted(pending):
                         rec = records[name]
                         if _proc(rec.pid, rec.started) is None:
@@ -384,27 +391,37 @@ class LocalRuntime:
                                 f"{name} exited during start-up; its last log lines:\n"
                                 + self.logs(name, tail=15)
                             )
-                        ok = rec.url is None or self._ready(client, rec.url)
-                        if ok:
+                        if rec.url is None or self._ready(client, rec.url):
                             pending.discard(name)
                             bar.update(1)
                             bar.note(f"{name} ready")
-                    if pending and time.monotonic() > deadline:
-                        raise RuntimeErrorWithHint(
-                            f"not ready after {timeout:.0f}s: {', '.join(sorted(pending))}; see "
-                            "`labkit logs NAME`"
-                        )
-                    if pending:
-                        time.sleep(0.05)
+                    return not pending
+
+                wait_until(all_ready, timeout=timeout, interval=0.05, what="the processes")
+        except WaitTimeout:
+            raise RuntimeErrorWithHint(
+                f"not ready after {timeout:.0f}s: {', '.join(sorted(pending))}; see "
+                "`labkit logs NAME`"
+            ) from None
         finally:
             bar.close()
 
     @staticmethod
     def _ready(client: httpx.Client, url: str) -> bool:
+        """Ready; raises at once when a plugin failed to load (it will not get better)."""
         try:
-            return client.get(url + "/readyz").status_code == 200
+            response = client.get(url + "/readyz")
         except httpx.HTTPError:
             return False
+        if response.status_code == 200:
+            return True
+        try:
+            failed = (response.json().get("checks") or {}).get("plugins", "")
+        except (ValueError, AttributeError):
+            failed = ""
+        if failed and failed != "ok" and not str(failed).startswith("ok"):
+            raise PluginFailed(str(failed))
+        return False
 
     def down(self, timeout: float = 10.0) -> list[str]:
         """Stop exactly the processes this runtime started (by pid). Idempotent."""
@@ -440,6 +457,24 @@ class LocalRuntime:
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
 
+    def restart(self, names: Iterable[str], timeout: float = READY_TIMEOUT) -> list[str]:
+        """Stop these running processes and start them again on the same ports (they load
+        the plugins again); wait until they are ready. Returns the names restarted."""
+        records = self._load()
+        running = [n for n in names if (r := records.get(n)) is not None
+                   and _proc(r.pid, r.started) is not None]
+        if not running:
+            return []
+        specs = launch_specs(running)
+        ports = self._assign_ports(launch_specs(self.names))
+        self._stop(running)
+        records = self._load()
+        for name in running:
+            records[name] = self._spawn(specs[name], ports)
+            self._save(records, ports)
+        self.wait_ready(running, timeout=timeout, progress=False)
+        return running
+
     def restart_gateway(self, rewrite_target: str | None = None, timeout: float = READY_TIMEOUT
                         ) -> dict[str, Any]:
         """Restart the gateway, with the course's `rewrite-target` (e.g. "/") for its Ingress
@@ -462,15 +497,15 @@ class LocalRuntime:
         """Kill one service process (the crash scenarios). Returns the pid killed."""
         rec = self._load().get(name)
         proc = _proc(rec.pid, rec.started) if rec else None
-        if proc is None:
+        if rec is None or proc is None:
             raise RuntimeErrorWithHint(f"{name} is not running (see `labkit status`)")
+        pid, started = rec.pid, rec.started
         proc.send_signal(sig)
         # Not our child (started by another shell or kernel): psutil's wait() would poll slowly
         # until init reaps it, but a zombie is already dead for every purpose here.
-        deadline = time.monotonic() + 5
-        while _proc(rec.pid, rec.started) is not None and time.monotonic() < deadline:  # type: ignore[union-attr]
-            time.sleep(0.01)
-        return rec.pid  # type: ignore[union-attr]
+        with contextlib.suppress(WaitTimeout):  # still there after 5 s: the caller will see it
+            wait_until(lambda: _proc(pid, started) is None, timeout=5, what=f"{name} to die")
+        return pid
 
     # ---- observation --------------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:

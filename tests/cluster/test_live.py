@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,24 +18,22 @@ import pytest
 from ecommerce.services.registry import SERVICES
 from labkit.runtime import manifests as m
 from labkit.runtime.cluster import ClusterRuntime
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
 def gw(lab_up: ClusterRuntime) -> Iterator[httpx.Client]:
-    deadline = time.monotonic() + 120  # the gateway implementation programs the route
-    while True:
+    def routed() -> httpx.Client | None:
         try:
             client = lab_up.http("gateway", timeout=15)
-            if client.get("/api/inventory").status_code == 200:
-                break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-        if time.monotonic() > deadline:
-            pytest.fail("the gateway did not route /api/inventory within 120 s")
-        time.sleep(2)
+            return client if client.get("/api/inventory").status_code == 200 else None
+        except Exception:  # not routed yet (connection refused, port-forward not up, ...)
+            return None
+
+    # The gateway implementation programs the route after the HTTPRoute is applied.
+    client = wait_until(routed, timeout=120, interval=2, what="the gateway to route /api/inventory")
     yield client
     client.close()
 
@@ -72,14 +69,10 @@ def test_cqrs_command_then_query_through_the_gateway(gw: httpx.Client, lab_up: C
     assert r.status_code == 202, r.text
     user_id = r.json()["user_id"]
     lab_up.run_job("event-processor", timeout=300)  # the CronJob's work, now
-    deadline = time.monotonic() + 60
-    while True:
-        users = gw.get("/api/queries/users").json()
-        if any(u["id"] == user_id for u in users["users"]):
-            assert users["source"] == "materialized_view"
-            break
-        assert time.monotonic() < deadline, "the read side never saw the new user"
-        time.sleep(1)
+    users = wait_until(lambda: gw.get("/api/queries/users").json(),
+                       until=lambda users: any(u["id"] == user_id for u in users["users"]),
+                       interval=1, what="the read side to show the new user")
+    assert users["source"] == "materialized_view"
 
 
 # --- sagas ---------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import pytest
 
 from ecommerce.config import REPO_DIR
 from ecommerce.services.registry import SERVICES
+from tests.waiting import WaitTimeout, wait_until
 
 READY_TIMEOUT = 30.0
 
@@ -79,21 +79,26 @@ class ServiceProc:
         log.close()
 
     def wait_ready(self, path: str = "/readyz", timeout: float = READY_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
         last = ""
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
+            nonlocal last
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode} while "
                                    f"starting:\n{self.log()}")
             try:
                 r = self.client.get(path, timeout=2.0)
-                if r.status_code == 200:
-                    return
-                last = f"{r.status_code} {r.text[:300]}"
             except httpx.HTTPError as exc:
                 last = type(exc).__name__
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} not ready after {timeout}s ({last}):\n{self.log()}")
+                return False
+            last = f"{r.status_code} {r.text[:300]}"
+            return r.status_code == 200
+
+        try:
+            wait_until(ready, timeout=timeout, interval=0.05, what=f"{self.name} to be ready")
+        except WaitTimeout:
+            raise RuntimeError(f"{self.name} not ready after {timeout}s ({last}):\n{self.log()}"
+                               ) from None
 
     @property
     def alive(self) -> bool:

@@ -13,6 +13,7 @@ import pytest
 from labkit.runtime.local import LocalRuntime
 from tests.conftest import require_postgres, require_redis
 from tests.integration.labs import lab_settings, running
+from tests.waiting import wait_until
 
 SERVICES = ["command-service", "query-service", "event-store-api", "event-processor"]
 
@@ -46,13 +47,12 @@ def evs(lab) -> Iterator[httpx.Client]:
         yield c
 
 
-def wait_visible(qry: httpx.Client, position: int, projection: str = "users") -> float:
-    started = time.perf_counter()
-    while qry.get("/api/queries/checkpoints").json()["checkpoints"].get(projection, {}).get(
-            "position", 0) < position:
-        assert time.perf_counter() - started < 10, "the projection never caught up"
-        time.sleep(0.01)
-    return time.perf_counter() - started
+def wait_visible(qry: httpx.Client, position: int, projection: str = "users") -> None:
+    def applied() -> bool:
+        cps = qry.get("/api/queries/checkpoints").json()["checkpoints"]
+        return bool(cps.get(projection, {}).get("position", 0) >= position)
+
+    wait_until(applied, what=f"projection {projection} to apply position {position}")
 
 
 def create(cmd: httpx.Client, name: str, email: str, **extra) -> dict:

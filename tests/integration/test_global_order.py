@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -24,6 +23,7 @@ import pytest
 
 from ecommerce.domain.events import NewEvent, UpcasterRegistry
 from ecommerce.store.base import ConcurrencyError, EventStore
+from tests.waiting import wait_until
 
 WRITERS = 4
 APPENDS_PER_WRITER = 250
@@ -145,6 +145,18 @@ def test_follower_sees_every_event_once_in_order(store: EventStore) -> None:
 # -- PostgreSQL: what the advisory lock prevents ---------------------------------------------------
 
 
+def _waiting_on_advisory_lock(url: str, schema: str) -> bool:
+    """Is an append to this schema waiting for the advisory lock (PostgreSQL says so)?"""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND wait_event = 'advisory' AND query LIKE %s", (f"%{schema}%append_event%",),
+        ).fetchone()
+    return bool(row and row[0])
+
+
 def _call_append_in_open_transaction(url: str, schema: str, function: str) -> tuple[
         object, int]:
     """Start an append through the SQL function in a transaction left open; return both."""
@@ -207,7 +219,8 @@ def test_postgres_with_the_lock_a_later_append_waits_for_the_open_one(
         writer = threading.Thread(target=fast_append)
         writer.start()
         follower = Follower(store)
-        time.sleep(0.3)
+        wait_until(lambda: _waiting_on_advisory_lock(url, schema),
+                   what="the second append to wait on the advisory lock")
         follower.poll()
         assert not done.is_set()  # blocked on the lock: it has not even drawn a position
         assert follower.seen == []

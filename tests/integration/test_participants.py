@@ -336,7 +336,7 @@ def test_error_and_delay_faults(services: Services) -> None:
     faults = Faults(lambda name: orders.url)
     armed = faults.inject("order", "error", times=2)
     assert armed["mode"] == "error" and armed["times_left"] == 2
-    assert [r["mode"] for r in faults.list()] == ["error"] * 4  # one url for all four here
+    assert [r["mode"] for r in faults.armed()] == ["error"] * 4  # one url for all four here
     for _ in range(2):
         r = orders.client.get("/api/orders")
         assert (r.status_code, r.json()["reason"]) == (503, "injected_fault")

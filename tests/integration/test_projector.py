@@ -22,6 +22,7 @@ from ecommerce.projections.replay import replay
 from ecommerce.store.read_base import ReadStore
 from ecommerce.store.sqlite_events import SqliteEventStore
 from ecommerce.store.sqlite_read import SqliteReadStore
+from tests.waiting import wait_until
 
 COLLECTIONS = [c for p in get_projections() for c in p.collections]
 
@@ -80,10 +81,10 @@ def _kill_and_restart(tmp_path: Path, env: dict[str, str], es: SqliteEventStore,
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             before = reads.checkpoint("users")
-            deadline = time.monotonic() + 20
-            # Wait until it has committed at least one batch, then kill it at a random moment.
-            while reads.checkpoint("users") == before and time.monotonic() < deadline:
-                time.sleep(0.002)
+            # Wait until it has committed at least one batch (or there is none left), then kill
+            # it at a random moment: the jitter picks the moment, it stands in for no condition.
+            wait_until(lambda before=before: reads.checkpoint("users") != before or before >= head,
+                       interval=0.002, what="the processor to commit a batch")
             time.sleep(rnd.uniform(0.0, 0.03))
         finally:
             proc.send_signal(signal.SIGKILL)
@@ -92,11 +93,11 @@ def _kill_and_restart(tmp_path: Path, env: dict[str, str], es: SqliteEventStore,
             killed_mid_way += 1
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while min(reads.checkpoint(p.name) for p in get_projections()) < head:
-            assert time.monotonic() < deadline, "the restarted processor did not catch up"
+        def caught_up() -> bool:
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            time.sleep(0.02)
+            return min(reads.checkpoint(p.name) for p in get_projections()) >= head
+
+        wait_until(caught_up, interval=0.02, what="the restarted processor to catch up")
     finally:
         proc.terminate()
         proc.wait(10)
@@ -209,7 +210,7 @@ def test_replay_next_to_a_following_projector_still_rebuilds_everything(tmp_path
     thread = threading.Thread(target=follower.follow, args=(stop, 0.001))
     thread.start()
     try:
-        time.sleep(0.05)
+        wait_until(lambda: reads.checkpoint("users") > 0, what="the follower's first batch")
         stats = replay(es, reads, progress=False, batch_size=50)
     finally:
         stop.set()

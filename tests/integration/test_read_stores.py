@@ -42,7 +42,7 @@ def test_documents_list_in_order_and_counters_add_up(reads: ReadStore) -> None:
            {"p": 2}, {})
     commit(reads, [Merge("users", "b", {"status": "inactive"}, 3),
                    Incr("stats", "s", {"active": -1})], {"p": 3}, {"p": 2})
-    assert [d["_key"] for d in reads.list("users")] == ["a", "b"]
+    assert [d["_key"] for d in reads.documents("users")] == ["a", "b"]
     assert reads.get("users", "b") == {"id": "b", "n": 1, "status": "inactive"}
     assert reads.get("stats", "s") == {"total": 2, "active": 0}
     assert reads.get("users", "zzz") is None
@@ -63,7 +63,7 @@ def test_a_stale_checkpoint_commits_nothing(reads: ReadStore) -> None:
 def test_reset_drops_only_the_named_collections_and_checkpoints(reads: ReadStore) -> None:
     commit(reads, [Put("a", "1", {"x": 1}), Put("b", "1", {"y": 1})], {"pa": 1, "pb": 1}, {})
     reads.reset(["a"], ["pa"])
-    assert reads.list("a") == [] and reads.count("a") == 0
+    assert reads.documents("a") == [] and reads.count("a") == 0
     assert reads.get("b", "1") == {"y": 1}
     assert reads.checkpoint("pa") == 0 and reads.checkpoint("pb") == 1
 
@@ -100,13 +100,13 @@ def test_a_staged_generation_is_invisible_until_swapped_in_with_its_checkpoints(
            {})
     staged = reads.stage(["users"], ["pu"], "log-a")
     commit(staged, [Put("users", "new", {"v": 2})], {"pu": 9}, {})
-    assert [d["_key"] for d in reads.list("users")] == ["old"] and reads.checkpoint("pu") == 4
+    assert [d["_key"] for d in reads.documents("users")] == ["old"] and reads.checkpoint("pu") == 4
     assert staged.count("users") == 1 and staged.checkpoint("pu") == 9
     with pytest.raises(ValueError, match="not part of this rebuild"):
         commit(staged, [Put("stats", "s", {"n": 5})], {"pu": 10}, {"pu": 9})
 
     reads.swap(staged, note="rebuilt because of a test")
-    assert [d["_key"] for d in reads.list("users")] == ["new"] and reads.count("users") == 1
+    assert [d["_key"] for d in reads.documents("users")] == ["new"] and reads.count("users") == 1
     assert reads.get("users", "old") is None and reads.get("users", "new") == {"v": 2}
     assert reads.checkpoint("pu") == 9 and reads.checkpoint("ps") == 4  # only its projections
     assert reads.get("stats", "s") == {"n": 1}

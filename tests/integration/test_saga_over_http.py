@@ -37,7 +37,7 @@ def test_a_saga_started_and_read_over_http_completes(lab: Lab) -> None:
     assert order["status"] == "CONFIRMED" and order["total"] == 2 * 2500
     timeline = saga.timeline([sid])
     assert list(timeline["step"].unique())[:2] == ["validate_user", "create_order"]
-    assert sid in {v["saga_id"] for v in saga.list()}
+    assert sid in {v["saga_id"] for v in saga.summaries()}
 
 
 def test_a_refused_saga_over_http_is_compensated(lab: Lab) -> None:

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +24,7 @@ from labkit.lab import Lab
 from labkit.ops import invariants
 from tests.conftest import require_postgres, require_redis
 from tests.integration.labs import lab_settings, running
+from tests.waiting import WaitTimeout, wait_until
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres+redis"])
@@ -43,11 +43,11 @@ def lab(request, tmp_path_factory) -> Iterator[Lab]:
 @pytest.fixture(autouse=True)
 def invariants_hold(lab: Lab) -> Iterator[None]:
     yield
-    deadline = time.monotonic() + 30
-    report = invariants.check(lab)
-    while report.unfinished and time.monotonic() < deadline:
-        time.sleep(0.1)
-        report = invariants.check(lab)
+    try:
+        report = wait_until(lambda: invariants.check(lab), until=lambda r: not r.unfinished,
+                            timeout=30, interval=0.1, what="every saga to end")
+    except WaitTimeout as late:
+        report = late.last
     assert report.unfinished == []
     assert report.violations == []
 
@@ -209,17 +209,20 @@ def test_job_mode_killed_mid_saga_resumes_on_the_next_run(lab: Lab) -> None:
         assert json.loads(second.stdout.strip().splitlines()[-1])["unfinished"] == 0
         assert [lab.saga.state(i).status for i in ids] == ["completed"] * 3
         out = lab.run_job("saga-orchestrator")  # the manifest's Job: nothing left to do
-        assert '"resumed": 0' in out or "resumed" not in out
+        summary = json.loads([ln for ln in out.splitlines() if '"resumed"' in ln][-1])
+        assert (summary["resumed"], summary["unfinished"], summary["stuck"]) == (0, 0, 0), out
     finally:
         lab.runtime.up(wait=True, progress=False)
 
 
 def test_two_orchestrators_at_once_apply_every_effect_once(lab: Lab) -> None:
-    second = subprocess.Popen([sys.executable, "-m", "ecommerce.saga", "run", "--follow"],
-                              env=_env(lab), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              cwd=REPO_DIR)
+    log = lab.settings.data_dir / "second-orchestrator.log"
+    with log.open("wb") as out:
+        second = subprocess.Popen([sys.executable, "-m", "ecommerce.saga", "run", "--follow"],
+                                  env=_env(lab), stdout=out, stderr=subprocess.STDOUT, cwd=REPO_DIR)
     try:
-        time.sleep(1.0)
+        wait_until(lambda: "following the log" in log.read_text(errors="replace"),
+                   what="the second orchestrator to follow the log")
         ids = [lab.saga.place_order("alice", [("MOUSE-WL", 1)]) for _ in range(20)]
         views = lab.saga.wait_all(ids, timeout=60)
         assert {v["status"] for v in views} == {"completed"}

@@ -174,7 +174,7 @@ class FakeApi:
         obj = self.store.get((kind, namespace or "", name))
         return copy.deepcopy(obj) if obj is not None else None
 
-    def list(self, api_version, kind, namespace=None, *, label_selector=None, field_selector=None):
+    def list_objects(self, api_version, kind, namespace=None, *, label_selector=None, field_selector=None):
         self.calls.append(("list", kind, namespace, label_selector))
         if namespace in self.forbidden_namespaces:
             raise ApiError(403, f'{kind.lower()}s is forbidden: User "student" cannot list '

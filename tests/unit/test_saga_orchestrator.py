@@ -28,6 +28,7 @@ from ecommerce.saga.orchestrator import (
 )
 from ecommerce.saga.participants import HttpParticipants
 from ecommerce.store.sqlite_events import SqliteEventStore
+from tests.waiting import wait_until
 
 FAST = s.RetryPolicy(initial_backoff=0.001, max_backoff=0.004, step_deadline=0.2,
                      request_timeout=0.05, lease_margin=0.05)
@@ -275,10 +276,7 @@ def test_follow_drives_new_sagas_and_resumes_old_ones(store: SqliteEventStore) -
     t.start()
     try:
         new = [start_saga(store, "u1", [("KB", 1)], prices=PRICES) for _ in range(3)]
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and pending_saga_ids(store):
-            time.sleep(0.01)
-        assert pending_saga_ids(store) == []
+        wait_until(lambda: pending_saga_ids(store) == [], what="every saga to end")
         assert {orch.read(i).status for i in [old, *new]} == {"completed"}
     finally:
         stop.set()

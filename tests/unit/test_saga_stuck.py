@@ -76,7 +76,7 @@ def test_a_saga_that_keeps_failing_is_recorded_as_stuck_after_bounded_attempts(
 
     # Readers see it, with the error: the saga list, wait(), the invariant report.
     client = SagaClient(store, prices=PRICES)
-    row = client.list()[0]
+    row = client.summaries()[0]
     assert row["status"] == "stuck" and "bug in the charge_payment client" in row["stuck_error"]
     with pytest.raises(SagaStuckError, match="labkit saga retry"):
         client.wait(sid, timeout=5)

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from labkit.workbook import widgets
+from tests.waiting import wait_until
 
 
 class FakeSaga:
@@ -177,16 +178,11 @@ def test_status_panel_shows_lab_status_and_refreshes_on_demand():
 
 
 def test_status_panel_auto_refresh_starts_and_stops():
-    import time
-
     lab = FakeLab()
     panel = widgets.status_panel(lab, interval=0.02)
     panel.parts["auto"].value = True
-    deadline = time.monotonic() + 3
-    while lab.calls.count(("status",)) < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: lab.calls.count(("status",)) >= 3, what="three automatic refreshes")
     panel.parts["auto"].value = False
-    assert lab.calls.count(("status",)) >= 3
     assert panel.parts["stop"].is_set()
 
 

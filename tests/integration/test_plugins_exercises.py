@@ -1,0 +1,185 @@
+"""Student code in the running lab: plugins deployed into real processes, and every exercise
+check with a right and a wrong answer (✅ / ❌ / ⏳, never an exception)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from labkit.lab import Lab
+from labkit.lab.plugins import PluginError
+from labkit.runtime.local import PluginFailed
+from labkit.workbook import exercises as ex
+from tests.integration.labs import full_lab
+
+
+def notify_plugin():  # the 02 exercise's solution (naive handler: not idempotent)
+    from ecommerce.domain.saga import StepDef
+    from ecommerce.plugins import handler, saga_step
+
+    def notify(ctx, body):
+        ctx.append(f"notification-{body['order_id']}", "CustomerNotified",
+                   {"order_id": body["order_id"], "user_id": body.get("user_id")})
+        return {"status": "sent"}
+
+    def retract(ctx, body):
+        ctx.append(f"notification-{body['order_id']}", "CustomerNotificationRetracted",
+                   {"order_id": body["order_id"]})
+        return {"status": "retracted"}
+
+    handler("user-service", "notify_customer", notify)
+    handler("user-service", "retract_notice", retract)
+    saga_step(StepDef(
+        "notify_customer", "user-service", "notify customer", "retract_notice",
+        request=lambda saga: ("POST", "/api/plugins/notify_customer",
+                              {"order_id": saga.order_id, "user_id": saga.user_id}),
+        compensation_request=lambda saga: ("POST", "/api/plugins/retract_notice",
+                                           {"order_id": saga.order_id}),
+        effects=("CustomerNotified",), compensation_effects=("CustomerNotificationRetracted",)),
+        after="create_order")
+
+
+IDEMPOTENT_SOURCE = '''
+from ecommerce.domain.idempotency import event_id
+from ecommerce.plugins import handler
+
+def notify(ctx, body):
+    ctx.append(f"notification-{body['order_id']}", "CustomerNotified",
+               {"order_id": body["order_id"], "user_id": body.get("user_id")},
+               event_id=event_id("notify", body["order_id"]))
+    return {"status": "sent"}
+
+handler("user-service", "notify_customer", notify)
+'''
+
+
+def orders_per_user():
+    from ecommerce.domain.readmodel import Incr
+    from ecommerce.plugins import projection
+    from ecommerce.projections.base import Projection
+
+    def placed(e):
+        return [Incr("orders_per_user", e.data["user_id"], {"orders": 1})]
+
+    projection(Projection("orders-per-user", ("orders_per_user",), {"OrderPlaced": placed}))
+
+
+def orders_per_user_wrong():
+    from ecommerce.domain.readmodel import Incr
+    from ecommerce.plugins import projection
+    from ecommerce.projections.base import Projection
+
+    def confirmed(e):  # counts confirmations, not orders placed
+        return [Incr("orders_per_user", e.stream_id, {"orders": 1})]
+
+    projection(Projection("orders-per-user", ("orders_per_user",), {"OrderConfirmed": confirmed}))
+
+
+def loyalty_upcaster():
+    from ecommerce.plugins import upcaster
+
+    upcaster("LoyaltyPointsAwarded", 1, lambda d: {"points": d["pts"], "reason": "unknown"})
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    with full_lab(tmp_path_factory.mktemp("plugins")) as lab:
+        yield lab
+
+
+def test_a_saga_step_with_its_compensation_runs_in_the_live_saga(lab) -> None:
+    assert ex.saga_step_added(lab).ok is None  # nothing deployed yet: not done, no error
+    out = lab.deploy_code(notify_plugin)
+    assert "saga_step notify_customer" in out["registered"]
+    assert "saga-orchestrator" in out["restarted"] and "user-service" in out["restarted"]
+    assert ex.saga_step_added(lab).ok is True
+    assert ex.compensation_plan(lab, ["retract_notice", "cancel_order"]).ok is True
+    wrong = ex.compensation_plan(lab, ["cancel_order", "retract_notice"])
+    assert wrong.ok is False and "recorded ['retract_notice', 'cancel_order']" in wrong.message
+    assert ex.compensation_plan(lab, None).ok is None
+    # the naive handler double-notifies on a retry; the idempotent one does not
+    naive = ex.handler_idempotent(lab)
+    assert naive.ok is False and "'CustomerNotified', 'CustomerNotified'" in naive.message
+    lab.deploy_code(IDEMPOTENT_SOURCE, name="notify_idempotent", restart=["user-service"])
+    assert ex.handler_idempotent(lab).ok is True
+    lab.remove_code("notify_idempotent", restart=["user-service"])
+    lab.remove_code("notify_plugin")
+    assert ex.saga_step_added(lab).ok is None
+
+
+def test_a_projection_is_served_by_query_service_and_checked_against_the_log(lab) -> None:
+    lab.fire("happy", wait=True)
+    lab.deploy_code(orders_per_user_wrong, name="orders_per_user")
+    assert ex.orders_per_user_view(lab).ok is False
+    lab.deploy_code(orders_per_user)
+    assert lab.replay(["orders-per-user"])["events_count"] > 0
+    assert ex.orders_per_user_view(lab).ok is True
+    lab.remove_code("orders_per_user")
+    assert ex.orders_per_user_view(lab).ok is None
+
+
+def test_bad_plugin_code_says_which_line_and_is_not_deployed(lab) -> None:
+    with pytest.raises(PluginError, match=r"plugin broken\.py failed at line 3: NameError"):
+        lab.deploy_code("from ecommerce.plugins import upcaster\n\nundefined_name\n", name="broken")
+    assert not (lab.runtime.plugins_dir / "broken.py").exists()
+    # written behind the lab's back: the service says so in /readyz, remove_code clears it
+    (lab.runtime.plugins_dir / "sneaky.py").write_text("1/0\n")
+    with pytest.raises(PluginFailed, match=r"sneaky\.py failed at line 1: ZeroDivisionError"):
+        lab.runtime.restart(["query-service"])
+    lab.remove_code("sneaky", restart=["query-service"])
+    assert lab.http("query-service").get("/readyz").status_code == 200
+
+
+def test_upcaster_time_travel_and_concurrency_checks(lab) -> None:
+    assert ex.upcaster_applied(lab).ok is None
+    lab.deploy_code(loyalty_upcaster, restart=["event-store-api"])
+    assert ex.upcaster_applied(lab).ok is True
+    lab.remove_code("loyalty_upcaster", restart=["event-store-api"])
+
+    def status_at(events, position):
+        status = None
+        for e in events:
+            if e["position"] > position:
+                break
+            status = {"OrderPlaced": "PENDING", "OrderConfirmed": "CONFIRMED",
+                      "OrderCancelled": "CANCELLED"}.get(e["event_type"], status)
+        return status
+
+    assert ex.time_travel(lab, status_at).ok is True
+    assert ex.time_travel(lab, lambda events, position: events[-1]["data"].get("status")).ok is False
+    assert ex.time_travel(lab, None).ok is None
+
+    from ecommerce.domain.events import NewEvent
+    from ecommerce.store.base import ConcurrencyError
+
+    def increment(store, stream):
+        while True:
+            events = store.read_stream(stream)
+            value = events[-1].data["value"] if events else 0
+            try:
+                store.append(stream, [NewEvent("Incremented", {"value": value + 1})],
+                             events[-1].version if events else "none")
+                return value + 1
+            except ConcurrencyError:
+                continue
+
+    def blind(store, stream):
+        events = store.read_stream(stream)
+        value = events[-1].data["value"] if events else 0
+        store.append(stream, [NewEvent("Incremented", {"value": value + 1})], "any")
+        return value + 1
+
+    assert ex.no_lost_updates(lab, increment).ok is True
+    assert ex.no_lost_updates(lab, blind, each=40).ok is False
+
+
+def test_read_your_writes(lab) -> None:
+    def right(lab, name, email):
+        r = lab.command("create-user", name=name, email=email)
+        lab.wait_for_projection(r["position"], "users")
+        return lab.query(f"users/{r['user_id']}")
+
+    assert ex.read_your_writes(lab, right).ok is True
+    assert ex.read_your_writes(lab, lambda lab, n, e: lab.query("users")).ok is False
+    assert ex.read_your_writes(lab, None).ok is None
