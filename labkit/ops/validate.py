@@ -49,6 +49,12 @@ ARG_VARIANTS: dict[str, set[tuple[str, ...]]] = {
 }
 #: Who, outside the lab namespace's own pods, calls the HTTP services.
 GATEWAY = "gateway"
+#: The standard label on a Gateway's data-plane pods (Gateway API GEP-1762).
+GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
+GATEWAY_NAME = "labkit-gateway"
+#: Where in-namespace data planes find their control plane: (namespace, port) of Envoy Gateway's
+#: xDS, NGINX Gateway Fabric's agent gRPC and istiod's xDS.
+GATEWAY_CONTROL_PLANES = {"envoy-gateway-system": 18000, "nginx-gateway": 443, "istio-system": 15012}
 LOAD_TESTER = "load-tester"
 REQUIRED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/component",
                    "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by",
@@ -930,6 +936,8 @@ def _peer_names(peer: Mapping[str, Any], tpls: list[Template], own_ns: str) -> s
         return {GATEWAY}
     ns_sel = peer.get("namespaceSelector")
     pod_sel = peer.get("podSelector")
+    if ns_sel is None and _is_gateway_data_plane(pod_sel):
+        return {GATEWAY}  # the data plane in the Gateway's own namespace
     if ns_sel is None:
         return _names(pod_sel or {}, tpls, own_ns) if pod_sel is not None else None
     ns_names = set((ns_sel.get("matchLabels") or {}).values())
@@ -960,6 +968,45 @@ def _rule_ports(rule: Mapping[str, Any], callee_tpls: list[Template]) -> list[in
     return ports or None
 
 
+def _is_gateway_data_plane(selector: Mapping[str, Any] | None) -> bool:
+    return ((selector or {}).get("matchLabels") or {}).get(GATEWAY_NAME_LABEL) == GATEWAY_NAME
+
+
+def check_gateway_data_plane(p: Item, tpls: list[Template]) -> list[Problem]:
+    """The policy for a data plane in the lab namespace: open ingress (a gateway's job), egress
+    only to the routed services' port and to a known control plane's port."""
+    out = []
+    spec = p.obj.get("spec") or {}
+    routed = {s.name for s in all_specs().values() if s.routes}
+    for i, rule in enumerate(spec.get("egress") or []):
+        where = f"{p.where} egress[{i}]"
+        ports = {pt.get("port") for pt in rule.get("ports") or []}
+        for peer in rule.get("to") or [{}]:
+            ns_sel = peer.get("namespaceSelector")
+            if ns_sel is not None:
+                names = {v for e in ns_sel.get("matchExpressions") or []
+                         if e.get("key") == "kubernetes.io/metadata.name"
+                         and e.get("operator") == "In" for v in e.get("values") or []}
+                unknown = names - set(GATEWAY_CONTROL_PLANES)
+                if not names or unknown or peer.get("podSelector") is not None:
+                    out.append(Problem(where, "may reach only the gateway controllers' namespaces "
+                                              f"({', '.join(GATEWAY_CONTROL_PLANES)})", "netpol"))
+                if not ports or ports - set(GATEWAY_CONTROL_PLANES.values()):
+                    out.append(Problem(where, "may reach the control plane only on its xDS/agent "
+                                              f"ports ({sorted(GATEWAY_CONTROL_PLANES.values())})",
+                                       "netpol"))
+                continue
+            names = _names(peer.get("podSelector") or {}, tpls, p.namespace)
+            if not names or names - routed or "ipBlock" in peer:
+                out.append(Problem(where, f"may reach only the routed services, not "
+                                          f"{', '.join(sorted(names - routed)) or 'everything'}",
+                                   "netpol"))
+            if ports != {CONTAINER_PORT}:
+                out.append(Problem(where, f"may reach the services only on {CONTAINER_PORT}",
+                                   "netpol"))
+    return out
+
+
 def check_network_policies(items: list[Item]) -> list[Problem]:
     out = []
     tpls = templates(items)
@@ -976,8 +1023,17 @@ def check_network_policies(items: list[Item]) -> list[Problem]:
     ingress_allowed: set[Path3] = set()
     egress_allowed: set[Path3] = set()
     dns = False
+    data_plane = [p for p in policies if _is_gateway_data_plane(p.obj["spec"].get("podSelector"))]
+    if not data_plane:
+        out.append(Problem("manifests/01-networking", f"no NetworkPolicy for a Gateway data plane "
+                                                      f"in {ns} (pods labelled {GATEWAY_NAME_LABEL}: "
+                                                      f"{GATEWAY_NAME}); default-deny blocks it",
+                           "netpol"))
+    for p in data_plane:
+        out += check_gateway_data_plane(p, tpls)
+    gateway_pods: set[str] = set()
     for p in policies:
-        if p in deny:
+        if p in deny or p in data_plane:
             continue
         spec = p.obj.get("spec") or {}
         selected_tpls = [t for t in tpls if t.item.namespace == p.namespace
@@ -991,6 +1047,9 @@ def check_network_policies(items: list[Item]) -> list[Problem]:
                 out.append(Problem(where, "allows any port or any peer: name the caller and the "
                                           "port of one real call path", "netpol"))
                 continue
+            if any(_is_gateway_data_plane(peer.get("podSelector")) and "namespaceSelector" not in peer
+                   for peer in rule.get("from") or []):
+                gateway_pods |= selected
             for callers in peers:
                 for caller in callers or ():
                     for callee in selected:
@@ -1033,6 +1092,11 @@ def check_network_policies(items: list[Item]) -> list[Problem]:
         out.append(Problem("manifests/01-networking", "no NetworkPolicy allows DNS egress (UDP/TCP 53 "
                                                       "to kube-dns)", "netpol"))
     for caller, callee, port in sorted(paths):
+        if caller == GATEWAY and callee not in gateway_pods:
+            out.append(Problem("manifests/01-networking", f"{callee}'s ingress does not admit a Gateway "
+                                                          f"data plane in its own namespace (peer "
+                                                          f"podSelector {GATEWAY_NAME_LABEL}: "
+                                                          f"{GATEWAY_NAME})", "netpol"))
         if (caller, callee, port) not in ingress_allowed:
             out.append(Problem("manifests/01-networking", f"real call path {caller} -> {callee}:{port} "
                                                           "is blocked: no ingress rule allows it",

@@ -90,7 +90,7 @@ def test_main_prints_ok_or_problems_and_sets_the_exit_code(tmp_path: Path, capsy
     path.write_text(path.read_text().replace("replicas: 3", "replicas: 1"))
     assert cli_main(["validate", "--manifests", str(root)]) == 1
     out = capsys.readouterr().out
-    assert "FAIL" in out and "must run 3 replicas" in out and "problem(s) in 57 objects" in out
+    assert "FAIL" in out and "must run 3 replicas" in out and "problem(s) in 58 objects" in out
 
 
 # --- strict schemas ------------------------------------------------------------------------
@@ -338,6 +338,67 @@ def test_the_student_must_be_able_to_apply_and_read_logs(loaded):
                 r["verbs"] = ["get", "list", "create"]
     assert_reported(problems_after(loaded, mutate), "must allow get on pods/log",
                     "must allow patch on httproutes")
+
+
+def test_websocket_subresources_need_get_and_create(loaded):
+    """The port-forward and exec websockets are GETs: a Role with only `create` is refused."""
+    def mutate(items):
+        for name in ("labkit-student", "labkit-student-load-tester"):
+            for r in find(items, "Role", name)["rules"]:
+                if r["resources"] in (["pods/portforward"], ["pods/exec"]):
+                    r["verbs"] = ["create"]
+    assert_reported(problems_after(loaded, mutate), "must allow get on pods/portforward",
+                    "must allow get on pods/exec")
+
+
+def test_the_real_rbac_grants_get_and_create_on_both_websockets(loaded):
+    verbs = {res: set(r["verbs"]) for name in ("labkit-student", "labkit-student-load-tester")
+             for r in find(loaded, "Role", name)["rules"] for res in r["resources"]}
+    assert verbs["pods/portforward"] == {"get", "create"}
+    assert verbs["pods/exec"] == {"get", "create"}
+    assert "secrets" not in verbs  # no direct access; README says what workloads can read
+
+
+def test_every_object_carries_the_created_by_annotation(loaded):
+    for it in loaded:
+        assert m.created_by_labkit(it.obj), it.where
+        template = m.pod_template(it.obj)
+        if template is not None:  # what `kubectl apply -k` (commonAnnotations) sets as well
+            assert template["metadata"]["annotations"][m.CREATED_BY] == m.CREATED_BY_VALUE
+    pg = find(loaded, "StatefulSet", "postgres")
+    claim = pg["spec"]["volumeClaimTemplates"][0]["metadata"]  # kustomize skips claim templates
+    assert claim["annotations"][m.CREATED_BY] == m.CREATED_BY_VALUE
+
+
+def test_a_step_without_the_created_by_annotation_is_reported(tmp_path: Path):
+    root = copy_repo(tmp_path)
+    kust = root / "03-cqrs" / "kustomization.yaml"
+    data = yaml.safe_load(kust.read_text())
+    del data["commonAnnotations"]
+    kust.write_text(yaml.safe_dump(data))
+    assert_reported(non_entry(v.validate_all(root=root)),
+                    "03-cqrs/kustomization.yaml: must set commonAnnotations {labkit.io/created-by")
+
+
+def test_a_gateway_data_plane_in_the_lab_namespace_is_admitted_and_contained(loaded):
+    gateway_peer = {"podSelector": {"matchLabels": {v.GATEWAY_NAME_LABEL: v.GATEWAY_NAME}}}
+
+    def mutate(items):
+        pol = find(items, "NetworkPolicy", "allow-ingress-query-service")
+        for rule in pol["spec"]["ingress"]:
+            rule["from"] = [p for p in rule["from"] if p != gateway_peer]
+        plane = find(items, "NetworkPolicy", "allow-gateway-data-plane")
+        plane["spec"]["egress"][0]["to"][0]["podSelector"] = {}  # postgres, redis, ...
+        plane["spec"]["egress"][1]["to"][0]["namespaceSelector"]["matchExpressions"][0][
+            "values"].append("kube-system")
+    assert_reported(problems_after(loaded, mutate),
+                    "query-service's ingress does not admit a Gateway data plane in its own "
+                    "namespace", "may reach only the routed services, not", "postgres",
+                    "may reach only the gateway controllers' namespaces")
+
+    def drop(items):
+        items[:] = [it for it in items if it.name != "allow-gateway-data-plane"]
+    assert_reported(problems_after(loaded, drop), "no NetworkPolicy for a Gateway data plane")
 
 
 def test_cluster_wide_rbac_is_reported(loaded):
