@@ -694,7 +694,7 @@ def check_env(items: list[Item]) -> list[Problem]:
                 out.append(Problem(where, f"sets {name}, which {spec.name} does not read "
                                           "(registry)", "env"))
             for name, var in env.items():
-                out += _check_env_value(where, ns, name, var, c, svcs)
+                out += _check_env_value(where, ns, name, var, c, svcs, secrets)
     return out
 
 
@@ -704,8 +704,23 @@ def _service_has_port(svcs: Mapping[tuple[str, str], Item], ns: str, name: str, 
                                    (svc.obj.get("spec") or {}).get("ports") or [])
 
 
+def _secret_value(secrets: Mapping[tuple[str, str], Item], ns: str, source: str) -> str | None:
+    """The value of `secret:<name>/<key>` from a Secret's stringData (or base64 data)."""
+    import base64
+
+    name, _, key = source[len("secret:"):].partition("/")
+    sec = secrets.get((ns, name))
+    if sec is None:
+        return None
+    if key in (sec.obj.get("stringData") or {}):
+        return str(sec.obj["stringData"][key])
+    raw = (sec.obj.get("data") or {}).get(key)
+    return base64.b64decode(raw).decode() if raw else None
+
+
 def _check_env_value(where: str, ns: str, name: str, var: m.EnvVar, c: Mapping[str, Any],
-                     svcs: Mapping[tuple[str, str], Item]) -> list[Problem]:
+                     svcs: Mapping[tuple[str, str], Item],
+                     secrets: Mapping[tuple[str, str], Item] | None = None) -> list[Problem]:
     bad = []
     if name == "LABKIT_PG_URL" and not (var.source or "").startswith("secret:"):
         bad.append(f"{name} must come from the database Secret (secretKeyRef), not a literal")
@@ -716,10 +731,19 @@ def _check_env_value(where: str, ns: str, name: str, var: m.EnvVar, c: Mapping[s
     elif name == "LABKIT_FAULTS" and var.value != "1":
         bad.append(f"{name} must be \"1\": the lab's crash scenarios inject faults")
     elif name == "LABKIT_REDIS_URL":
-        match = re.match(r"^redis://([a-z0-9-]+):(\d+)(/\d+)?$", var.value or "")
-        if not match or not _service_has_port(svcs, ns, match.group(1), int(match.group(2))):
-            bad.append(f"{name}={var.value!r} must be redis://<Service>:<port>/<db> of a Service "
-                       "in the manifests")
+        source = var.source or ""
+        url = _secret_value(secrets or {}, ns, source) if source.startswith("secret:") else None
+        match = re.match(r"^redis://[^:@/]*:([^@/]+)@([a-z0-9-]+):(\d+)(/\d+)?$", url or "")
+        if not source.startswith("secret:"):
+            bad.append(f"{name} must come from the redis-credentials Secret (secretKeyRef): the "
+                       "URL carries Redis's password")
+        elif not match or not _service_has_port(svcs, ns, match.group(2), int(match.group(3))):
+            bad.append(f"{name} ({source}) must be redis://:<password>@<Service>:<port>/<db> of a "
+                       "Service in the manifests")
+        elif _secret_value(secrets or {}, ns, source.rsplit("/", 1)[0] + "/password") != \
+                match.group(1):
+            bad.append(f"{name} ({source}) carries a password other than the Secret's `password` "
+                       "key, which redis-server requires")
     elif name.endswith("_URL") and name.startswith("LABKIT_") and name not in (
             "LABKIT_PG_URL", "LABKIT_REDIS_URL"):
         peer = name[len("LABKIT_"):-len("_URL")].lower().replace("_", "-")
@@ -1289,9 +1313,61 @@ def check_dockerfile(path: Path, items: list[Item]) -> list[Problem]:
 
 # --- entry points -------------------------------------------------------------------------------
 
+#: Known-fixed CVEs of third-party images, checked offline: image name -> (CVE, fixed patch per
+#: minor). Redis's Lua use-after-free CVE-2025-49844 ("RediShell", advisory of 2025-10-03).
+KNOWN_FIXED_CVES: dict[str, list[tuple[str, dict[tuple[int, int], int]]]] = {
+    "redis": [("CVE-2025-49844", {(6, 2): 20, (7, 2): 11, (7, 4): 6, (8, 0): 4, (8, 2): 2})],
+}
+
+
+def check_known_cves(items: list[Item]) -> list[Problem]:
+    """A third-party image whose tag is older than the patch that fixed a known CVE."""
+    out = []
+    for t in templates(items):
+        for c in t.containers:
+            image = c.get("image", "").split("@", 1)[0]
+            name, _, tag = image.rpartition(":")
+            match = re.match(r"^(\d+)\.(\d+)\.(\d+)", tag)
+            if not match:
+                continue
+            major, minor, patch = map(int, match.groups())
+            for cve, fixed in KNOWN_FIXED_CVES.get(name.split("/")[-1], []):
+                first = fixed.get((major, minor))
+                if first is not None and patch < first:
+                    out.append(Problem(f"{t.item.where} container {c.get('name')}",
+                                       f"image {image} has {cve}, fixed in {major}.{minor}.{first}: "
+                                       "use a current patch release", "images"))
+    return out
+
+
+def check_redis_auth(items: list[Item]) -> list[Problem]:
+    """redis-server requires the Secret's password and keeps protected mode on."""
+    redis = _find(items, "Deployment", "redis")
+    if redis is None:
+        return []
+    c = m.pod_template(redis.obj)["spec"]["containers"][0]  # type: ignore[index]
+    args = [str(a) for a in c.get("args") or []]
+    env = m.env_vars(c)
+
+    def after(flag: str) -> str | None:
+        return args[args.index(flag) + 1] if flag in args[:-1] else None
+
+    out = []
+    password = after("--requirepass")
+    var = password[2:-1] if password and password.startswith("$(") else None
+    if var is None or not (env.get(var) and (env[var].source or "").startswith("secret:")):
+        out.append(Problem(redis.where, "redis-server must run with --requirepass $(VAR), VAR from "
+                                        "the redis-credentials Secret", "secrets"))
+    if after("--protected-mode") != "yes":
+        out.append(Problem(redis.where, "redis-server must keep --protected-mode yes", "secrets"))
+    return out
+
+
 CHECKS: tuple[Callable[[list[Item]], list[Problem]], ...] = (
     check_labels_and_namespaces,
     check_images,
+    check_known_cves,
+    check_redis_auth,
     check_security,
     check_probes_and_ports,
     check_services,
