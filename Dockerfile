@@ -1,6 +1,7 @@
 # The lab's one image: every service, the saga orchestrator, the event processor and replay.
 #   docker build -t labkit:0.1.0 .        (or: labkit image build [--kind CLUSTER])
-# The tag lives in labkit/ops/image.py (IMAGE); the manifests use it with imagePullPolicy IfNotPresent.
+# The tag is labkit.runtime.manifests.IMAGE (labkit:<ecommerce.__version__>); the manifests use it
+# with imagePullPolicy IfNotPresent, and `labkit validate` checks that they do.
 
 # The image holds the system under study (the `ecommerce` package) and nothing of the workbook
 # helper (`labkit`): .dockerignore admits ecommerce/ only, so `pip install .` finds just it.

@@ -35,13 +35,11 @@ from ecommerce.services.registry import (
 )
 from labkit.runtime import manifests as m
 from labkit.runtime.manifests import IMAGE
+from labkit.runtime.routes import COURSE_ROUTES
 
 DEFAULT_K8S_VERSION = "1.33.0"
 LAB_NAMESPACES = (DEFAULT_NAMESPACE, m.TESTING_NAMESPACE)
 GATEWAY_API = "gateway.networking.k8s.io/v1"
-#: The course's routes (its Ingress plus the design's additions); the registry may add more.
-COURSE_ROUTES = ("/api/users", "/api/orders", "/api/payments", "/api/commands", "/api/queries",
-                 "/api/events")
 #: Entrypoints that run in more than one way (Job / CronJob vs --follow Deployment).
 ARG_VARIANTS: dict[str, set[tuple[str, ...]]] = {
     "saga-orchestrator": {("run", "--follow"), ("run", "--pending")},
@@ -404,6 +402,11 @@ def spec_for(t: Template) -> ServiceSpec | None:
     return all_specs().get(t.labels.get("app.kubernetes.io/name", ""))
 
 
+def is_follower(t: Template) -> bool:
+    """The long-running variant of a worker (a Deployment), as opposed to its Job/CronJob."""
+    return t.item.kind == "Deployment"
+
+
 def is_lab_image(image: str) -> bool:
     return image.split(":")[0] == IMAGE.split(":")[0]
 
@@ -538,7 +541,7 @@ def check_probes_and_ports(items: list[Item]) -> list[Problem]:
                                               "does not declare", "ports"))
             if not is_lab_image(c.get("image", "")) or spec is None:
                 continue
-            if spec.http:
+            if spec.http or (spec.probes and is_follower(t)):
                 for kind, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
                     got = ((c.get(kind) or {}).get("httpGet") or {}).get("path")
                     if got != path:
@@ -681,12 +684,16 @@ def check_env(items: list[Item]) -> list[Problem]:
                     sec = secrets.get((ns, name))
                     data = {**((sec.obj.get("data") or {}) if sec else {}),
                             **((sec.obj.get("stringData") or {}) if sec else {})}
-                    if sec is None or key not in data:
+                    optional = any(
+                        e.get("name") == var.name
+                        and ((e.get("valueFrom") or {}).get("secretKeyRef") or {}).get("optional")
+                        for e in c.get("env") or [])
+                    if (sec is None or key not in data) and not optional:
                         out.append(Problem(where, f"{var.name} reads Secret {name} key {key}, which "
                                                   "the manifests do not define", "env"))
             if spec is None or not is_lab_image(c.get("image", "")):
                 continue
-            wanted, got = set(spec.env), set(env)
+            wanted, got = set(spec.env_for(is_follower(t))), set(env)
             for name in sorted(wanted - got):
                 out.append(Problem(where, f"{spec.name} reads {name} but the manifest does not set "
                                           "it", "env"))
@@ -728,8 +735,12 @@ def _check_env_value(where: str, ns: str, name: str, var: m.EnvVar, c: Mapping[s
         bad.append(f"{name}={var.value} is not the container's http port")
     elif name == "LABKIT_HOST" and var.value != "0.0.0.0":
         bad.append(f"{name} must be 0.0.0.0 (reachable from the Service)")
-    elif name == "LABKIT_FAULTS" and var.value != "1":
-        bad.append(f"{name} must be \"1\": the lab's crash scenarios inject faults")
+    elif name == "LABKIT_FAULTS" and var.value != "0":
+        bad.append(f"{name} must be \"0\": fault injection is off unless asked for (the "
+                   "failure notebooks use manifests/components/faults or `labkit up --faults`)")
+    elif name == "LABKIT_ADMIN_TOKEN" and not (var.source or "").startswith("secret:"):
+        bad.append(f"{name} must come from a Secret (secretKeyRef, optional: admin is off "
+                   "until the Secret exists)")
     elif name == "LABKIT_REDIS_URL":
         source = var.source or ""
         url = _secret_value(secrets or {}, ns, source) if source.startswith("secret:") else None

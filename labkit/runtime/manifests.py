@@ -18,12 +18,13 @@ from typing import Any
 
 import yaml
 
+from ecommerce import __version__
 from ecommerce.config import DEFAULT_NAMESPACE, REPO_DIR
 
 MANIFESTS_DIR = REPO_DIR / "manifests"
 #: The image every labkit container in manifests/ runs (imagePullPolicy: IfNotPresent); built
-#: from the repo's Dockerfile by `labkit image build`.
-IMAGE = "labkit:0.1.0"
+#: from the repo's Dockerfile by `labkit image build`. Its tag is the package version.
+IMAGE = f"labkit:{__version__}"
 #: The lab steps, in the order they are applied.
 STEPS = ("00-base", "01-networking", "02-saga", "03-cqrs", "04-event-sourcing")
 #: The namespace the course's load-tester runs in (not renamed with the lab namespace).
@@ -34,7 +35,6 @@ PART_OF = "app.kubernetes.io/part-of"
 PART_OF_VALUE = "labkit"
 LAB_SELECTOR = f"{PART_OF}={PART_OF_VALUE}"
 NAME_LABEL = "app.kubernetes.io/name"
-COMPONENT_LABEL = "app.kubernetes.io/component"
 STEP_LABEL = "labkit.io/step"
 #: The annotation on everything labkit creates (each step's kustomization.yaml sets it as a
 #: commonAnnotation, so `kubectl apply -k` sets it too). `labkit down` deletes only objects that
@@ -237,10 +237,6 @@ def pod_template(obj: Mapping[str, Any]) -> dict[str, Any] | None:
     if kind == "CronJob":
         return ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template")
     return None
-
-
-def workloads(objects: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    return [dict(o) for o in objects if pod_template(o) is not None]
 
 
 @dataclass(frozen=True)

@@ -78,8 +78,8 @@ def test_kubernetes_validate_ships_the_pinned_schemas_offline():
     import kubernetes_validate
 
     schemas = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
-    assert (schemas / "v1.33.0-local-strict" / "deployment-apps-v1.json").is_file()
-    assert (schemas / "v1.33.0-local-strict" / "_definitions.json").is_file()
+    strict = schemas / f"v{v.DEFAULT_K8S_VERSION}-local-strict"
+    assert (strict / "deployment-apps-v1.json").is_file() and (strict / "_definitions.json").is_file()
     assert v.DEFAULT_K8S_VERSION == "1.33.0"
 
 
@@ -169,7 +169,7 @@ def test_lab_containers_must_use_the_dockerfile_image(loaded):
         c = container(find(items, "Deployment", "command-service"))
         c["image"] = "labkit:0.0.9"
         c["imagePullPolicy"] = "Always"
-    assert_reported(problems_after(loaded, mutate), "is not the lab image labkit:0.1.0",
+    assert_reported(problems_after(loaded, mutate), f"is not the lab image {m.IMAGE}",
                     "imagePullPolicy must be IfNotPresent")
 
 
@@ -191,11 +191,23 @@ def test_a_probe_on_an_undeclared_port_is_reported(loaded):
                     "readinessProbe targets port 'metrics', which the container does not declare")
 
 
-def test_an_http_probe_on_a_worker_is_reported(loaded):
+def test_an_http_probe_on_a_one_shot_worker_is_reported(loaded):
     def mutate(items):
-        c = container(find(items, "Deployment", "event-processor-follow"))
+        c = container(find(items, "CronJob", "event-processor"))
         c["livenessProbe"] = {"httpGet": {"path": "/healthz", "port": 8080}}
     assert_reported(problems_after(loaded, mutate), "event-processor serves no HTTP")
+
+
+@pytest.mark.parametrize("name", ["event-processor-follow", "saga-orchestrator-follow"])
+def test_a_follower_without_its_heartbeat_probes_is_reported(loaded, name):
+    def mutate(items):
+        c = container(find(items, "Deployment", name))
+        del c["livenessProbe"]
+        c["readinessProbe"] = {"exec": {"command": ["true"]}}
+        c["env"] = [e for e in c["env"] if e["name"] != "LABKIT_PORT"]
+    assert_reported(problems_after(loaded, mutate), "livenessProbe must be an httpGet of /healthz",
+                    "readinessProbe must be an httpGet of /readyz", "reads LABKIT_PORT but the "
+                    "manifest does not set it")
 
 
 def test_insecure_containers_are_reported(loaded):
@@ -561,4 +573,4 @@ def test_kind_config_rules(tmp_path: Path):
     cfg["nodes"][0]["extraPortMappings"] = []
     (root / "kind-config.yaml").write_text(yaml.safe_dump(cfg))
     assert_reported(non_entry(v.validate_all(root=root)), "must have 1 control-plane and 2 workers",
-                    "older than the validated 1.33.0", "must map host ports 80 and 443")
+                    f"older than the validated {v.DEFAULT_K8S_VERSION}", "must map host ports 80 and 443")
