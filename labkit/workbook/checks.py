@@ -304,7 +304,8 @@ def network_policy_rules(step: str = "01-networking") -> pd.DataFrame:
             continue
         spec = obj.get("spec") or {}
         pods = (spec.get("podSelector") or {}).get("matchLabels") or {}
-        selected = pods.get("app.kubernetes.io/name", "every pod")
+        selected = pods.get("app.kubernetes.io/name") or (
+            ",".join(f"{k}={v}" for k, v in pods.items()) if pods else "every pod")
         for direction in spec.get("policyTypes") or []:
             rules = spec.get("ingress" if direction == "Ingress" else "egress") or []
             if not rules:
