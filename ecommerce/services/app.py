@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ecommerce import logs
+from ecommerce import __version__, logs
 from ecommerce.config import Settings
 from ecommerce.domain.events import EventValidationError
 from ecommerce.services.body_hint import body_hint
@@ -234,7 +234,7 @@ def make_app(
 ) -> FastAPI:
     """A FastAPI app with /healthz, /readyz, JSON access logs and the shared error shapes."""
     log = logging.getLogger(service)
-    app = FastAPI(title=service, description=description, version="0.1.0")
+    app = FastAPI(title=service, description=description, version=__version__)
     app.state.settings = settings
     app.state.service = service
     checks = dict(ready_checks or {})
@@ -304,9 +304,7 @@ def make_app(
 
 def serve(service: str, factory: Callable[[Settings], FastAPI]) -> None:
     """Run the service with uvicorn on LABKIT_HOST:LABKIT_PORT, logging JSON to stdout."""
-    import uvicorn
-
-    from ecommerce import plugins
+    from ecommerce import plugins, quiet_server
     from ecommerce.services import plugin_routes
 
     logs.setup(service)
@@ -319,5 +317,5 @@ def serve(service: str, factory: Callable[[Settings], FastAPI]) -> None:
         raise SystemExit(2) from None
     plugin_routes.install(app, service, settings)
     logs.event(logging.getLogger(service), "starting", host=settings.host, port=settings.port)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
-                access_log=False, timeout_graceful_shutdown=3)
+    quiet_server.run(app, host=settings.host, port=settings.port, log_config=None,
+                     access_log=False, timeout_graceful_shutdown=3)

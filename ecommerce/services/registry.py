@@ -27,6 +27,9 @@ class ServiceSpec:
     args: tuple[str, ...] = ()
     #: True: an HTTP server with /healthz and /readyz. False: a worker or job.
     http: bool = True
+    #: A worker whose long-running (`--follow`) variant serves only /healthz and /readyz on
+    #: LABKIT_HOST:LABKIT_PORT (`ecommerce.health`): probes for its Deployment, no Service.
+    probes: bool = False
     #: Which databases it opens: "events" (PostgreSQL / SQLite), "read" (Redis / SQLite).
     stores: tuple[str, ...] = ("events",)
     #: Services it calls over HTTP (each read from LABKIT_<NAME>_URL).
@@ -42,6 +45,10 @@ class ServiceSpec:
     @property
     def command(self) -> list[str]:
         return ["python", "-m", self.module, *self.args]
+
+    def env_for(self, follower: bool) -> tuple[str, ...]:
+        """`env`, plus where the probes listen for the follow variant of a `probes` worker."""
+        return (*COMMON_ENV, *self.env) if follower and self.probes else self.env
 
     @property
     def env(self) -> tuple[str, ...]:
@@ -82,9 +89,9 @@ SERVICES: dict[str, ServiceSpec] = {
         ServiceSpec("event-store-api", "ecommerce.services.eventstore_api",
                     stores=("events", "read"), routes=("/api/events",)),
         ServiceSpec("event-processor", "ecommerce.projections.processor", ("--follow",), http=False,
-                    stores=("events", "read")),
+                    probes=True, stores=("events", "read")),
         ServiceSpec("saga-orchestrator", "ecommerce.saga", ("run", "--follow"), http=False,
-                    calls=PARTICIPANTS),
+                    probes=True, calls=PARTICIPANTS),
     ]
 }
 

@@ -8,7 +8,7 @@ it saw never skips an event.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -22,6 +22,7 @@ from ecommerce.domain.events import (
     validate_stream_id,
 )
 from ecommerce.domain.schemas import default_upcasters
+from ecommerce.store.wakeup import PollWaiter, Waiter
 
 NO_STREAM: Final = "none"
 ANY: Final = "any"
@@ -98,14 +99,6 @@ def prepare_append(
     if len(set(ids)) != len(ids):
         raise EventValidationError("the batch contains the same event id twice")
     return stream, encoded, expected
-
-
-def check_expected(stream_id: str, expected: ExpectedVersion, actual: int) -> None:
-    if expected == ANY:
-        return
-    wanted = 0 if expected == NO_STREAM else expected
-    if actual != wanted:
-        raise ConcurrencyError(stream_id, expected, actual)
 
 
 class EventStore(abc.ABC):
@@ -194,6 +187,16 @@ class EventStore(abc.ABC):
                 return
             yield from events
             after_position = events[-1].position
+
+    def waiter(self, interest: Callable[[str, Sequence[str]], bool] | None = None, *,
+               idle_max: float | None = None) -> Waiter:
+        """How a follower of this log waits between polls (`ecommerce.store.wakeup`).
+
+        This default backs off adaptively (at most `idle_max`, default 250 ms, at rest);
+        PostgreSQL wakes the follower at each append it is interested in: `interest(stream id,
+        event types)` (None: every append).
+        """
+        return PollWaiter(maximum=idle_max)
 
     def __enter__(self) -> EventStore:
         return self

@@ -1,4 +1,4 @@
-"""`labkit up | status | env | down | reset | logs | kill | doctor`: the lab's lifecycle."""
+"""`labkit up | status | env | down | reset | logs | kill | restart | rollback | doctor`."""
 
 from __future__ import annotations
 
@@ -109,6 +109,24 @@ def logs(name: str, tail: int) -> None:
 def kill(name: str) -> None:
     """Kill a service's process (crash it on purpose)."""
     click.echo(f"killed {name}: {make_lab().kill(name)}")
+
+
+@click.command()
+@click.argument("name")
+def restart(name: str) -> None:
+    """Restart one process as deployed (like `kubectl rollout restart`), e.g. after editing
+    the routes the gateway reads."""
+    row = make_lab().restart(name).iloc[0].to_dict()
+    click.echo(f"restarted {name}: pid {row.get('pid')}, {row.get('status')}")
+
+
+@click.command()
+@click.argument("name")
+def rollback(name: str) -> None:
+    """Undo a change deployed on top of the manifests for one process (`labkit status` shows
+    it in DETAIL) and restart it as the manifests say (like `kubectl rollout undo`)."""
+    row = make_lab().rollback(name).iloc[0].to_dict()
+    click.echo(f"rolled back {name} to the manifests: pid {row.get('pid')}, {row.get('status')}")
 
 
 @click.command()

@@ -152,6 +152,31 @@ class Lab:
         self.close()
         return pd.DataFrame([self.runtime.restart_gateway(target)])
 
+    def restart(self, name: str) -> pd.DataFrame:
+        """Restart one process as it is deployed (the manifests, plus any change deployed on
+        top, e.g. by a challenge), like `kubectl rollout restart`; its status row."""
+        import pandas as pd
+
+        if self.mode != "local":
+            raise LabError(f"cluster mode: `kubectl -n {self.settings.namespace} rollout "
+                           f"restart deployment/{name}`")
+        self.close()
+        return pd.DataFrame([self.runtime.restart_one(name)])
+
+    def rollback(self, name: str) -> pd.DataFrame:
+        """Undo a change deployed on top of the manifests for one process (`labkit status`
+        shows it in DETAIL) and restart it as the manifests say, like `kubectl rollout undo`."""
+        import pandas as pd
+
+        if self.mode != "local":
+            raise LabError(f"cluster mode: `kubectl -n {self.settings.namespace} rollout undo "
+                           f"deployment/{name}`, or apply its manifest again")
+        if not self.runtime.clear_override(name):
+            raise LabError(f"{name} runs as the manifests say already: nothing to roll back "
+                           "(`labkit status` shows changes in DETAIL)")
+        self.close()
+        return pd.DataFrame([self.runtime.restart_one(name)])
+
     def http(self, name: str) -> httpx.Client:
         """An HTTP client whose base URL is the service (same code in both modes); `"gateway"`:
         the entry point (in cluster mode it sends the course's `Host: api.local`)."""
@@ -377,6 +402,24 @@ class Lab:
         from labkit.lab.saga_client import SagaClient
 
         return SagaClient(self)
+
+    @property
+    def challenge(self) -> Any:
+        """Challenge mode: `lab.challenge.start("stuck-saga")`, `.hint()`, `.check()`,
+        `.give_up()`, `.table()` (the same active challenge as `labkit challenge`)."""
+        from labkit.lab.challenges import ChallengeClient
+
+        return ChallengeClient(self)
+
+    def park_event(self, position: int, reason: str) -> dict[str, Any]:
+        """Park a poison event: the projector skips it when a projection fails on it (the
+        decision is an `EventParked` event in the log; `labkit events park`)."""
+        from ecommerce.projections.parking import park
+
+        try:
+            return park(self.saga.store, int(position), reason, by="lab.park_event")
+        except ValueError as exc:
+            raise LabError(str(exc)) from None
 
     # ---- student code in the running system (labkit.lab.plugins, ecommerce.plugins) ---------
     def deploy_code(self, code: Any, name: str | None = None,

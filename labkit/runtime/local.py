@@ -24,7 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -102,7 +102,8 @@ def launch_specs(names: Iterable[str] | None = None) -> dict[str, LaunchSpec]:
         command = [sys.executable, "-m", container.module, *container.args]
         env = {k: v for k, v in container.literal_env.items() if k not in OVERRIDDEN
                and not (k.startswith("LABKIT_") and k.endswith("_URL"))}
-        out[name] = LaunchSpec(name, command, env, spec.http)
+        # A follower with probes gets a port too: /readyz tells `up` and `status` how it is.
+        out[name] = LaunchSpec(name, command, env, spec.http or spec.probes)
     return out
 
 
@@ -228,7 +229,8 @@ class LocalRuntime:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             tmp = self.state_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({"processes": {k: asdict(v) for k, v in records.items()},
-                                       "ports": {**(ports or {}), **self._ports(records)}},
+                                       "ports": {**(ports or {}), **self._ports(records)},
+                                       "overrides": self.overrides()},
                                       indent=2))
             tmp.replace(self.state_file)
         except OSError as exc:
@@ -307,7 +309,8 @@ class LocalRuntime:
         s = self.settings
         for name, value in (("LABKIT_PG_URL", s.pg_url), ("LABKIT_REDIS_URL", s.redis_url),
                             ("LABKIT_PG_SCHEMA", s.pg_schema), ("LABKIT_REDIS_PREFIX", s.redis_prefix),
-                            ("LABKIT_SQLITE_SYNCHRONOUS", s.sqlite_synchronous)):
+                            ("LABKIT_SQLITE_SYNCHRONOUS", s.sqlite_synchronous),
+                            ("LABKIT_PG_SYNCHRONOUS_COMMIT", s.pg_synchronous_commit)):
             if value:
                 env[name] = value
         env["LABKIT_DATA_DIR"] = str(self.data_dir)
@@ -362,7 +365,7 @@ class LocalRuntime:
         started: list[str] = []
         try:
             for name, spec in todo.items():
-                records[name] = self._spawn(spec, ports, faults=wanted)
+                records[name] = self._spawn(spec, ports, self._override_env(name), faults=wanted)
                 started.append(name)
                 self._save(records, ports)  # recorded at once: `labkit down` finds it, whatever happens
             if wait:
@@ -481,6 +484,8 @@ class LocalRuntime:
         """Stop exactly the processes this runtime started (by pid). Idempotent."""
         stopped = self._stop(list(self._load()), timeout)
         self._save({})
+        if self.overrides():  # like deleting the Deployments: the next `up` runs the manifests
+            self._write_overrides({})
         return stopped
 
     def _stop(self, names: list[str], timeout: float = 10.0) -> list[str]:
@@ -521,10 +526,12 @@ class LocalRuntime:
             return []
         specs = launch_specs(running)
         ports = self._assign_ports(launch_specs(self.names))
+        faults = {n: records[n].faults for n in running}  # a restart keeps fault injection as it was
         self._stop(running)
         records = self._load()
         for name in running:
-            records[name] = self._spawn(specs[name], ports)
+            records[name] = self._spawn(specs[name], ports, self._override_env(name),
+                                        faults=faults[name])
             self._save(records, ports)
         self.wait_ready(running, timeout=timeout, progress=False)
         return running
@@ -546,6 +553,68 @@ class LocalRuntime:
         self._save(records)
         self.wait_ready([GATEWAY], timeout=timeout, progress=False)
         return next(r for r in self.status() if r["service"] == GATEWAY)
+
+    # ---- deployed differently from the manifests (a bad build, a patched config) ------------
+    def overrides(self) -> dict[str, dict[str, Any]]:
+        """Process -> {"env": {...}, "note": "..."}: what runs differently from the manifests
+        (kept in runtime.json, so a restart or `labkit up` after a crash keeps it, like a
+        Deployment's patched spec). `labkit status` shows the note."""
+        raw = self._read_state().get("overrides") or {}
+        return {k: v for k, v in raw.items() if isinstance(v, dict)}
+
+    def _override_env(self, name: str) -> dict[str, str | None]:
+        return dict(self.overrides().get(name, {}).get("env") or {})
+
+    def _write_overrides(self, overrides: dict[str, dict[str, Any]]) -> None:
+        state = self._read_state()
+        state["overrides"] = overrides
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state, indent=2))
+            tmp.replace(self.state_file)
+        except OSError as exc:
+            raise self._bad_data_dir(exc) from None
+
+    def set_override(self, name: str, env: dict[str, str], note: str) -> None:
+        """Run `name` with these extra environment variables from its next start on."""
+        if name not in [*SERVICES, GATEWAY]:
+            raise RuntimeErrorWithHint(f"unknown process {name!r}; known: "
+                                       + ", ".join([*SERVICES, GATEWAY]))
+        overrides = self.overrides()
+        overrides[name] = {"env": dict(env), "note": note}
+        self._write_overrides(overrides)
+
+    def clear_override(self, name: str) -> bool:
+        """Back to what the manifests say from its next start on; False if nothing to undo."""
+        overrides = self.overrides()
+        if overrides.pop(name, None) is None:
+            return False
+        self._write_overrides(overrides)
+        return True
+
+    def restart_one(self, name: str, timeout: float = READY_TIMEOUT) -> dict[str, Any]:
+        """Stop one process (SIGTERM, like a rolling restart), or nothing if it is down, and
+        start it as deployed (the manifests plus its override, if any); wait until it is
+        ready. Its status row."""
+        if name not in self.names:
+            raise RuntimeErrorWithHint(f"unknown process {name!r}; known: {', '.join(self.names)}")
+        records = self._load()
+        specs = launch_specs([name])
+        ports = self._assign_ports(launch_specs(self.names))
+        rec = records.get(name)
+        faults = rec.faults if rec is not None else self.faults_on()
+        if rec is not None and _proc(rec.pid, rec.started) is not None:
+            self._stop([name])
+            records = self._load()
+        port = ports.get(name)
+        if port is not None and not port_is_free(port):
+            raise RuntimeErrorWithHint(self._port_taken(name, port))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        records[name] = self._spawn(specs[name], ports, self._override_env(name), faults=faults)
+        self._save(records, ports)
+        self.wait_ready([name], timeout=timeout, progress=False)
+        return next(r for r in self.status() if r["service"] == name)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
         """Kill one service process (the crash scenarios). Returns the pid killed."""
@@ -593,6 +662,12 @@ class LocalRuntime:
                 out.append({"service": name, "url": rec.url if rec else None,
                             "pid": rec.pid if rec and proc else None, "status": state,
                             "rss_mb": rss, "detail": detail, "step": steps.get(name, "")})
+        overrides = self.overrides()
+        for row in out:
+            note = overrides.get(row["service"], {}).get("note")
+            if note:
+                said = f"deployed with a change: {note}"
+                row["detail"] = f"{row['detail']}; {said}" if row["detail"] else said
         order = {s: i for i, s in enumerate(STEPS)}
         return sorted(out, key=lambda r: order.get(r["step"], len(order)))  # stable: as built up
 
@@ -616,8 +691,8 @@ class LocalRuntime:
         lines = path.read_text(errors="replace").splitlines()
         return "\n".join(lines[-tail:])
 
-    def run_task(self, name: str, args: list[str] | None = None, timeout: float = 300.0,
-                 on_line: Callable[[str], None] | None = None) -> subprocess.CompletedProcess:
+    def run_task(self, name: str, args: list[str] | None = None, timeout: float = 300.0
+                 ) -> subprocess.CompletedProcess[str]:
         """Run a one-shot process (a Job in Kubernetes) to completion, like `run_job`."""
         from labkit.runtime.manifests import container_specs
 

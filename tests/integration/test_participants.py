@@ -342,10 +342,13 @@ def test_error_and_delay_faults(services: Services) -> None:
     assert orders.client.get("/api/orders").status_code == 200
 
     faults.inject("order-service", "delay", seconds=0.6, path="/api/orders/")
+    assert orders.client.get("/api/orders").status_code == 200  # path does not match ...
+    assert {(f["mode"], f["fired"]) for f in faults.armed()} == {("delay", 0)}  # ... not fired
     started = time.monotonic()
-    assert orders.client.get("/api/orders").status_code == 200  # path does not match
-    assert time.monotonic() - started < 0.5
     assert orders.client.get("/api/orders/x").status_code == 404
+    # It fired on the matching path: used up, and the answer came no sooner than the delay
+    # (a lower bound, which load can only make truer).
+    assert faults.armed() == []
     assert time.monotonic() - started >= 0.6
 
     faults.inject("order", "error", times=5)
