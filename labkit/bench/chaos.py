@@ -145,15 +145,18 @@ def attack(lab: Any, kind: str, saga_id: str, order_id: str, state: s.SagaState 
     if kind == "release-ended":
         r = inv.post(f"/api/inventory/reservations/{order_id}/release", json={})
         return confirmed and _ok(r)
-    if kind in ("replayed-key", "reused-key") and state is not None:
+    charged = state is not None and state.actions[
+        s.STEP_NAMES.index("charge_payment")].status == "succeeded"
+    if kind in ("replayed-key", "reused-key") and state is not None and charged:
+        # Only where the saga used its key: an unused key is simply a new request (a charge of
+        # a cancelled or unknown order, which payment-service does not know about; see README).
         request = s.request_for("charge_payment", state)
         body = dict(request.body or {})
         if kind == "reused-key":
             body["amount"] = max(1, int(body["amount"]) - 1)
         r = pay.post(request.path, json=body,
                      headers={"Idempotency-Key": request.idempotency_key})
-        charged = state.actions[s.STEP_NAMES.index("charge_payment")].status == "succeeded"
-        return kind == "reused-key" and charged and r.status_code != 422
+        return kind == "reused-key" and r.status_code != 422
     if kind == "price-tamper":
         r = lab.http("command-service").post("/api/commands/place-order", json={
             "user_id": RICH, "lines": [{"sku": "LAPTOP-14", "quantity": 1, "price": 1}]})
