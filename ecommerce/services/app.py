@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
@@ -129,6 +129,32 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
+def _known_query(route: Any) -> frozenset[str]:
+    known = getattr(route, "_labkit_known_query", None)
+    if known is None:
+        names: set[str] = set()
+        todo = [route.dependant]
+        while todo:
+            dependant = todo.pop()
+            names.update(f.alias for f in dependant.query_params)
+            todo.extend(dependant.dependencies)
+        known = frozenset(names)
+        route._labkit_known_query = known
+    return known
+
+
+async def refuse_unknown_query(request: Request) -> None:
+    """Unknown query parameters are refused like unknown body fields (422 `extra_forbidden`),
+    so a misspelt `?limt=5` is an error, not silently the default."""
+    route = request.scope.get("route")
+    if route is None or not hasattr(route, "dependant"):
+        return
+    extra = sorted({k for k in request.query_params if k not in _known_query(route)})
+    if extra:
+        raise RequestValidationError([{"loc": ("query", k), "msg": "Extra inputs are not permitted",
+                                       "type": "extra_forbidden", "input": None} for k in extra])
+
+
 def document_errors(app: FastAPI) -> None:
     """Publish the error answers the services really send: `ErrorBody` for 404, 409, 413, 422
     and 503 on every operation (replacing FastAPI's `HTTPValidationError`), 403 where the admin
@@ -234,7 +260,8 @@ def make_app(
 ) -> FastAPI:
     """A FastAPI app with /healthz, /readyz, JSON access logs and the shared error shapes."""
     log = logging.getLogger(service)
-    app = FastAPI(title=service, description=description, version=__version__)
+    app = FastAPI(title=service, description=description, version=__version__,
+                  dependencies=[Depends(refuse_unknown_query)])
     app.state.settings = settings
     app.state.service = service
     checks = dict(ready_checks or {})

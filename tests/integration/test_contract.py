@@ -80,8 +80,13 @@ def _probe(operation: object, method: DataGenerationMethod, out: Figures, exampl
     @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
               phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
     def probe(case: schemathesis.Case) -> None:
-        response = case.call(timeout=15)
         out.requests[method.value] += 1
+        try:
+            response = case.call(timeout=30)
+        except Exception as exc:  # no answer at all is a failure too (and never flaky)
+            out.failures.append(f"{case.method} {case.formatted_path} ({method.value}): no "
+                                f"answer: {exc!r:.300}")
+            return
         out.statuses[response.status_code] += 1
         try:
             case.validate_response(response, checks=ALL_CHECKS)
