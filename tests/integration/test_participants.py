@@ -358,7 +358,7 @@ def test_error_and_delay_faults(services: Services) -> None:
         faults.inject("order", "decline")
     with pytest.raises(FaultError, match="seconds"):
         faults.inject("order", "delay")
-    refused = orders.client.post("/faults", json={"mode": "decline"})
+    refused = orders.client.post("/faults", json={"mode": "decline"}, headers=ADMIN)
     assert (refused.status_code, refused.json()["reason"]) == (422, "unsupported_mode")
 
 
