@@ -19,10 +19,12 @@ import threading
 from collections.abc import Callable, Sequence
 
 from ecommerce.domain.readmodel import WriteBuffer
+from ecommerce.health import Heartbeat
 from ecommerce.projections.base import Projection
 from ecommerce.projections.parking import parked_positions
 from ecommerce.store.base import EventStore
 from ecommerce.store.read_base import CheckpointConflict, ReadStore, SourceMismatch
+from ecommerce.store.wakeup import Waiter
 
 
 class ProjectionError(Exception):
@@ -175,18 +177,32 @@ class Projector:
         """How many positions the slowest projection is behind the head of the log."""
         return max(0, self.events.last_position() - min(self.checkpoints().values()))
 
-    def follow(self, stop: threading.Event, poll_interval: float = 0.05,
-               on_error: Callable[[Exception], None] | None = None) -> None:
-        """Keep projecting until `stop` is set; idle polls every `poll_interval` seconds."""
-        while not stop.is_set():
-            try:
-                n = self.step()
-            except Exception as exc:
-                if on_error is None:
-                    raise
-                on_error(exc)
-                stop.wait(1.0)
-                continue
-            if n < self.batch_size:
-                stop.wait(poll_interval)
+    def follow(self, stop: threading.Event, poll_interval: float | None = None,
+               on_error: Callable[[Exception], None] | None = None, *,
+               waiter: Waiter | None = None, heartbeat: Heartbeat | None = None) -> None:
+        """Keep projecting until `stop` is set.
+
+        Between polls it waits the store's way (`EventStore.waiter`): PostgreSQL wakes it at
+        each append; otherwise it backs off, at rest up to `poll_interval` seconds (default
+        250 ms), and polls at once while events keep coming. Each turn beats `heartbeat`.
+        """
+        waiter = waiter or self.events.waiter(idle_max=poll_interval)
+        try:
+            while not stop.is_set():
+                try:
+                    n = self.step()
+                except Exception as exc:
+                    if heartbeat is not None:
+                        heartbeat.beat(False, f"{type(exc).__name__}: {str(exc)[:300]}")
+                    if on_error is None:
+                        raise
+                    on_error(exc)
+                    stop.wait(1.0)
+                    continue
+                if heartbeat is not None:
+                    heartbeat.beat()
+                if n < self.batch_size:
+                    waiter.wait(stop, n)
+        finally:
+            waiter.close()
 

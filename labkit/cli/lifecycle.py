@@ -25,7 +25,10 @@ def make_lab() -> Lab:
               help="start only this step and the ones before it, as the course does: 00-base, "
                    "01-networking, 02-saga, 03-cqrs, 04-event-sourcing (or 02, saga, ...)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def up(step: str | None, quiet: bool) -> None:
+@click.option("--faults/--no-faults", default=None,
+              help="fault injection (/faults, crash_after) on or off for the failure scenarios; "
+                   "default: as it runs now (a new lab: off, unless LABKIT_FAULTS=1)")
+def up(step: str | None, quiet: bool, faults: bool | None) -> None:
     """Start every service (restart what is down) and wait until ready.
 
     Local mode also starts `gateway` on 127.0.0.1:8080 (LABKIT_GATEWAY_PORT), which routes
@@ -35,7 +38,7 @@ def up(step: str | None, quiet: bool) -> None:
 
     lab = make_lab()
     started = time.perf_counter()
-    lab.up(step, progress=not quiet)
+    lab.up(step, progress=not quiet, faults=faults)
     steps = up_to(step)
     rows = [r for r in lab.runtime.status() if r.get("step") in steps]
     if lab.mode == "local":

@@ -51,14 +51,19 @@ class Lab:
         return f"<Lab mode={self.mode} at {where}>"
 
     # ---- lifecycle -------------------------------------------------------------------------
-    def up(self, step: str | None = None, *, wait: bool = True, progress: bool = True
-           ) -> pd.DataFrame:
+    def up(self, step: str | None = None, *, wait: bool = True, progress: bool = True,
+           faults: bool | None = None) -> pd.DataFrame:
         """Start (or restart what is down) and wait until every service is ready.
 
         `step` (`"02-saga"`, or `"02"`): start that step and the ones before it, as the course
         builds the system up (00-base, 01-networking, 02-saga, 03-cqrs, 04-event-sourcing); in
         cluster mode, apply just those steps' manifests. Returns the status of what those steps
         run (every step when `step` is None), with a `step` column.
+
+        `faults=True`: fault injection on (`lab.faults`, the failure scenarios), `False`: off
+        (the participants are restarted if they run the other way); None keeps what runs (a
+        new lab: off, unless LABKIT_FAULTS=1). In cluster mode it is the
+        manifests/components/faults change.
         """
         from labkit.runtime.steps import UnknownStep, up_to
 
@@ -68,9 +73,11 @@ class Lab:
             raise LabError(str(exc)) from None
         if self.mode == "cluster":
             self.runtime.progress = progress
+            if faults is not None:
+                self.runtime.faults = faults
             self.runtime.up(steps if step is not None else None, wait=wait)
         else:
-            self.runtime.up(wait=wait, progress=progress, step=step)
+            self.runtime.up(wait=wait, progress=progress, step=step, faults=faults)
         if step is None:
             return self.status()
         import pandas as pd
@@ -260,8 +267,11 @@ class Lab:
             df["recorded_at"] = pd.to_datetime(df["recorded_at"])
         return df
 
-    def stream(self, stream_id: str) -> list[dict[str, Any]]:
-        return self._call("event-store-api", "GET", f"/api/events/streams/{stream_id}")["events"]
+    def stream(self, stream_id: str, *, raw: bool = False) -> list[dict[str, Any]]:
+        """A stream's events, upcast to the current schema versions; `raw=True`: exactly as
+        stored in the log (on any backend: SQLite, PostgreSQL, a cluster)."""
+        return self._call("event-store-api", "GET", f"/api/events/streams/{stream_id}",
+                          params={"raw": "true"} if raw else None)["events"]
 
     def replay(self, projections: list[str] | None = None) -> dict[str, Any]:
         """Rebuild the read models from the whole log, beside the live ones, then swap them in
@@ -361,11 +371,31 @@ class Lab:
 
         return pd.DataFrame(doctor(self.settings, self.runtime))
 
+    def admin_token(self) -> str | None:
+        """The token of the admin commands and /faults: LABKIT_ADMIN_TOKEN, else (local mode)
+        the data directory's own, else (cluster mode) the Secret labkit-admin if you may read
+        it; None: admin is off here."""
+        if self.settings.admin_token:
+            return self.settings.admin_token
+        token = getattr(self.runtime, "admin_token", None)
+        try:
+            return token() if token is not None else None
+        except Exception:
+            return None
+
+    @property
+    def admin(self) -> Any:
+        """Admin commands (`lab.admin.fund("alice", 100_000)`, `lab.admin.restock(...)`): the
+        operator's, not routed by the gateway, off unless the lab has an admin token."""
+        from labkit.ops.admin_client import Admin
+
+        return Admin(self.url, self.admin_token())
+
     @property
     def faults(self) -> Any:
         from labkit.ops.fault_client import Faults
 
-        return Faults(self.url)
+        return Faults(self.url, token=self.admin_token())
 
     @property
     def saga(self) -> Any:
