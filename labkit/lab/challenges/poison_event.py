@@ -46,14 +46,15 @@ class PoisonEvent(Challenge):
     story = (
         "Since a few minutes ago, users who sign up are accepted (create-user answers 202) but "
         "never appear in the user list (query-service), and the order dashboard is frozen too. "
-        "All services say they are ready. Find out why the read side stopped and get it going "
-        "again. The event log is append-only: editing or deleting events is not an option."
+        "Find out why the read side stopped and get it going again. The event log is "
+        "append-only: editing or deleting events is not an option."
     )
     hints = (
         "How far is each projection? lab.checkpoints() (or GET /api/queries/checkpoints) next "
         "to the head of the log: are they moving?",
-        "The event processor says why in its log: `labkit logs event-processor`. Which "
-        "projection fails, on which event (position, type, stream), with which error?",
+        "The event processor says why: `labkit status` (its DETAIL) and its log, "
+        "`labkit logs event-processor`. Which projection fails, on which event (position, "
+        "type, stream), with which error?",
         "Look at that event and its neighbours: `labkit events tail --after {before}` (or "
         "lab.events(after={before}, limit=5)). Who wrote it (metadata), and is it needed at all "
         "(is that order not confirmed already)?",
