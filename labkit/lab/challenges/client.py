@@ -142,6 +142,10 @@ class ChallengeClient:
     def give_up(self) -> Briefing:
         """Repair the lab the model answer's way; the challenge is no longer active."""
         challenge, state = self._require_active()
+        if getattr(self.lab, "mode", "local") == "local":
+            # Start whatever is down (e.g. after `labkit down`) without waiting for readiness:
+            # a broken service may not become ready until the repair below.
+            self.lab.runtime.up(wait=False, progress=False)
         done = challenge.give_up(self.lab, state["context"])
         self._save(None)
         return Briefing(f"gave up on {challenge.name}: {done}. The last hint was the fix: "
