@@ -91,7 +91,8 @@ class ChallengeClient:
                 f"challenge {state['name']!r} is still active: solve it (`labkit challenge "
                 "check`) or give up on it (`labkit challenge give-up`) first")
         if getattr(self.lab, "mode", "local") == "local":
-            self.lab.up(progress=False)  # a challenge breaks a running lab
+            # A challenge breaks a running lab (with fault injection, if it uses it).
+            self.lab.up(progress=False, faults=True if challenge.needs_faults else None)
         context = challenge.start(self.lab)
         self._save({"name": name, "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
                     "hints_shown": 0, "checks": 0, "solved_at": None, "context": context})
