@@ -14,9 +14,10 @@
 | LABKIT_PG_SYNCHRONOUS_COMMIT | PostgreSQL `synchronous_commit`: on, off, server (its own) | server |
 | LABKIT_HOST / LABKIT_PORT | where a service listens | 0.0.0.0 / 8080 |
 | LABKIT_<SERVICE>_URL | a peer's base URL, e.g. LABKIT_PAYMENT_SERVICE_URL | cluster DNS name |
-| LABKIT_FAULTS | `1` enables the /faults endpoints | 0 |
+| LABKIT_FAULTS | `1` enables the /faults endpoints (and place-order's `crash_after`) | 0 |
+| LABKIT_ADMIN_TOKEN | enables the admin commands (`/admin/...`) for `X-Labkit-Admin-Token` | unset |
 | LABKIT_NAMESPACE | Kubernetes namespace of the lab | ecommerce-microservices |
-| LABKIT_IMAGE | the lab's container image, applied in place of the manifests' tag | labkit:0.1.0 |
+| LABKIT_IMAGE | the lab's container image, applied in place of the manifests' tag | labkit:<version> |
 | LABKIT_GATEWAY_CLASS | GatewayClass of the Gateway (`eg`: Envoy Gateway) | cloud-provider-kind |
 | LABKIT_REQUIRE_SERVERS | `1`: tests fail, not skip, when PostgreSQL/Redis are absent | 0 |
 """
@@ -71,6 +72,8 @@ class Settings:
     port: int
     faults: bool
     namespace: str
+    #: The admin commands' token (LABKIT_ADMIN_TOKEN); None: they are off.
+    admin_token: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -103,6 +106,7 @@ class Settings:
             port=int(port_text),
             faults=_env("LABKIT_FAULTS", "0") == "1",
             namespace=_env("LABKIT_NAMESPACE", DEFAULT_NAMESPACE) or DEFAULT_NAMESPACE,
+            admin_token=_env("LABKIT_ADMIN_TOKEN") or None,
         )
 
     def peer_url(self, service: str) -> str:
@@ -111,3 +115,17 @@ class Settings:
         if explicit:
             return explicit.rstrip("/")
         return f"http://{service}.{self.namespace}.svc.cluster.local"
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password (if any) replaced by `***`, for messages and logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 import time
@@ -27,11 +28,16 @@ from ecommerce import logs, plugins
 from ecommerce.health import STALE_AFTER, Heartbeat, serve_probes
 from ecommerce.projections import get_projections
 from ecommerce.projections.base import Projection
-from ecommerce.projections.projector import LogReplaced, Projector
+from ecommerce.projections.checkpoint_apart import DEFECT as CHECKPOINT_APART
+from ecommerce.projections.checkpoint_apart import CheckpointApartProjector
+from ecommerce.projections.projector import LogReplaced, ProjectionError, Projector
 from ecommerce.projections.replay import replay
 from ecommerce.signals import stop_on_signals
 from ecommerce.store.base import EventStore, StoreUnavailableError
 from ecommerce.store.read_base import ReadStore
+
+#: A challenge's deliberate defect (`labkit challenge`); unset in every manifest.
+DEFECT_ENV = "LABKIT_CHALLENGE_DEFECT"
 
 
 def rebuild(events: EventStore, reads: ReadStore, projections: list[Projection],
@@ -70,8 +76,15 @@ def main(argv: list[str] | None = None) -> int:
         log.error(str(exc))
         return 2
     chosen = get_projections(args.projection)
-    projector = Projector(es, rs, chosen, batch_size=args.batch,
-                          on_notice=lambda text: log.warning(text))
+    defect = os.environ.get(DEFECT_ENV, "")
+    if defect == CHECKPOINT_APART:  # a challenge's deliberate bug: say so, loudly
+        log.warning("CHALLENGE DEFECT active: the checkpoint is committed apart from the "
+                    "writes", extra={"fields": {"defect": defect, "env": DEFECT_ENV}})
+        projector: Projector = CheckpointApartProjector(
+            es, rs, chosen, batch_size=args.batch, on_notice=lambda text: log.warning(text))
+    else:
+        projector = Projector(es, rs, chosen, batch_size=args.batch,
+                              on_notice=lambda text: log.warning(text))
 
     def on_error(exc: Exception) -> None:
         if isinstance(exc, LogReplaced):
@@ -79,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
                 rebuild(es, rs, chosen, exc, log)
             except Exception as failed:  # e.g. a store away: the next step finds out again
                 log.error(f"could not rebuild the read model: {failed}")
+        elif isinstance(exc, ProjectionError) and exc.position is not None:
+            log.error(f"{exc}; retrying. If this event must not be projected, park it: "
+                      f"`labkit events park {exc.position} --reason WHY`",
+                      extra={"fields": {"position": exc.position}})
         else:
             log.error(str(exc))
 
@@ -103,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if probes is not None:
             probes.close()
+    if isinstance(projector, CheckpointApartProjector):
+        projector.save()
     logs.event(log, "stopped", checkpoints=projector.checkpoints())
     return 0
 

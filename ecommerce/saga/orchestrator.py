@@ -112,11 +112,16 @@ def start_saga(store: EventStore, user_id: str, lines: Sequence[Any], *,
                faults: Mapping[str, Any] | None = None) -> str:
     """Append a saga's SagaStarted (the orchestrator does the rest); return the saga id.
 
-    `lines`: `[{"sku", "quantity", "price"?}]` or `[(sku, quantity)]`; a missing price comes
-    from `prices` (integer cents). The order id defaults to `ord-<saga id>`.
+    `lines`: `[{"sku", "quantity"}]` or `[(sku, quantity)]`; prices come from `prices`
+    (integer cents; default: the catalogue's), and a line with another price is refused.
+    The order id defaults to `ord-<saga id>`.
     """
     sid = saga_id or new_saga_id()
     oid = order_id or f"ord-{sid}"
+    if prices is None:
+        from ecommerce.domain.stock import CATALOGUE
+
+        prices = {sku: item.price for sku, item in CATALOGUE.items()}
     clean = s.normalise_lines(lines, prices)
     started = s.saga_started(sid, oid, user_id, clean, faults)
     try:

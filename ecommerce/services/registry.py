@@ -38,6 +38,8 @@ class ServiceSpec:
     routes: tuple[str, ...] = ()
     #: Fault injection endpoints (/faults) when LABKIT_FAULTS=1.
     faults: bool = False
+    #: Reads LABKIT_ADMIN_TOKEN: admin commands (`/admin/...`) and who may arm /faults.
+    admin: bool = False
     extra_env: tuple[str, ...] = field(default=())
 
     @property
@@ -59,6 +61,8 @@ class ServiceSpec:
         names += ["LABKIT_" + c.upper().replace("-", "_") + "_URL" for c in self.calls]
         if self.faults:
             names.append("LABKIT_FAULTS")
+        if self.admin:
+            names.append("LABKIT_ADMIN_TOKEN")
         names += list(self.extra_env)
         return tuple(names)
 
@@ -70,12 +74,13 @@ SERVICES: dict[str, ServiceSpec] = {
     s.name: s
     for s in [
         ServiceSpec("user-service", "ecommerce.services.user", routes=("/api/users",), faults=True,
-                    calls=("command-service",)),
-        ServiceSpec("order-service", "ecommerce.services.order", routes=("/api/orders",), faults=True),
+                    admin=True, calls=("command-service",)),
+        ServiceSpec("order-service", "ecommerce.services.order", routes=("/api/orders",), faults=True,
+                    admin=True),
         ServiceSpec("inventory-service", "ecommerce.services.inventory",
-                    routes=("/api/inventory",), faults=True),
+                    routes=("/api/inventory",), faults=True, admin=True),
         ServiceSpec("payment-service", "ecommerce.services.payment",
-                    routes=("/api/payments",), faults=True),
+                    routes=("/api/payments",), faults=True, admin=True),
         # LABKIT_FAULTS: place-order accepts the crash scenario's `crash_after` only when set.
         ServiceSpec("command-service", "ecommerce.services.command", routes=("/api/commands",),
                     extra_env=("LABKIT_FAULTS",)),

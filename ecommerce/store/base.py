@@ -101,14 +101,6 @@ def prepare_append(
     return stream, encoded, expected
 
 
-def check_expected(stream_id: str, expected: ExpectedVersion, actual: int) -> None:
-    if expected == ANY:
-        return
-    wanted = 0 if expected == NO_STREAM else expected
-    if actual != wanted:
-        raise ConcurrencyError(stream_id, expected, actual)
-
-
 class EventStore(abc.ABC):
     """Append-only log of streams with expected-version concurrency and a global order."""
 
@@ -163,6 +155,11 @@ class EventStore(abc.ABC):
     @abc.abstractmethod
     def wipe(self) -> None:
         """Delete every event (lab reset). Not part of normal operation."""
+
+    def read_stream_as_stored(self, stream_id: str, from_version: int = 0) -> list[RecordedEvent]:
+        """A stream's events exactly as the log holds them (no upcasting)."""
+        validate_stream_id(stream_id)
+        return self._read_stream(stream_id, from_version)
 
     def read_stream(self, stream_id: str, from_version: int = 0) -> list[RecordedEvent]:
         """A stream's events with version >= from_version, oldest first, upcast to current."""
