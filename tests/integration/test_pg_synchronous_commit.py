@@ -1,4 +1,5 @@
-"""LABKIT_PG_SYNCHRONOUS_COMMIT: the lab's PostgreSQL sessions get it, or keep the server's."""
+"""LABKIT_PG_SYNCHRONOUS_COMMIT: the lab's PostgreSQL sessions get it (off unless told), or
+keep the server's (`server`)."""
 
 from __future__ import annotations
 
@@ -33,10 +34,12 @@ def test_the_setting_reaches_every_session_of_the_store(pg_schema, monkeypatch, 
         store.close()
 
 
-def test_by_default_the_servers_own_setting_is_kept(pg_schema, monkeypatch) -> None:
+def test_the_lab_turns_it_off_by_default_and_server_keeps_the_servers(pg_schema,
+                                                                      monkeypatch) -> None:
     url, schema = pg_schema
     monkeypatch.delenv("LABKIT_PG_SYNCHRONOUS_COMMIT", raising=False)
-    store = PostgresEventStore(url, schema=schema)
+    assert Settings.from_env().pg_synchronous_commit == "off"
+    store = PostgresEventStore(url, schema=schema, synchronous_commit="server")
     try:
         assert session_setting(store) == server_setting(store)
     finally:
