@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ecommerce.domain import fate
 from ecommerce.domain import saga as sg
 from ecommerce.waiting import WaitTimeout, wait_until
 
@@ -632,6 +633,11 @@ def saga_log(lab: Lab, saga_id: str) -> pd.DataFrame:
                     (e["event_type"] == sg.SAGA_FAILED and data.get("step")) else
                     "action" if data.get("step") else "saga")
             step = data.get("step") or ""
+        elif e["event_type"] == fate.ORDER_WITHDRAWN:
+            # The fate claim goes with the first compensation of this writer's step (domain.fate).
+            step = next((s.name for s in sg.current_steps() if s.compensation
+                         and s.service == _writer(e["stream_id"])), "")
+            kind = "compensation"
         else:
             step, kind = by_effect.get(e["event_type"], ("", ""))
         rows.append({"position": e["position"], "writer": _writer(e["stream_id"]),
