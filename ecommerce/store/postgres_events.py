@@ -498,7 +498,7 @@ class PostgresEventStore(EventStore):
                 "by_type": by_type, "log_id": self.log_id()}
 
     def waiter(self, interest: Interest | None = None, *, idle_max: float | None = None,
-               fallback: float = FALLBACK_POLL) -> NotifyWaiter:
+               busy: float = 0.0, fallback: float = FALLBACK_POLL) -> NotifyWaiter:
         """LISTEN for this log's appends (see `ecommerce.store.postgres_notify`)."""
         return NotifyWaiter(self.url, self.channel, interest, fallback=fallback)
 
