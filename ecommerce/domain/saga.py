@@ -117,6 +117,10 @@ class StepDef:
     compensation_request: RequestBuilder | None = field(default=None, compare=False, repr=False)
     effects: tuple[str, ...] = ()
     compensation_effects: tuple[str, ...] = ()
+    #: A step's own reading of its participant's answer (status, body) -> a refusal or None
+    #: (then the usual rules of `classify` apply). Used for the action, not the compensation.
+    refuses: Callable[[int, dict[str, Any]], Refused | None] | None = field(
+        default=None, compare=False, repr=False)
 
     def record(self) -> dict[str, Any]:
         """The plain part, as SagaStarted keeps it (the saga's definition travels with it)."""
@@ -134,6 +138,16 @@ class StepDef:
 
 def _validate_user(saga: SagaState) -> RequestSpec:
     return "GET", f"/api/users/{saga.user_id}", None
+
+
+def _user_refuses(status: int, body: dict[str, Any]) -> Refused | None:
+    """validate_user: an unknown user (404) or one that is not active is a business refusal."""
+    if status == 404:
+        return Refused("invalid_user", str(body.get("detail") or "user does not exist")[:300],
+                       status)
+    if 200 <= status < 300 and body.get("status", "active") != "active":
+        return Refused("inactive_user", f"user {body.get('id')} is {body.get('status')}", status)
+    return None
 
 
 def _create_order(saga: SagaState) -> RequestSpec:
@@ -171,7 +185,8 @@ def _confirm_order(saga: SagaState) -> RequestSpec:
 
 
 ORDER_SAGA: Final = (
-    StepDef("validate_user", "user-service", "validate user", request=_validate_user),
+    StepDef("validate_user", "user-service", "validate user", request=_validate_user,
+            refuses=_user_refuses),
     StepDef("create_order", "order-service", "create order (PENDING)", "cancel_order",
             request=_create_order, compensation_request=_cancel_order,
             effects=(o.ORDER_PLACED,), compensation_effects=(o.ORDER_CANCELLED,)),
@@ -365,13 +380,12 @@ def classify(action: str, kind: Kind, status: int, body: Any) -> Outcome:
             # 404: the thing to undo never happened (the forward call never landed).
             return Succeeded(_small(body_d) if status != 404 else {"noop": "not_found"})
         return Refused(reason or f"http_{status}", detail, status)
+    step = step_named(action)
+    refused = step.refuses(status, body_d) if step is not None and step.refuses else None
+    if refused is not None:
+        return refused
     if 200 <= status < 300:
-        if action == "validate_user" and body_d.get("status", "active") != "active":
-            return Refused("inactive_user", f"user {body_d.get('id')} is {body_d.get('status')}",
-                           status)
         return Succeeded(_small(body_d))
-    if action == "validate_user" and status == 404:
-        return Refused("invalid_user", detail or "user does not exist", status)
     return Refused(reason or f"http_{status}", detail, status)
 
 
