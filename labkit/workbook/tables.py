@@ -193,6 +193,16 @@ def service_addresses(lab: Lab) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def store_backends(lab: Lab) -> dict[str, str]:
+    """What really holds the lab's data now, to label measurements honestly:
+    {"events": "PostgreSQL" | "SQLite", "read": "Redis" | "SQLite"} (cluster: PostgreSQL, Redis)."""
+    if lab.mode == "cluster":
+        return {"events": "PostgreSQL", "read": "Redis"}
+    st = lab.settings
+    return {"events": "PostgreSQL" if st.pg_url else "SQLite",
+            "read": "Redis" if st.redis_url else "SQLite"}
+
+
 # ---- the retrospective (05) ---------------------------------------------------------------------
 def categories(log: pd.DataFrame) -> pd.Series:
     """Each event's stream category: `saga-3f2a` -> `saga`."""
