@@ -40,9 +40,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, Protocol
 
+from ecommerce.domain import fate, stock
 from ecommerce.domain import orders as o
 from ecommerce.domain import payments as pay
-from ecommerce.domain import stock
 
 SAGA_STARTED: Final = "SagaStarted"
 STEP_STARTED: Final = "StepStarted"
@@ -196,11 +196,12 @@ ORDER_SAGA: Final = (
     StepDef("reserve_stock", "inventory-service", "reserve stock", "release_stock",
             request=_reserve_stock, compensation_request=_release_stock,
             effects=(stock.RESERVATION_MADE, stock.RESERVATION_REJECTED, stock.STOCK_RESERVED),
-            compensation_effects=(stock.RESERVATION_RELEASED, stock.STOCK_RELEASED)),
+            compensation_effects=(stock.RESERVATION_RELEASED, stock.STOCK_RELEASED,
+                                  fate.ORDER_WITHDRAWN)),
     StepDef("charge_payment", "payment-service", "charge payment", "refund_payment",
             request=_charge_payment, compensation_request=_refund_payment,
             effects=(pay.PAYMENT_CHARGED, pay.PAYMENT_DECLINED),
-            compensation_effects=(pay.PAYMENT_REFUNDED, pay.PAYMENT_VOIDED)),
+            compensation_effects=(pay.PAYMENT_REFUNDED, pay.PAYMENT_VOIDED, fate.ORDER_WITHDRAWN)),
     StepDef("confirm_order", "order-service", "confirm order", pivot=True,
             request=_confirm_order, effects=(o.ORDER_CONFIRMED,)),
 )
@@ -279,14 +280,29 @@ def step_named(name: str) -> StepDef | None:
 
 
 def effects_by_type(steps: Iterable[StepDef] | None = None) -> dict[str, tuple[str, Kind]]:
-    """Participant event type -> (step, "action" | "compensation") whose effect it records."""
+    """Participant event type -> (step, "action" | "compensation") whose effect it records.
+
+    An event type two steps may leave (`OrderWithdrawn`: the first release or refund) maps to
+    the first of them; `effect_of` tells them apart by the service that wrote it."""
     out: dict[str, tuple[str, Kind]] = {}
     for step in steps if steps is not None else current_steps():
         for t in step.effects:
-            out[t] = (step.name, "action")
+            out.setdefault(t, (step.name, "action"))
         for t in step.compensation_effects:
-            out[t] = (step.name, "compensation")
+            out.setdefault(t, (step.name, "compensation"))
     return out
+
+
+def effect_of(event_type: str, service: str,
+              steps: Iterable[StepDef] | None = None) -> tuple[str, Kind] | None:
+    """(step, kind) whose effect `event_type`, written by `service`, records; None if none."""
+    steps = tuple(steps if steps is not None else current_steps())
+    for step in steps:
+        if step.service == service and event_type in step.effects:
+            return step.name, "action"
+        if step.service == service and event_type in step.compensation_effects:
+            return step.name, "compensation"
+    return effects_by_type(steps).get(event_type)
 
 
 @dataclass(frozen=True)
