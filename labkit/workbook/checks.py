@@ -639,6 +639,8 @@ def saga_log(lab: Lab, saga_id: str) -> pd.DataFrame:
                     "action" if data.get("step") else "saga")
             step = data.get("step") or ""
         else:
+            # By type and writer: OrderWithdrawn (domain.fate) goes with the first compensation,
+            # release or refund, of the writer's step.
             step, kind = (sg.effect_of(e["event_type"], _writer(e["stream_id"]))
                           or by_effect.get(e["event_type"], ("", "")))
         rows.append({"position": e["position"], "writer": _writer(e["stream_id"]),
