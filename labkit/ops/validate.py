@@ -274,6 +274,11 @@ def spec_for(t: Template) -> ServiceSpec | None:
     return all_specs().get(t.labels.get("app.kubernetes.io/name", ""))
 
 
+def is_follower(t: Template) -> bool:
+    """The long-running variant of a worker (a Deployment), as opposed to its Job/CronJob."""
+    return t.item.kind == "Deployment"
+
+
 def is_lab_image(image: str) -> bool:
     return image.split(":")[0] == IMAGE.split(":")[0]
 
@@ -408,7 +413,7 @@ def check_probes_and_ports(items: list[Item]) -> list[Problem]:
                                               "does not declare", "ports"))
             if not is_lab_image(c.get("image", "")) or spec is None:
                 continue
-            if spec.http:
+            if spec.http or (spec.probes and is_follower(t)):
                 for kind, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
                     got = ((c.get(kind) or {}).get("httpGet") or {}).get("path")
                     if got != path:
@@ -551,12 +556,16 @@ def check_env(items: list[Item]) -> list[Problem]:
                     sec = secrets.get((ns, name))
                     data = {**((sec.obj.get("data") or {}) if sec else {}),
                             **((sec.obj.get("stringData") or {}) if sec else {})}
-                    if sec is None or key not in data:
+                    optional = any(
+                        e.get("name") == var.name
+                        and ((e.get("valueFrom") or {}).get("secretKeyRef") or {}).get("optional")
+                        for e in c.get("env") or [])
+                    if (sec is None or key not in data) and not optional:
                         out.append(Problem(where, f"{var.name} reads Secret {name} key {key}, which "
                                                   "the manifests do not define", "env"))
             if spec is None or not is_lab_image(c.get("image", "")):
                 continue
-            wanted, got = set(spec.env), set(env)
+            wanted, got = set(spec.env_for(is_follower(t))), set(env)
             for name in sorted(wanted - got):
                 out.append(Problem(where, f"{spec.name} reads {name} but the manifest does not set "
                                           "it", "env"))
@@ -583,8 +592,12 @@ def _check_env_value(where: str, ns: str, name: str, var: m.EnvVar, c: Mapping[s
         bad.append(f"{name}={var.value} is not the container's http port")
     elif name == "LABKIT_HOST" and var.value != "0.0.0.0":
         bad.append(f"{name} must be 0.0.0.0 (reachable from the Service)")
-    elif name == "LABKIT_FAULTS" and var.value != "1":
-        bad.append(f"{name} must be \"1\": the lab's crash scenarios inject faults")
+    elif name == "LABKIT_FAULTS" and var.value != "0":
+        bad.append(f"{name} must be \"0\": fault injection is off unless asked for (the "
+                   "failure notebooks use manifests/components/faults or `labkit up --faults`)")
+    elif name == "LABKIT_ADMIN_TOKEN" and not (var.source or "").startswith("secret:"):
+        bad.append(f"{name} must come from a Secret (secretKeyRef, optional: admin is off "
+                   "until the Secret exists)")
     elif name == "LABKIT_REDIS_URL":
         match = re.match(r"^redis://([a-z0-9-]+):(\d+)(/\d+)?$", var.value or "")
         if not match or not _service_has_port(svcs, ns, match.group(1), int(match.group(2))):

@@ -131,15 +131,18 @@ def parse_selector(selector: str) -> str:
 
 
 def customise(objects: list[dict[str, Any]], *, image: str = IMAGE,
-              gateway_class: str | None = None) -> list[dict[str, Any]]:
-    """Swap the lab image and the Gateway's class in (copies of) the manifests' objects."""
+              gateway_class: str | None = None, faults: bool = False) -> list[dict[str, Any]]:
+    """Swap the lab image and the Gateway's class in (copies of) the manifests' objects;
+    `faults`: LABKIT_FAULTS=1 where the manifests set it to 0 (as manifests/components/faults)."""
     out = copy.deepcopy(objects)
     for obj in out:
         template = m.pod_template(obj)
-        if template is not None and image != IMAGE:
-            for c in (template.get("spec") or {}).get("containers") or []:
-                if c.get("image") == IMAGE:
-                    c["image"] = image
+        for c in ((template.get("spec") or {}).get("containers") or []) if template else []:
+            if image != IMAGE and c.get("image") == IMAGE:
+                c["image"] = image
+            for var in (c.get("env") or []) if faults else []:
+                if var.get("name") == "LABKIT_FAULTS":
+                    var["value"] = "1"
         if obj["kind"] == "Gateway" and gateway_class:
             obj["spec"]["gatewayClassName"] = gateway_class
     return out
@@ -175,6 +178,8 @@ class ClusterRuntime:
         self.image = image or os.environ.get("LABKIT_IMAGE") or IMAGE
         #: The Gateway's class when not kind's cloud-provider-kind. LABKIT_GATEWAY_CLASS.
         self.gateway_class = gateway_class or os.environ.get("LABKIT_GATEWAY_CLASS") or None
+        #: Fault injection on (`labkit up --faults`, or LABKIT_FAULTS=1 in your shell).
+        self.faults = os.environ.get("LABKIT_FAULTS") == "1"
         self._factory = kube_client_factory or KubernetesApi.from_config
         self._api: KubeApi | None = None
         self.manifests_root = manifests_root
@@ -228,7 +233,8 @@ class ClusterRuntime:
     def objects(self, step: str) -> list[dict[str, Any]]:
         """A step's objects, moved into this runtime's namespace (and image, gateway class)."""
         objs = m.retarget(m.load_step(step, self.manifests_root), self.namespace)
-        return customise(objs, image=self.image, gateway_class=self.gateway_class)
+        return customise(objs, image=self.image, gateway_class=self.gateway_class,
+                         faults=self.faults)
 
     def _all_objects(self) -> list[dict[str, Any]]:
         return [o for s in m.STEPS for o in self.objects(s)]

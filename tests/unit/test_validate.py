@@ -212,11 +212,23 @@ def test_a_probe_on_an_undeclared_port_is_reported(loaded):
                     "readinessProbe targets port 'metrics', which the container does not declare")
 
 
-def test_an_http_probe_on_a_worker_is_reported(loaded):
+def test_an_http_probe_on_a_one_shot_worker_is_reported(loaded):
     def mutate(items):
-        c = container(find(items, "Deployment", "event-processor-follow"))
+        c = container(find(items, "CronJob", "event-processor"))
         c["livenessProbe"] = {"httpGet": {"path": "/healthz", "port": 8080}}
     assert_reported(problems_after(loaded, mutate), "event-processor serves no HTTP")
+
+
+@pytest.mark.parametrize("name", ["event-processor-follow", "saga-orchestrator-follow"])
+def test_a_follower_without_its_heartbeat_probes_is_reported(loaded, name):
+    def mutate(items):
+        c = container(find(items, "Deployment", name))
+        del c["livenessProbe"]
+        c["readinessProbe"] = {"exec": {"command": ["true"]}}
+        c["env"] = [e for e in c["env"] if e["name"] != "LABKIT_PORT"]
+    assert_reported(problems_after(loaded, mutate), "livenessProbe must be an httpGet of /healthz",
+                    "readinessProbe must be an httpGet of /readyz", "reads LABKIT_PORT but the "
+                    "manifest does not set it")
 
 
 def test_insecure_containers_are_reported(loaded):
