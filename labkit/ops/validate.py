@@ -455,7 +455,7 @@ def check_services(items: list[Item]) -> list[Problem]:
         if it.kind not in ("Deployment", "StatefulSet"):
             continue
         sel = (it.obj.get("spec") or {}).get("selector")
-        labels = (m.pod_template(it.obj).get("metadata") or {}).get("labels") or {}
+        labels = ((m.pod_template(it.obj) or {}).get("metadata") or {}).get("labels") or {}
         if not m.selector_matches(sel, labels):
             out.append(Problem(it.where, "spec.selector does not match its own pod template",
                                "selectors"))
@@ -577,7 +577,10 @@ def check_env(items: list[Item]) -> list[Problem]:
     return out
 
 
-def _service_has_port(svcs: Mapping[tuple[str, str], Item], ns: str, name: str, port: int) -> bool:
+def _service_has_port(svcs: Mapping[tuple[str, str], Item], ns: str, name: str | None,
+                      port: int | None) -> bool:
+    if name is None or port is None:
+        return False
     svc = svcs.get((ns, name))
     return svc is not None and any(p.get("port") == port for p in
                                    (svc.obj.get("spec") or {}).get("ports") or [])
@@ -703,7 +706,7 @@ def check_routing(items: list[Item]) -> list[Problem]:
     routes = [it for it in items if it.kind == "HTTPRoute"]
     if not routes:
         out.append(Problem("manifests/01-networking", "no HTTPRoute (Gateway API)", "routing"))
-    got: dict[str, str] = {}
+    got: dict[str, str | None] = {}
     for it in routes:
         spec = it.obj.get("spec") or {}
         for ref in spec.get("parentRefs") or []:
@@ -758,7 +761,7 @@ def check_routing(items: list[Item]) -> list[Problem]:
     return out
 
 
-def _compare_routes(what: str, got: Mapping[str, str], want: Mapping[str, str]) -> list[Problem]:
+def _compare_routes(what: str, got: Mapping[str, str | None], want: Mapping[str, str]) -> list[Problem]:
     out = []
     for route, svc in want.items():
         if got.get(route) != svc:
@@ -1036,7 +1039,7 @@ def check_kind_config(path: Path, k8s_version: str) -> list[Problem]:
         elif (int(match.group(1)), int(match.group(2))) < want_minor:
             out.append(Problem(where, f"nodes[{i}] runs Kubernetes {match.group(1)}.{match.group(2)}, "
                                       f"older than the validated {k8s_version}", "kind"))
-    cp = next((n for n in nodes if n.get("role") == "control-plane"), {})
+    cp: dict[str, Any] = next((n for n in nodes if n.get("role") == "control-plane"), {})
     host_ports = {p.get("hostPort") for p in cp.get("extraPortMappings") or []}
     if not {80, 443} <= host_ports:
         out.append(Problem(where, "the control-plane must map host ports 80 and 443", "kind"))

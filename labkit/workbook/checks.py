@@ -387,7 +387,8 @@ def runs_manifest_commands(lab: Lab) -> tuple[bool | None, str]:
     from labkit.runtime.local import launch_specs
 
     specs = launch_specs()
-    seen, wrong = [], []
+    seen: list[str] = []
+    wrong: list[str] = []
     for r in _status_rows(lab):
         name, pid = r["_name"], r.get("pid")
         if name not in specs or pid is None or pid != pid:  # NaN: not running
@@ -457,7 +458,7 @@ def routing_works(lab: Lab) -> tuple[bool, str]:
     if lab.mode == "cluster":
         seen = ", ".join(f"{r['request']}→{r['status']}" for r in rows)
         return True, f"{len(rows)} routes answered through the Gateway (Host: api.local): {seen}"
-    by_host = {}
+    by_host: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_host.setdefault(r["host"], []).append(r)
     parts = [f"Host {host}: " + ", ".join(f"{r['request']}→{r['status']} by {r['answered_by']} "
@@ -572,7 +573,7 @@ def participant_records(lab: Lab, order_id: str, user_id: str) -> list[dict[str,
     rows = []
     for service, path in asks:
         code, body = _get_status(lab, service, path)
-        detail = {k: body[k] for k in ("amount", "total", "account_id") if k in body}
+        detail: dict[str, Any] = {k: body[k] for k in ("amount", "total", "account_id") if k in body}
         if "lines" in body:
             detail["lines"] = ", ".join(f"{ln['sku']}x{ln['quantity']}" for ln in body["lines"])
         rows.append({"service": service, "request": f"GET {path}", "http": code,
