@@ -1115,7 +1115,7 @@ def lab_processes(lab: Lab) -> list[dict[str, Any]]:
 def _cluster_leftovers(lab: Lab) -> list[str]:
     from labkit.runtime.manifests import LAB_SELECTOR, TESTING_NAMESPACE, load_all
 
-    api = lab.runtime.api
+    api = lab.cluster_runtime("the cleanup check").api
     kinds = {(o["apiVersion"], o["kind"]) for objs in load_all().values() for o in objs
              if o["kind"] != "Namespace"} | {("batch/v1", "Job"), ("v1", "Pod")}
     left = []
@@ -1157,7 +1157,7 @@ def data_gone(lab: Lab) -> tuple[bool, str]:
         from labkit.runtime.manifests import TESTING_NAMESPACE
 
         left = [ns for ns in (lab.settings.namespace, TESTING_NAMESPACE)
-                if lab.runtime.api.get("v1", "Namespace", ns) is not None]
+                if lab.cluster_runtime("the cleanup check").api.get("v1", "Namespace", ns) is not None]
         return not left, (f"namespaces still there: {left}" if left else
                           f"namespaces {lab.settings.namespace} and {TESTING_NAMESPACE} are gone "
                           "(with the PostgreSQL PVC and Secret in them)")
