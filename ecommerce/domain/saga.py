@@ -507,7 +507,7 @@ def apply(state: SagaState, etype: str, data: Mapping[str, Any], version: int, a
                        actions=tuple(Progress() for _ in steps),
                        compensations=tuple(Progress() for _ in steps))
     if etype in (STEP_STARTED, STEP_RETRIED, STEP_SUCCEEDED, STEP_FAILED):
-        i = _index(s, step)
+        i = _index(s, d["step"])
         p = s.actions[i]
         if d.get("started_at"):
             p = replace(p, started_at=d["started_at"])
@@ -526,10 +526,10 @@ def apply(state: SagaState, etype: str, data: Mapping[str, Any], version: int, a
             p = replace(p, status="failed", ended_at=at, error=d.get("reason", ""),
                         attempts=d.get("attempt", p.attempts),
                         failure_kind=d.get("kind", "refused"), lease_until=0.0)
-            s = replace(s, status="compensating", failure=d.get("reason", ""), failed_step=step)
+            s = replace(s, status="compensating", failure=d.get("reason", ""), failed_step=d["step"])
         return replace(s, actions=_set(s.actions, i, p))
     if etype in (COMPENSATION_STARTED, COMPENSATION_RETRIED, COMPENSATION_SUCCEEDED):
-        i = _index(s, step)
+        i = _index(s, d["step"])
         p = s.compensations[i]
         if d.get("started_at"):
             p = replace(p, started_at=d["started_at"])
