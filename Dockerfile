@@ -1,12 +1,13 @@
 # The lab's one image: every service, the saga orchestrator, the event processor and replay.
 #   docker build -t labkit:0.1.0 .        (or: labkit image build [--kind CLUSTER])
-# The tag lives in labkit/ops/image.py (IMAGE); the manifests use it with imagePullPolicy IfNotPresent.
+# The tag is labkit.runtime.manifests.IMAGE (labkit:<ecommerce.__version__>); the manifests use it
+# with imagePullPolicy IfNotPresent, and `labkit validate` checks that they do.
 
 # The image holds the system under study (the `ecommerce` package) and nothing of the workbook
 # helper (`labkit`): .dockerignore admits ecommerce/ only, so `pip install .` finds just it.
 
 # ---- build stage: a virtualenv with the package and only the service dependencies ----------
-FROM python:3.12.8-slim-bookworm AS build
+FROM python:3.12.14-slim-bookworm@sha256:0f5b26b9518d002b6173fd61daad821fa340635ebfec5bba471013f9ca114579 AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/labkit
 WORKDIR /src
@@ -20,7 +21,7 @@ RUN /opt/labkit/bin/pip install . \
  && /opt/labkit/bin/python -m compileall -q /opt/labkit
 
 # ---- final stage: the slim base, the virtualenv, a non-root user -------------------------------
-FROM python:3.12.8-slim-bookworm
+FROM python:3.12.14-slim-bookworm@sha256:0f5b26b9518d002b6173fd61daad821fa340635ebfec5bba471013f9ca114579
 ENV PATH=/opt/labkit/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -78,9 +78,37 @@ validate: install
 
 # pytest exits 5 when it collected no test at all: that must fail, never pass silently.
 # LABKIT_GATEWAY_PORT=0: a lab the tests or notebooks start takes any free port, never 8080.
+# The notebooks run on a temporary data directory (never .labkit/: 06-cleanup resets the lab),
+# three times:
+#   1. the student edition 00-05 (with the tests);
+#   2. the instructor edition 00-06 again on that same data: every notebook re-runs on what
+#      earlier runs left (stock sold, balances spent, sagas, events);
+#   3. the instructor edition on PostgreSQL + Redis (LABKIT_PG_URL / LABKIT_REDIS_URL, a fresh
+#      schema and key prefix), when the servers answer; LABKIT_REQUIRE_SERVERS=1 (CI) makes
+#      their absence a failure.
+NB_FIRST = $$(ls notebooks/0[0-5]-*.ipynb 2>/dev/null)
+NB_AGAIN = notebooks/instructor
 test: install lint validate
-	@set +e; LABKIT_GATEWAY_PORT=0 $(BIN)/python -m pytest tests $$(ls notebooks/*.ipynb >/dev/null 2>&1 && echo "notebooks --nbval-lax") $(PYTEST_ARGS); rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests"; exit 1; fi; exit $$rc
+	@set +e; export LABKIT_GATEWAY_PORT=0; nb=$$(mktemp -d); tag=nbval_$$$$; \
+	LABKIT_DATA_DIR=$$nb/data $(BIN)/python -m pytest tests $$([ -n "$(NB_FIRST)" ] && echo "$(NB_FIRST) --nbval-lax") $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests"; rc=1; fi; \
+	if [ $$rc -eq 0 ]; then \
+		echo "==> the notebooks again, on the same data ($$nb/data)"; \
+		LABKIT_DATA_DIR=$$nb/data $(BIN)/python -m pytest -p no:cacheprovider --nbval-lax $(NB_AGAIN); rc=$$?; \
+	fi; \
+	if [ $$rc -eq 0 ]; then \
+		urls=$$($(BIN)/python -m tests.servers); found=$$?; \
+		if [ $$found -eq 0 ]; then \
+			echo "==> the notebooks on PostgreSQL + Redis (schema and prefix $$tag)"; \
+			LABKIT_DATA_DIR=$$nb/pg LABKIT_PG_URL=$${urls%% *} LABKIT_REDIS_URL=$${urls##* } \
+			LABKIT_PG_SCHEMA=$$tag LABKIT_REDIS_PREFIX=$$tag \
+			$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax $(NB_AGAIN); rc=$$?; \
+			$(BIN)/python -m tests.servers --drop $$tag $$tag; \
+		elif [ $$found -ne 3 ]; then rc=1; fi; \
+	fi; \
+	LABKIT_DATA_DIR=$$nb/data $(BIN)/labkit down >/dev/null 2>&1; \
+	LABKIT_DATA_DIR=$$nb/pg $(BIN)/labkit down >/dev/null 2>&1; \
+	rm -rf $$nb; exit $$rc
 
 # One universal file (Linux, macOS, Windows; Python 3.11+), for `pip install -c` and uv alike.
 lock: $(VENV)/.created

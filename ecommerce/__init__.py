@@ -12,4 +12,5 @@ Layers, inner to outer (each imports only the ones before it):
 Nothing here imports `labkit`, the workbook helper that deploys and teaches this system.
 """
 
+#: The one version: the package's (pyproject reads it) and the image tag's (`labkit:<version>`).
 __version__ = "0.1.0"

@@ -11,11 +11,13 @@
 | LABKIT_PG_SCHEMA | PostgreSQL schema holding the event tables | labkit |
 | LABKIT_REDIS_PREFIX | prefix of every Redis key the read store writes | labkit |
 | LABKIT_SQLITE_SYNCHRONOUS | SQLite `synchronous` pragma: NORMAL or FULL | NORMAL |
+| LABKIT_PG_SYNCHRONOUS_COMMIT | PostgreSQL `synchronous_commit`: on, off, server (its own) | server |
 | LABKIT_HOST / LABKIT_PORT | where a service listens | 0.0.0.0 / 8080 |
 | LABKIT_<SERVICE>_URL | a peer's base URL, e.g. LABKIT_PAYMENT_SERVICE_URL | cluster DNS name |
-| LABKIT_FAULTS | `1` enables the /faults endpoints | 0 |
+| LABKIT_FAULTS | `1` enables the /faults endpoints (and place-order's `crash_after`) | 0 |
+| LABKIT_ADMIN_TOKEN | enables the admin commands (`/admin/...`) for `X-Labkit-Admin-Token` | unset |
 | LABKIT_NAMESPACE | Kubernetes namespace of the lab | ecommerce-microservices |
-| LABKIT_IMAGE | the lab's container image, applied in place of the manifests' tag | labkit:0.1.0 |
+| LABKIT_IMAGE | the lab's container image, applied in place of the manifests' tag | labkit:<version> |
 | LABKIT_GATEWAY_CLASS | GatewayClass of the Gateway (`eg`: Envoy Gateway) | cloud-provider-kind |
 | LABKIT_REQUIRE_SERVERS | `1`: tests fail, not skip, when PostgreSQL/Redis are absent | 0 |
 """
@@ -27,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_NAMESPACE = "ecommerce-microservices"
+#: LABKIT_PG_SYNCHRONOUS_COMMIT values ("server": keep the server's `synchronous_commit`).
+PG_SYNCHRONOUS_COMMIT = ("server", "on", "off")
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: The repository checkout (holds manifests/ and notebooks/) when running from source.
 REPO_DIR = PACKAGE_DIR.parent
@@ -62,10 +66,14 @@ class Settings:
     pg_schema: str
     redis_prefix: str
     sqlite_synchronous: str
+    #: "on", "off", or "server": leave the server's setting alone.
+    pg_synchronous_commit: str
     host: str
     port: int
     faults: bool
     namespace: str
+    #: The admin commands' token (LABKIT_ADMIN_TOKEN); None: they are off.
+    admin_token: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -76,6 +84,10 @@ class Settings:
         sync = (_env("LABKIT_SQLITE_SYNCHRONOUS", "NORMAL") or "NORMAL").upper()
         if sync not in ("NORMAL", "FULL"):
             raise ValueError(f"LABKIT_SQLITE_SYNCHRONOUS must be NORMAL or FULL; got {sync!r}")
+        commit = (_env("LABKIT_PG_SYNCHRONOUS_COMMIT", "server") or "server").lower()
+        if commit not in PG_SYNCHRONOUS_COMMIT:
+            raise ValueError(f"LABKIT_PG_SYNCHRONOUS_COMMIT must be one of "
+                             f"{', '.join(PG_SYNCHRONOUS_COMMIT)}; got {commit!r}")
         port_text = _env("LABKIT_PORT", "8080") or "8080"
         if not port_text.isdigit():
             raise ValueError(f"LABKIT_PORT must be a port number; got {port_text!r}")
@@ -89,10 +101,12 @@ class Settings:
             pg_schema=_env("LABKIT_PG_SCHEMA", "labkit") or "labkit",
             redis_prefix=_env("LABKIT_REDIS_PREFIX", "labkit") or "labkit",
             sqlite_synchronous=sync,
+            pg_synchronous_commit=commit,
             host=_env("LABKIT_HOST", "0.0.0.0") or "0.0.0.0",
             port=int(port_text),
             faults=_env("LABKIT_FAULTS", "0") == "1",
             namespace=_env("LABKIT_NAMESPACE", DEFAULT_NAMESPACE) or DEFAULT_NAMESPACE,
+            admin_token=_env("LABKIT_ADMIN_TOKEN") or None,
         )
 
     def peer_url(self, service: str) -> str:
@@ -101,3 +115,17 @@ class Settings:
         if explicit:
             return explicit.rstrip("/")
         return f"http://{service}.{self.namespace}.svc.cluster.local"
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password (if any) replaced by `***`, for messages and logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from labkit.lab import Lab, LabError, connect
 
-__version__ = "0.1.0"
+from ecommerce import __version__  # one version for the system and the helper
+
 __all__ = ["Lab", "LabError", "__version__", "connect"]
 
 _LAZY = {"Lab": "labkit.lab", "LabError": "labkit.lab", "connect": "labkit.lab"}

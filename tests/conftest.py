@@ -14,6 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests cannot flake: the same examples on every run (a failure is a bug, never bad
+# luck) and no per-example time limit (a loaded machine is not a failure). A test's own
+# @settings adds to this profile.
+settings.register_profile("labkit", deadline=None, derandomize=True, database=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("labkit")
 
 # A lab a test starts never takes the student's gateway port (8080): any free port instead.
 os.environ["LABKIT_GATEWAY_PORT"] = "0"

@@ -207,13 +207,6 @@ class UpcasterRegistry:
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
         self._types: frozenset[str] = frozenset()
 
-    def register(self, event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
-        def decorator(fn: Upcaster) -> Upcaster:
-            self.add(event_type, from_version, fn)
-            return fn
-
-        return decorator
-
     def add(self, event_type: str, from_version: int, fn: Upcaster) -> None:
         self._upcasters[(event_type, from_version)] = fn
         self._types = frozenset(t for t, _ in self._upcasters)

@@ -11,9 +11,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ecommerce.domain.events import NewEvent, RecordedEvent
+from ecommerce.domain.fate import ORDER_CONFIRMED, fate_id
 
 ORDER_PLACED = "OrderPlaced"
-ORDER_CONFIRMED = "OrderConfirmed"
 ORDER_CANCELLED = "OrderCancelled"
 ORDER_EVENTS = (ORDER_PLACED, ORDER_CONFIRMED, ORDER_CANCELLED)
 
@@ -156,7 +156,10 @@ def confirm(order: Order) -> NewEvent | None:
         return None
     if order.status != PENDING:
         raise OrderRuleError("not_pending", f"order {order.id} is {order.status}, not PENDING")
-    return NewEvent(ORDER_CONFIRMED, {"order_id": order.id, "total": order.total})
+    # The fate id: stored once, so a confirm and a refund/release can never both happen
+    # (`ecommerce.domain.fate`).
+    return NewEvent(ORDER_CONFIRMED, {"order_id": order.id, "total": order.total},
+                    id=fate_id(order.id))
 
 
 def cancel(order: Order, reason: str = "") -> NewEvent | None:

@@ -1,9 +1,10 @@
 """Payments: accounts and the money that moves between them, in streams `payment-<account_id>`.
 
-Money is an integer number of cents. It never appears or disappears after an account is opened:
+Money is an integer number of cents. It comes in only through the admin command that funds an
+account (`AccountFunded`, recorded with the amount), and never appears or disappears otherwise:
 every event that moves money moves it *from one account to another in that one event*
 (`PaymentCharged`: customer -> merchant; `PaymentRefunded`: merchant -> customer), so the sum of
-all balances equals the sum of the opening balances at every position of the log.
+all balances equals the sum of the opening balances and fundings at every position of the log.
 
 A charge is appended to the customer's stream with its expected version, so the balance it
 checked is the balance it spends (no overdraft under concurrency). Its event id is derived from
@@ -26,11 +27,12 @@ MERCHANT = "merchant"
 STREAM_PREFIX = "payment-"
 
 ACCOUNT_OPENED = "AccountOpened"
+ACCOUNT_FUNDED = "AccountFunded"
 PAYMENT_CHARGED = "PaymentCharged"
 PAYMENT_DECLINED = "PaymentDeclined"
 PAYMENT_REFUNDED = "PaymentRefunded"
 PAYMENT_VOIDED = "PaymentVoided"
-PAYMENT_EVENTS = (ACCOUNT_OPENED, PAYMENT_CHARGED, PAYMENT_DECLINED, PAYMENT_REFUNDED,
+PAYMENT_EVENTS = (ACCOUNT_OPENED, ACCOUNT_FUNDED, PAYMENT_CHARGED, PAYMENT_DECLINED, PAYMENT_REFUNDED,
                   PAYMENT_VOIDED)
 
 CHARGED, REFUNDED, VOIDED = "CHARGED", "REFUNDED", "VOIDED"
@@ -61,10 +63,12 @@ class Account:
     opened: bool = False
     #: Version of the account's stream (the expected version of its next append).
     version: int = 0
+    #: Money put in by the admin command since the opening, in cents.
+    funded: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {"account_id": self.account_id, "balance": self.balance,
-                "initial_balance": self.initial, "version": self.version}
+                "initial_balance": self.initial, "funded": self.funded, "version": self.version}
 
 
 @dataclass
@@ -106,6 +110,10 @@ class Ledger:
             acct = self.account(d["account_id"])
             acct.opened, acct.initial = True, d["initial_balance"]
             acct.balance += d["initial_balance"]
+        elif t == ACCOUNT_FUNDED:
+            acct = self.account(d["account_id"])
+            acct.balance += d["amount"]
+            acct.funded += d["amount"]
         elif t == PAYMENT_CHARGED:
             amount = d["amount"]
             self.account(d["account_id"]).balance -= amount
@@ -143,6 +151,22 @@ def open_account(ledger: Ledger, account_id: str, initial_balance: int) -> NewEv
                                f"account {account_id} is open with opening balance {acct.initial}")
     return NewEvent(ACCOUNT_OPENED, {"account_id": account_id, "initial_balance": initial},
                     id=event_id("payment", "open", account_id))
+
+
+def fund(ledger: Ledger, account_id: str, amount: int, *, ident: str) -> list[NewEvent]:
+    """Put money into an account (the admin command), opening it first if needed. `ident`
+    makes the event id (the request's key): a retried request funds once."""
+    amount = _amount(amount, 1)
+    if account_id == MERCHANT:
+        raise PaymentRuleError("invalid_account", "the merchant's money comes from charges only")
+    out = [] if (acct := ledger.accounts.get(account_id)) is not None and acct.opened else [
+        NewEvent(ACCOUNT_OPENED, {"account_id": account_id, "initial_balance": 0},
+                 id=event_id("payment", "open", account_id))]
+    balance = acct.balance if acct is not None else 0
+    out.append(NewEvent(ACCOUNT_FUNDED, {"account_id": account_id, "amount": amount,
+                                         "balance_after": balance + amount},
+                        id=event_id("payment", "fund", account_id, ident)))
+    return out
 
 
 def charge(ledger: Ledger, order_id: str, account_id: str, amount: int, *, attempt: str,

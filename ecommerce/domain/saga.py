@@ -139,7 +139,10 @@ def _validate_user(saga: SagaState) -> RequestSpec:
 def _create_order(saga: SagaState) -> RequestSpec:
     return "POST", "/api/orders", {"order_id": saga.order_id, "saga_id": saga.saga_id,
                                    "user_id": saga.user_id,
-                                   "lines": [dict(line) for line in saga.lines]}
+                                   # No price: order-service prices the lines from
+                                   # the catalogue.
+                                   "lines": [{"sku": ln["sku"], "quantity": ln["quantity"]}
+                                             for ln in saga.lines]}
 
 
 def _cancel_order(saga: SagaState) -> RequestSpec:
@@ -779,8 +782,8 @@ def normalise_lines(lines: Sequence[Any], prices: Mapping[str, int] | None = Non
                     ) -> list[dict[str, Any]]:
     """Order lines as `[{"sku", "quantity", "price"}]`; accepts `(sku, qty)` pairs too.
 
-    Prices are integer cents (1999 is 19.99), like everywhere in the lab. A line without a
-    price takes it from `prices` (the catalogue).
+    Prices are integer cents (1999 is 19.99), like everywhere in the lab. With `prices` (the
+    catalogue) every line costs the catalogue's price, and a line naming another is refused.
     """
     if not lines:
         raise SagaRuleError("no_lines", "an order needs at least one line")
@@ -797,8 +800,13 @@ def normalise_lines(lines: Sequence[Any], prices: Mapping[str, int] | None = Non
             raise SagaRuleError("bad_line", f"line sku must be a non-empty string; got {sku!r}")
         if isinstance(qty, bool) or not isinstance(qty, int) or qty < 1:
             raise SagaRuleError("bad_line", f"line quantity must be an int >= 1; got {qty!r}")
-        if price is None and prices is not None:
-            price = prices.get(sku)
+        if prices is not None:
+            # Prices come from the catalogue: a client's own price is refused, not charged.
+            if price is not None and price != prices.get(sku, price):
+                raise SagaRuleError("price_mismatch",
+                                    f"{sku} costs {prices[sku]} cents (the catalogue's price); "
+                                    f"leave the price out instead of sending {price!r}")
+            price = prices.get(sku, price)
         if price is None:
             raise SagaRuleError("bad_line", f"no price for {sku!r}: give one (integer cents)")
         if isinstance(price, bool) or not isinstance(price, int) or price < 0:

@@ -7,7 +7,8 @@ the first decision appended wins, and the holds in the SKU streams are then made
 it. Holds, releases and shipments have deterministic ids (per SKU and order), so an order holds
 a SKU at most once, however often a request is retried.
 
-Conservation: for every SKU, `available + reserved + sold == initial` at every version.
+Conservation: for every SKU, `available + reserved + sold == initial` at every version
+(`initial` counts the seeding and every restock, the admin command).
 Prices are integer cents.
 """
 
@@ -47,7 +48,9 @@ STOCK_SEEDED = "StockSeeded"
 STOCK_RESERVED = "StockReserved"
 STOCK_RELEASED = "StockReleased"
 STOCK_COMMITTED = "StockCommitted"
-STOCK_EVENTS = (STOCK_SEEDED, STOCK_RESERVED, STOCK_RELEASED, STOCK_COMMITTED)
+#: The admin command that brings more units into the warehouse.
+STOCK_RESTOCKED = "StockRestocked"
+STOCK_EVENTS = (STOCK_SEEDED, STOCK_RESERVED, STOCK_RELEASED, STOCK_COMMITTED, STOCK_RESTOCKED)
 
 RESERVATION_MADE = "ReservationMade"
 RESERVATION_REJECTED = "ReservationRejected"
@@ -162,6 +165,9 @@ class Inventory:
         if t == STOCK_SEEDED:
             s.name, s.price, s.initial = d["name"], d["price"], d["quantity"]
             s.available = d["quantity"]
+        elif t == STOCK_RESTOCKED:  # more units in the warehouse: `initial` counts them too
+            s.initial += d["quantity"]
+            s.available += d["quantity"]
         elif t == STOCK_RESERVED:
             q = d["quantity"]
             s.available -= q
@@ -226,6 +232,19 @@ def seed(item: CatalogueItem) -> NewEvent:
     return NewEvent(STOCK_SEEDED, {"sku": item.sku, "name": item.name, "price": item.price,
                                    "quantity": item.initial},
                     id=event_id("stock", item.sku, "seeded"))
+
+
+def restock(stock: Stock, quantity: int, *, ident: str) -> NewEvent:
+    """More units of a SKU (the admin command). `ident` (the request's key) makes the id: a
+    retried request restocks once."""
+    if not stock.exists:
+        raise StockRuleError("unknown_sku", f"sku {stock.sku!r} is not in the catalogue",
+                             sku=stock.sku)
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= MAX_QUANTITY:
+        raise StockRuleError("invalid_quantity",
+                             f"quantity must be an integer from 1 to {MAX_QUANTITY}; got {quantity!r}")
+    return NewEvent(STOCK_RESTOCKED, {"sku": stock.sku, "quantity": quantity},
+                    id=event_id("stock", stock.sku, "restock", ident))
 
 
 def hold(stock: Stock, order_id: str, quantity: int) -> NewEvent | None:

@@ -1,7 +1,10 @@
 """The event processor: `python -m ecommerce.projections.processor [--follow]`.
 
 Without `--follow` it catches up once and exits (the Kubernetes CronJob, like the course's
-event-processor, but doing real work). With `--follow` it keeps projecting (the Deployment).
+event-processor, but doing real work). With `--follow` it keeps projecting (the Deployment):
+woken by PostgreSQL's NOTIFY at each append, or backing off adaptively on SQLite
+(`ecommerce.store.wakeup`), and serving /healthz and /readyz from its loop's heartbeat on
+LABKIT_HOST:LABKIT_PORT (`ecommerce.health`).
 
 When the event log is not the one the read model was built from (it was deleted and
 re-created, restored, or wiped: `LogReplaced`), the processor does not stop: the log is the
@@ -15,19 +18,26 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 import time
 from datetime import UTC, datetime
 
 from ecommerce import logs, plugins
+from ecommerce.health import STALE_AFTER, Heartbeat, serve_probes
 from ecommerce.projections import get_projections
 from ecommerce.projections.base import Projection
-from ecommerce.projections.projector import LogReplaced, Projector
+from ecommerce.projections.checkpoint_apart import DEFECT as CHECKPOINT_APART
+from ecommerce.projections.checkpoint_apart import CheckpointApartProjector
+from ecommerce.projections.projector import LogReplaced, ProjectionError, Projector
 from ecommerce.projections.replay import replay
 from ecommerce.signals import stop_on_signals
 from ecommerce.store.base import EventStore, StoreUnavailableError
 from ecommerce.store.read_base import ReadStore
+
+#: A challenge's deliberate defect (`labkit challenge`); unset in every manifest.
+DEFECT_ENV = "LABKIT_CHALLENGE_DEFECT"
 
 
 def rebuild(events: EventStore, reads: ReadStore, projections: list[Projection],
@@ -49,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--follow", action="store_true", help="keep running and follow the log")
     parser.add_argument("--batch", type=int, default=500, help="events per transaction")
-    parser.add_argument("--poll", type=float, default=0.02, help="idle poll interval, seconds")
+    parser.add_argument("--poll", type=float, default=0.25,
+                        help="follow: longest wait between polls at rest when the event store "
+                             "cannot wake the processor (SQLite); PostgreSQL notifies it")
+    parser.add_argument("--stale-after", type=float, default=STALE_AFTER,
+                        help="follow: /healthz fails after this many seconds without a loop turn")
     parser.add_argument("--projection", action="append", metavar="NAME")
     args = parser.parse_args(argv)
     log = logs.setup("event-processor")
@@ -62,8 +76,15 @@ def main(argv: list[str] | None = None) -> int:
         log.error(str(exc))
         return 2
     chosen = get_projections(args.projection)
-    projector = Projector(es, rs, chosen, batch_size=args.batch,
-                          on_notice=lambda text: log.warning(text))
+    defect = os.environ.get(DEFECT_ENV, "")
+    if defect == CHECKPOINT_APART:  # a challenge's deliberate bug: say so, loudly
+        log.warning("CHALLENGE DEFECT active: the checkpoint is committed apart from the "
+                    "writes", extra={"fields": {"defect": defect, "env": DEFECT_ENV}})
+        projector: Projector = CheckpointApartProjector(
+            es, rs, chosen, batch_size=args.batch, on_notice=lambda text: log.warning(text))
+    else:
+        projector = Projector(es, rs, chosen, batch_size=args.batch,
+                              on_notice=lambda text: log.warning(text))
 
     def on_error(exc: Exception) -> None:
         if isinstance(exc, LogReplaced):
@@ -71,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
                 rebuild(es, rs, chosen, exc, log)
             except Exception as failed:  # e.g. a store away: the next step finds out again
                 log.error(f"could not rebuild the read model: {failed}")
+        elif isinstance(exc, ProjectionError) and exc.position is not None:
+            log.error(f"{exc}; retrying. If this event must not be projected, park it: "
+                      f"`labkit events park {exc.position} --reason WHY`",
+                      extra={"fields": {"position": exc.position}})
         else:
             log.error(str(exc))
 
@@ -86,8 +111,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stop = threading.Event()
     stop_on_signals(stop)
-    logs.event(log, "following", checkpoints=projector.checkpoints())
-    projector.follow(stop, args.poll, on_error=on_error)
+    heartbeat = Heartbeat("event-processor", stale_after=args.stale_after)
+    probes = serve_probes(heartbeat)
+    logs.event(log, "following", checkpoints=projector.checkpoints(),
+               probes=probes.port if probes else None)
+    try:
+        projector.follow(stop, args.poll, on_error=on_error, heartbeat=heartbeat)
+    finally:
+        if probes is not None:
+            probes.close()
+    if isinstance(projector, CheckpointApartProjector):
+        projector.save()
     logs.event(log, "stopped", checkpoints=projector.checkpoints())
     return 0
 

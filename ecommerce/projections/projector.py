@@ -19,13 +19,21 @@ import threading
 from collections.abc import Callable, Sequence
 
 from ecommerce.domain.readmodel import WriteBuffer
+from ecommerce.health import Heartbeat
 from ecommerce.projections.base import Projection
+from ecommerce.projections.parking import parked_positions
 from ecommerce.store.base import EventStore
 from ecommerce.store.read_base import CheckpointConflict, ReadStore, SourceMismatch
+from ecommerce.store.wakeup import Waiter
 
 
 class ProjectionError(Exception):
-    """A projection function failed on an event; the batch was not committed."""
+    """A projection function failed on an event; the batch was not committed. `position`: the
+    event's (park it with `labkit events park POSITION` if it must be skipped)."""
+
+    def __init__(self, message: str, position: int | None = None) -> None:
+        super().__init__(message)
+        self.position = position
 
 
 class LogReplaced(Exception):
@@ -50,6 +58,9 @@ class Projector:
         #: Told (once per occurrence) when the checkpoints went back to 0 under this projector.
         self.on_notice = on_notice
         self._high = 0
+        #: Parked positions (read when a projection fails), and those already reported.
+        self._parked: set[int] = set()
+        self._told_parked: set[int] = set()
         self._by_type: dict[str, list[Projection]] = {}
         for p in self.projections:
             for t in p.event_types:
@@ -80,7 +91,7 @@ class Projector:
             if not batch:
                 self._check_head(cps)
                 return 0
-            buffer = self._project(batch, cps)
+            buffer = self._project_past_parked(batch, cps)
             last = batch[-1].position
             new = {name: max(pos, last) for name, pos in cps.items()}
             try:
@@ -112,13 +123,35 @@ class Projector:
                 )
             self._high = 0
 
-    def _project(self, batch: list, cps: dict[str, int]) -> WriteBuffer:
+    def _project_past_parked(self, batch: list, cps: dict[str, int]) -> WriteBuffer:
+        """`_project`; when it fails on an event an operator parked (`parking`), project the
+        batch again without that event (for every projection) and say so once."""
+        skip: set[int] = set()
+        while True:
+            try:
+                return self._project(batch, cps, skip)
+            except ProjectionError as exc:
+                if exc.position is None or exc.position in skip:
+                    raise
+                if exc.position not in self._parked:
+                    self._parked = parked_positions(self.events)
+                    if exc.position not in self._parked:
+                        raise
+                skip.add(exc.position)
+                if exc.position not in self._told_parked and self.on_notice is not None:
+                    self._told_parked.add(exc.position)
+                    self.on_notice(f"skipping parked event #{exc.position}: {exc}")
+
+    def _project(self, batch: list, cps: dict[str, int], skip: set[int] | None = None
+                 ) -> WriteBuffer:
         buffer = WriteBuffer()
         add = buffer.add
         by_type = self._by_type
         # Every projection at the same checkpoint (the usual case): no per-event check needed.
         aligned = len(set(cps.values())) == 1
         for e in batch:
+            if skip and e.position in skip:
+                continue
             for p in by_type.get(e.type, ()):
                 if aligned or e.position > cps[p.name]:
                     try:
@@ -127,7 +160,7 @@ class Projector:
                     except Exception as exc:
                         raise ProjectionError(
                             f"projection {p.name!r} failed on event #{e.position} ({e.type} in "
-                            f"{e.stream_id}): {exc!r}"
+                            f"{e.stream_id}): {exc!r}", e.position
                         ) from exc
         return buffer
 
@@ -144,18 +177,32 @@ class Projector:
         """How many positions the slowest projection is behind the head of the log."""
         return max(0, self.events.last_position() - min(self.checkpoints().values()))
 
-    def follow(self, stop: threading.Event, poll_interval: float = 0.05,
-               on_error: Callable[[Exception], None] | None = None) -> None:
-        """Keep projecting until `stop` is set; idle polls every `poll_interval` seconds."""
-        while not stop.is_set():
-            try:
-                n = self.step()
-            except Exception as exc:
-                if on_error is None:
-                    raise
-                on_error(exc)
-                stop.wait(1.0)
-                continue
-            if n < self.batch_size:
-                stop.wait(poll_interval)
+    def follow(self, stop: threading.Event, poll_interval: float | None = None,
+               on_error: Callable[[Exception], None] | None = None, *,
+               waiter: Waiter | None = None, heartbeat: Heartbeat | None = None) -> None:
+        """Keep projecting until `stop` is set.
+
+        Between polls it waits the store's way (`EventStore.waiter`): PostgreSQL wakes it at
+        each append; otherwise it backs off, at rest up to `poll_interval` seconds (default
+        250 ms), and polls at once while events keep coming. Each turn beats `heartbeat`.
+        """
+        waiter = waiter or self.events.waiter(idle_max=poll_interval)
+        try:
+            while not stop.is_set():
+                try:
+                    n = self.step()
+                except Exception as exc:
+                    if heartbeat is not None:
+                        heartbeat.beat(False, f"{type(exc).__name__}: {str(exc)[:300]}")
+                    if on_error is None:
+                        raise
+                    on_error(exc)
+                    stop.wait(1.0)
+                    continue
+                if heartbeat is not None:
+                    heartbeat.beat()
+                if n < self.batch_size:
+                    waiter.wait(stop, n)
+        finally:
+            waiter.close()
 

@@ -59,7 +59,9 @@ from typing import Any, Protocol
 from ecommerce import logs
 from ecommerce.domain import saga as s
 from ecommerce.domain.events import NewEvent
+from ecommerce.health import Heartbeat
 from ecommerce.store.base import ConcurrencyError, EventStore, StoreUnavailableError
+from ecommerce.store.wakeup import Waiter
 
 log = logging.getLogger("saga-orchestrator")
 
@@ -71,6 +73,11 @@ ERROR_BACKOFF = 1.0
 MAX_ERROR_BACKOFF = 30.0
 #: Saga events that make a follower (re)start driving a saga.
 WAKE_EVENTS = (s.SAGA_STARTED, s.SAGA_RESUMED)
+
+
+def _wakes_orchestrator(stream_id: str, types: Sequence[str]) -> bool:
+    """An append a follower must look at: a saga started or resumed."""
+    return stream_id.startswith(s.STREAM_PREFIX) and any(t in WAKE_EVENTS for t in types)
 
 
 class Participants(Protocol):
@@ -105,11 +112,16 @@ def start_saga(store: EventStore, user_id: str, lines: Sequence[Any], *,
                faults: Mapping[str, Any] | None = None) -> str:
     """Append a saga's SagaStarted (the orchestrator does the rest); return the saga id.
 
-    `lines`: `[{"sku", "quantity", "price"?}]` or `[(sku, quantity)]`; a missing price comes
-    from `prices` (integer cents). The order id defaults to `ord-<saga id>`.
+    `lines`: `[{"sku", "quantity"}]` or `[(sku, quantity)]`; prices come from `prices`
+    (integer cents; default: the catalogue's), and a line with another price is refused.
+    The order id defaults to `ord-<saga id>`.
     """
     sid = saga_id or new_saga_id()
     oid = order_id or f"ord-{sid}"
+    if prices is None:
+        from ecommerce.domain.stock import CATALOGUE
+
+        prices = {sku: item.price for sku, item in CATALOGUE.items()}
     clean = s.normalise_lines(lines, prices)
     started = s.saga_started(sid, oid, user_id, clean, faults)
     try:
@@ -432,29 +444,43 @@ class Orchestrator:
         logs.event(log, "resuming unfinished sagas", count=len(ids))
         return list(self.pool().map(lambda sid: self.run(sid, stop), ids))
 
-    def follow(self, stop: threading.Event, poll: float = 0.01, batch: int = 500) -> None:
-        """Resume unfinished sagas, then drive each new saga as it appears in the log."""
-        cursor = self.store.last_position()
-        for sid in pending_saga_ids(self.store):
-            self.submit(sid, stop)
-        while not stop.is_set():
-            try:
-                head = self.store.last_position()
-                found = self.store.read_all(cursor, batch, stream_prefix=s.STREAM_PREFIX,
-                                            types=list(WAKE_EVENTS))
-            except Exception as exc:  # the database is away: keep trying, do not die
-                logs.event(log, "cannot read the log; retrying in 1s", error=str(exc)[:300])
-                stop.wait(1.0)
-                continue
-            for e in found:
-                self.submit(s.saga_id_of(e.stream_id), stop)
-            if len(found) == batch:
-                cursor = found[-1].position
-                continue
-            # Positions are committed in order (both stores), so nothing below `head` can
-            # still appear: jump there instead of rescanning the other services' events.
-            cursor = max(head, found[-1].position if found else cursor)
-            stop.wait(poll)
+    def follow(self, stop: threading.Event, poll: float | None = None, batch: int = 500, *,
+               waiter: Waiter | None = None, heartbeat: Heartbeat | None = None) -> None:
+        """Resume unfinished sagas, then drive each new saga as it appears in the log.
+
+        Between polls it waits the store's way (`EventStore.waiter`): PostgreSQL wakes it when
+        a SagaStarted or SagaResumed commits; otherwise it backs off, at rest up to `poll`
+        seconds (default 250 ms). Each turn beats `heartbeat` (the liveness/readiness probes).
+        """
+        waiter = waiter or self.store.waiter(_wakes_orchestrator, idle_max=poll)
+        try:
+            cursor = self.store.last_position()
+            for sid in pending_saga_ids(self.store):
+                self.submit(sid, stop)
+            while not stop.is_set():
+                try:
+                    head = self.store.last_position()
+                    found = self.store.read_all(cursor, batch, stream_prefix=s.STREAM_PREFIX,
+                                                types=list(WAKE_EVENTS))
+                except Exception as exc:  # the database is away: keep trying, do not die
+                    logs.event(log, "cannot read the log; retrying in 1s", error=str(exc)[:300])
+                    if heartbeat is not None:
+                        heartbeat.beat(False, f"cannot read the event log: {str(exc)[:300]}")
+                    stop.wait(1.0)
+                    continue
+                if heartbeat is not None:
+                    heartbeat.beat()
+                for e in found:
+                    self.submit(s.saga_id_of(e.stream_id), stop)
+                if len(found) == batch:
+                    cursor = found[-1].position
+                    continue
+                # Positions are committed in order (both stores), so nothing below `head` can
+                # still appear: jump there instead of rescanning the other services' events.
+                cursor = max(head, found[-1].position if found else cursor)
+                waiter.wait(stop, len(found))
+        finally:
+            waiter.close()
 
     def close(self, wait: bool = True) -> None:
         if self._pool is not None:

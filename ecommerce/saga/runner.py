@@ -1,7 +1,9 @@
 """`python -m ecommerce.saga run ...`: the orchestrator's container entrypoint.
 
     run --follow          keep running: resume unfinished sagas, then drive each new one
-                          (the Deployment; the local lab's `saga-orchestrator` process)
+                          (the Deployment; the local lab's `saga-orchestrator` process).
+                          Serves /healthz and /readyz on LABKIT_HOST:LABKIT_PORT when
+                          LABKIT_PORT is set (`ecommerce.health`): the Deployment's probes
     run --pending         drive every saga that is not terminal yet, then exit
                           (the Kubernetes Job: with backoffLimit, a killed pod is replaced and
                           the new one resumes every saga where the old one stopped)
@@ -25,6 +27,7 @@ from typing import Any
 
 from ecommerce.domain import saga as s
 from ecommerce.domain.saga_view import describe
+from ecommerce.health import STALE_AFTER
 
 
 def _policy(args: argparse.Namespace) -> s.RetryPolicy:
@@ -44,6 +47,7 @@ def _store():
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ecommerce import logs, plugins
+    from ecommerce.health import Heartbeat, serve_probes
     from ecommerce.saga.orchestrator import Orchestrator, find_saga
     from ecommerce.saga.participants import HttpParticipants, participant_urls
     from ecommerce.signals import stop_on_signals
@@ -65,8 +69,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         if args.follow:
-            logs.event(log, "following the log", owner=orch.owner, participants=participants.urls)
-            orch.follow(stop, poll=args.poll)
+            heartbeat = Heartbeat("saga-orchestrator", stale_after=args.stale_after)
+            probes = serve_probes(heartbeat)
+            logs.event(log, "following the log", owner=orch.owner, participants=participants.urls,
+                       probes=probes.port if probes else None)
+            try:
+                orch.follow(stop, poll=args.poll, heartbeat=heartbeat)
+            finally:
+                if probes is not None:
+                    probes.close()
             logs.event(log, "stopped", active=orch.active())
             return 0
         if args.pending:
@@ -102,7 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="finish every unfinished saga, then exit (Job)")
     which.add_argument("--order-id", metavar="ID", help="run one order's saga (order or saga id)")
     run.add_argument("--workers", type=int, default=16, help="sagas driven at once")
-    run.add_argument("--poll", type=float, default=0.005, help="follow: idle poll seconds")
+    run.add_argument("--poll", type=float, default=0.25,
+                     help="follow: longest wait between polls at rest when the event store "
+                          "cannot wake the follower (SQLite); PostgreSQL notifies it")
+    run.add_argument("--stale-after", type=float, default=STALE_AFTER,
+                     help="follow: /healthz fails after this many seconds without a loop turn")
     d = s.RetryPolicy()
     run.add_argument("--initial-backoff", type=float, default=d.initial_backoff)
     run.add_argument("--max-backoff", type=float, default=d.max_backoff)

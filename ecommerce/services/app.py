@@ -4,10 +4,14 @@ A service module defines `create_app(settings) -> FastAPI` with `make_app(...)` 
 `if __name__ == "__main__": serve("<name>", create_app)`, which is exactly what its container
 (and the local runtime) runs: `python -m ecommerce.services.<name>`.
 
-Errors follow one shape, `{"detail": ..., "reason": ...}`:
-- 422 for invalid bodies, with field-level messages;
+Errors follow one shape, `{"detail": ..., "reason": ...}` (`ErrorBody`), and the OpenAPI
+document says so for every operation (`document_errors`), so a client generated from it, or
+schemathesis, sees what is really sent:
+- 422 for invalid bodies, with field-level messages (`errors`); unknown fields are refused
+  (422 `extra_forbidden`) in every body of every service, never silently dropped;
 - 404 for unknown ids; 409 for business refusals and version conflicts (machine-readable
-  `reason`); 503 when a database is unreachable; never a bare 500 for bad input.
+  `reason`); 413 for a body over 1 MiB (`BodyLimit`, checked while it streams in);
+  503 when a database is unreachable; never a bare 500 for bad input.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ecommerce import logs
+from ecommerce import __version__, logs
 from ecommerce.config import Settings
 from ecommerce.domain.events import EventValidationError
 from ecommerce.services.body_hint import body_hint
@@ -45,6 +51,118 @@ class ApiError(Exception):
     def __init__(self, status: int, reason: str, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.status, self.reason, self.message, self.extra = status, reason, message, extra
+
+
+#: The largest request body any service reads (bigger: 413 before it is held in memory).
+MAX_BODY = 1024 * 1024
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: `detail` (one sentence: what went wrong, what to do) and `reason`
+    (machine-readable); a 422 adds `errors`; some add what they are about (`sku`...)."""
+
+    model_config = ConfigDict(extra="allow")
+    detail: str
+    reason: str
+    errors: list[FieldError] | None = None
+
+
+#: Status -> what it means, documented on every operation.
+ERROR_STATUSES = {
+    404: "Unknown id or path (`not_found`, `unknown_sku`...)",
+    409: "A business rule refused it, or a version conflict (see `reason`)",
+    413: "The body is over 1 MiB (`body_too_large`)",
+    422: "Invalid request (`validation_error` with `errors`, `idempotency_key_reused`...)",
+    503: "A database or peer is unreachable, or an injected fault (`store_unavailable`...)",
+}
+
+
+class BodyTooLarge(HTTPException):
+    """Raised while a body streams in past MAX_BODY (an HTTPException, so FastAPI's body parser
+    lets it through instead of turning it into a 400)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is over {limit} bytes ({limit // 1024} KiB); "
+                              "send less (one order, one command at a time)")
+
+
+def _too_large(limit: int) -> JSONResponse:
+    exc = BodyTooLarge(limit)
+    return JSONResponse({"detail": exc.detail, "reason": "body_too_large"}, status_code=413)
+
+
+class BodyLimit:
+    """413 for a body over `limit` bytes: at once when Content-Length says so, else as soon as
+    the chunks received pass it (a chunked upload is never read whole into memory)."""
+
+    def __init__(self, app: Any, limit: int = MAX_BODY) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers") or ():
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await _too_large(self.limit)(scope, receive, send)
+                return
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge(self.limit)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def document_errors(app: FastAPI) -> None:
+    """Publish the error answers the services really send: `ErrorBody` for 404, 409, 413, 422
+    and 503 on every operation (replacing FastAPI's `HTTPValidationError`), 403 where the admin
+    token is checked, and 200 beside a 201 (an idempotent repeat answers 200)."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                          routes=app.routes)
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        schemas["ErrorBody"] = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in schemas["ErrorBody"].pop("$defs", {}).items():
+            schemas[name] = sub
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+        for path, ops in doc.get("paths", {}).items():
+            for op in ops.values():
+                responses = op.setdefault("responses", {})
+                if path in ("/healthz", "/readyz"):
+                    responses.setdefault("503", {"description": "Not ready (readyz)"})
+                    continue
+                for status, text in ERROR_STATUSES.items():
+                    responses[str(status)] = {"description": text, **ref}
+                params = op.get("parameters", [])
+                if any(p.get("name") == "X-Labkit-Admin-Token" for p in params):
+                    responses["403"] = {"description": "Admin token missing or wrong", **ref}
+                if "201" in responses and "200" not in responses:
+                    responses["200"] = {"description": "Done before: the state as it is "
+                                        "(an idempotent repeat)",
+                                        "content": {"application/json": {"schema": {}}}}
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def not_found(what: str, ident: str) -> ApiError:
@@ -109,7 +227,7 @@ def make_app(
 ) -> FastAPI:
     """A FastAPI app with /healthz, /readyz, JSON access logs and the shared error shapes."""
     log = logging.getLogger(service)
-    app = FastAPI(title=service, description=description, version="0.1.0")
+    app = FastAPI(title=service, description=description, version=__version__)
     app.state.settings = settings
     app.state.service = service
     checks = dict(ready_checks or {})
@@ -160,15 +278,26 @@ def make_app(
     async def unavailable(_: Request, exc: StoreUnavailableError) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "reason": "store_unavailable"}, status_code=503)
 
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail, "reason": "body_too_large"}, status_code=413)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Starlette's own (405 method not allowed, 404 no such path): the shared shape too.
+        reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"detail": str(exc.detail), "reason": reason},
+                            status_code=exc.status_code, headers=exc.headers)
+
+    document_errors(app)
+    app.add_middleware(BodyLimit)
     app.add_middleware(AccessLog, log=log)
     return app
 
 
 def serve(service: str, factory: Callable[[Settings], FastAPI]) -> None:
     """Run the service with uvicorn on LABKIT_HOST:LABKIT_PORT, logging JSON to stdout."""
-    import uvicorn
-
-    from ecommerce import plugins
+    from ecommerce import plugins, quiet_server
     from ecommerce.services import plugin_routes
 
     logs.setup(service)
@@ -181,5 +310,5 @@ def serve(service: str, factory: Callable[[Settings], FastAPI]) -> None:
         raise SystemExit(2) from None
     plugin_routes.install(app, service, settings)
     logs.event(logging.getLogger(service), "starting", host=settings.host, port=settings.port)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
-                access_log=False, timeout_graceful_shutdown=3)
+    quiet_server.run(app, host=settings.host, port=settings.port, log_config=None,
+                     access_log=False, timeout_graceful_shutdown=3)

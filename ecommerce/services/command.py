@@ -4,6 +4,10 @@ and appends events with an expected version. It is the only writer of `user-*` s
 Reads never come here: the read side (query-service) answers from projections, so a client
 that wants to see its own write waits until the projection's checkpoint reaches the
 `position` this service returns.
+
+Idempotency-Key: scoped to the command and the user (or, for place-order, the saga the key
+names). The same key with the same request answers as the first time; with a different
+request it is 422 `idempotency_key_reused` (the event stores the request's fingerprint).
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from ecommerce.config import Settings
 from ecommerce.domain import users as u
 from ecommerce.domain.events import NewEvent, RecordedEvent
+from ecommerce.domain.idempotency import KeyReused, fingerprint
 from ecommerce.services.app import ApiError, IdempotencyKey, make_app, not_found, serve
-from ecommerce.store.base import ConcurrencyError, EventStore
+from ecommerce.store.base import ConcurrencyError, DuplicateEventError, EventStore
 from ecommerce.store.factory import open_event_store
 
 COMMAND_TYPES = {"create-user": "CreateUserCommand", "update-user": "UpdateUserCommand",
@@ -58,10 +63,11 @@ class DeactivateUser(BaseModel):
 
 
 class OrderLine(BaseModel):
+    """No price: the catalogue's is charged (a `price` field is refused as unknown)."""
+
     model_config = ConfigDict(extra="forbid")
     sku: str = Field(min_length=1, max_length=64)
     quantity: int = Field(ge=1, le=10_000)
-    price: int | None = Field(None, ge=0, le=10**12, description="integer cents; default: catalogue")
 
 
 class PlaceOrder(BaseModel):
@@ -76,11 +82,28 @@ class PlaceOrder(BaseModel):
         "after recording it (the crash scenario; only with LABKIT_FAULTS=1)")
 
 
-def _key_ids(key: str | None) -> tuple[str, str]:
-    """(command_id, event_id): derived from the Idempotency-Key, else fresh."""
+def _key_ids(key: str | None, scope: str = "") -> tuple[str, str]:
+    """(command_id, event_id): derived from the Idempotency-Key in its scope (command and
+    user), else fresh."""
     if key:
-        return (str(uuid.uuid5(_NS, "command:" + key)), str(uuid.uuid5(_NS, "event:" + key)))
+        scoped = f"{scope}\x1f{key}" if scope else key
+        return (str(uuid.uuid5(_NS, "command:" + scoped)), str(uuid.uuid5(_NS, "event:" + scoped)))
     return str(uuid.uuid4()), str(uuid.uuid4())
+
+
+def _reused(command: str, key: str) -> ApiError:
+    exc = KeyReused(command, key)
+    body = exc.as_body()
+    return ApiError(422, body["reason"], body["detail"], errors=body["errors"])
+
+
+def _same_order(started: dict[str, Any], body: PlaceOrder) -> bool:
+    """Does the saga a key started order what this request orders?"""
+    lines = [(ln["sku"], ln["quantity"]) for ln in started.get("lines", [])]
+    return (started.get("user_id") == body.user_id
+            and lines == [(ln.sku, ln.quantity) for ln in body.lines]
+            and body.order_id in (None, started.get("order_id"))
+            and (started.get("faults") or {}).get("crash_after") == body.crash_after)
 
 
 def _accepted(command: str, command_id: str, user_id: str, event: RecordedEvent) -> dict[str, Any]:
@@ -97,13 +120,16 @@ class UserCommands:
         self.store = store
 
     def handle(self, command: str, user_id: str, decide, expected: int | None,
-               key: str | None) -> dict[str, Any]:
-        command_id, event_id = _key_ids(key)
+               key: str | None, request: object = None) -> dict[str, Any]:
+        command_id, event_id = _key_ids(key, f"{command}\x1f{user_id}")
+        fp = fingerprint(request)
         stream = u.stream_id(user_id)
         for attempt in range(AUTO_RETRIES + 1):
             events = self.store.read_stream(stream)
             done = next((e for e in events if e.id == event_id), None)
             if done is not None:  # the same Idempotency-Key again: answer as the first time
+                if key and done.metadata.get("request", fp) != fp:
+                    raise _reused(command, key)
                 return _accepted(command, command_id, user_id, done)
             user = u.fold(user_id, events)
             if expected is not None and expected != user.version:
@@ -113,10 +139,17 @@ class UserCommands:
             except u.UserRuleError as exc:
                 status = 404 if exc.reason == "not_found" else 409
                 raise ApiError(status, exc.reason, str(exc)) from None
-            event = NewEvent(new.type, new.data, {"command_id": command_id, "command": command},
-                             id=event_id, schema_version=new.schema_version)
+            meta = {"command_id": command_id, "command": command}
+            if key:
+                meta["request"] = fp
+            event = NewEvent(new.type, new.data, meta, id=event_id,
+                             schema_version=new.schema_version)
             try:
                 result = self.store.append(stream, [event], user.version)
+            except DuplicateEventError:
+                # Only a key can make ids collide; scoped per command and user, this is a
+                # bug or a hand-made event: refuse it as a reused key, never a 500.
+                raise _reused(command, key or "") from None
             except ConcurrencyError:
                 if expected is not None or attempt == AUTO_RETRIES:
                     raise
@@ -142,19 +175,19 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
             user_id = uuid.uuid4().hex[:12]
         return handlers.handle("create-user", user_id,
                                lambda user: u.create(user, body.name, body.email, body.tier),
-                               None, idempotency_key)
+                               None, idempotency_key, body.model_dump())
 
     @app.post("/api/commands/update-user", status_code=202, tags=["commands"])
     def update_user(body: UpdateUser, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
         return handlers.handle("update-user", body.user_id,
                                lambda user: u.update(user, body.name, body.email),
-                               body.expected_version, idempotency_key)
+                               body.expected_version, idempotency_key, body.model_dump())
 
     @app.post("/api/commands/deactivate-user", status_code=202, tags=["commands"])
     def deactivate_user(body: DeactivateUser, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
         return handlers.handle("deactivate-user", body.user_id,
                                lambda user: u.deactivate(user, body.reason),
-                               body.expected_version, idempotency_key)
+                               body.expected_version, idempotency_key, body.model_dump())
 
     @app.post("/api/commands/place-order", status_code=202, tags=["commands"],
               summary="Start an order saga (the orchestrator drives it)")
@@ -168,11 +201,11 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
 
         if body.crash_after and not settings.faults:
             raise ApiError(422, "faults_disabled", "crash_after needs LABKIT_FAULTS=1")
-        command_id, _ = _key_ids(idempotency_key)
+        command_id, _ = _key_ids(idempotency_key, "place-order")
         saga_id = body.saga_id or (uuid.uuid5(_NS, "saga:" + idempotency_key).hex[:12]
                                    if idempotency_key else None)
         prices = {sku: item.price for sku, item in CATALOGUE.items()}
-        lines = [line.model_dump(exclude_none=True) for line in body.lines]
+        lines = [line.model_dump() for line in body.lines]
         try:
             sid = start_saga(es, body.user_id, lines, order_id=body.order_id, saga_id=saga_id,
                              prices=prices,
@@ -184,6 +217,8 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
                 raise ApiError(409 if exc.reason == "already_exists" else 422, exc.reason,
                                str(exc)) from None
         first = es.read_stream(sd.stream_id(sid))[0]
+        if idempotency_key and not _same_order(first.data, body):
+            raise _reused("place-order", idempotency_key)
         return {"command_id": command_id, "type": COMMAND_TYPES["place-order"],
                 "status": "accepted", "saga_id": sid, "order_id": first.data.get("order_id"),
                 "event_id": first.id, "position": first.position,

@@ -23,6 +23,7 @@ Category = Annotated[str | None, Query(min_length=1, max_length=100,
                                        description="stream prefix, e.g. user")]
 EventType = Annotated[str | None, Query(min_length=1, max_length=200)]
 FromVersion = Annotated[int, Query(ge=0, le=2**31)]
+Raw = Annotated[bool, Query(description="as stored: no upcasting to the current schema version")]
 
 
 class ReplayRequest(BaseModel):
@@ -54,8 +55,10 @@ def create_app(settings: Settings, events: EventStore | None = None,
                 "last_position": es.last_position()}
 
     @app.get("/api/events/streams/{stream_id}", tags=["events"])
-    def stream(stream_id: str, from_version: FromVersion = 0) -> dict[str, Any]:
-        found = es.read_stream(stream_id, from_version)
+    def stream(stream_id: str, from_version: FromVersion = 0, raw: Raw = False) -> dict[str, Any]:
+        # raw: what the log holds, on any backend (the notebooks' look behind the upcasters).
+        found = (es.read_stream_as_stored(stream_id, from_version) if raw
+                 else es.read_stream(stream_id, from_version))
         version = es.stream_version(stream_id)
         if version == 0:
             raise ApiError(404, "not_found", f"stream {stream_id!r} does not exist")

@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ecommerce import logs
 from ecommerce.config import Settings
+from ecommerce.services.admin import admin_dependencies, admin_enabled
 from ecommerce.services.app import ApiError
 
 Mode = Literal["error", "delay", "decline", "crash"]
@@ -152,7 +153,9 @@ def install_faults(app: FastAPI, service: str, settings: Settings, *,
     state = FaultState(service, modes)
     if not settings.faults:
         return state
-    router = APIRouter(prefix="/faults", tags=["faults"])
+    # With an admin token, arming a fault is an admin's act too (`ecommerce.services.admin`).
+    guard = admin_dependencies(settings) if admin_enabled(settings) else []
+    router = APIRouter(prefix="/faults", tags=["faults"], dependencies=guard)
 
     @router.post("", status_code=201, summary="Arm a fault")
     def arm(body: FaultRequest) -> dict[str, Any]:

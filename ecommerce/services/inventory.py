@@ -2,23 +2,39 @@
 
 Streams `stock-<sku>` (guarded by expected version: no oversell) and `reservation-<order_id>`
 (the decision, first writer wins). See `ecommerce.domain.stock` for why that is enough.
+
+A CONFIRMED order's reservation becomes a sale (`ReservationCommitted`, the units leave as
+`sold`) as soon as this service sees the confirmation, and a release of it is refused (409
+`order_confirmed`, `ecommerce.domain.fate`). Restocking is an admin command (`/admin/...`,
+off unless LABKIT_ADMIN_TOKEN is set).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Path
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from ecommerce.config import Settings
 from ecommerce.domain import stock as st
+from ecommerce.domain.events import RecordedEvent
+from ecommerce.domain.fate import (
+    FATE_EVENTS,
+    ORDER_CONFIRMED,
+    Fates,
+    OrderFateError,
+    check_withdrawable,
+)
+from ecommerce.services.admin import ADMIN_PREFIX, admin_dependencies, admin_enabled
 from ecommerce.services.app import ApiError, IdempotencyKey, make_app, serve
 from ecommerce.services.faults import install_faults
 from ecommerce.services.participant import Key, Participant, install_store_errors
-from ecommerce.store.base import ConcurrencyError, EventStore
+from ecommerce.store.base import ConcurrencyError, DuplicateEventError, EventStore
 from ecommerce.store.factory import open_event_store
 
 SERVICE = "inventory-service"
@@ -27,18 +43,30 @@ Ident = Annotated[str, Field(pattern=ID_PATTERN, description="letters, digits, _
 OrderId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
+#: Seconds between two looks for confirmed orders whose reservation is still open.
+SETTLE_EVERY = 0.5
+
+
 class ReserveLine(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     sku: Ident
     quantity: StrictInt = Field(ge=1, le=st.MAX_QUANTITY)
 
 
 class Reserve(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     order_id: Ident
     lines: list[ReserveLine] = Field(min_length=1, max_length=st.MAX_LINES)
 
 
 class ReleaseBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     reason: str = Field("", max_length=500)
+
+
+class Restock(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    quantity: StrictInt = Field(ge=1, le=st.MAX_QUANTITY)
 
 
 def _reserved(r_or_lines: st.Reservation | tuple[str, st.Lines]) -> dict[str, Any]:
@@ -75,7 +103,22 @@ def seed_catalogue(p: Participant, inv: st.Inventory) -> int:
 def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
     es = store or open_event_store(settings)
     inv = st.Inventory()
-    p = Participant(es, inv.apply, types=st.INVENTORY_EVENTS)
+    fates = Fates()
+    #: Confirmed orders whose reservation may still be open (turned into sales by `settle`).
+    to_commit: set[str] = set()
+
+    def fold(e: RecordedEvent) -> None:
+        fates.apply(e)
+        if e.type in st.INVENTORY_EVENTS:
+            inv.apply(e)
+        elif e.stream_id.startswith(st.RESERVATION_PREFIX):  # a fate claim: the version moves
+            r = inv.reservations.get(e.stream_id[len(st.RESERVATION_PREFIX):])
+            if r is not None:
+                r.version = e.version
+        if e.type == ORDER_CONFIRMED:
+            to_commit.add(e.data["order_id"])
+
+    p = Participant(es, fold, types=[*st.INVENTORY_EVENTS, *FATE_EVENTS])
     seed_catalogue(p, inv)
     app = make_app(SERVICE, settings, ready_checks={"event_store": es.last_position},
                    description="Stock per SKU: reserve all lines or none, release, commit.")
@@ -86,6 +129,38 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
         """Make the SKU holds agree with the order's decision (idempotent)."""
         for s, ev in st.settle(inv, oid):
             p.append(st.stock_stream(s.sku), ev, s.version)
+
+    def settle() -> int:
+        """Turn the reservations of confirmed orders into sales (idempotent); how many."""
+        done = 0
+        with p.lock:
+            p.catch_up()
+            for oid in sorted(to_commit):
+                r = inv.reservations.get(oid)
+                if r is not None and r.status == st.RESERVED:
+                    with contextlib.suppress(ConcurrencyError, DuplicateEventError):
+                        p.append(st.reservation_stream(oid), st.committed(r), r.version)
+                        done += 1
+                if r is not None and r.status == st.RESERVED:
+                    continue  # another replica moved it: next time
+                enforce(oid)
+                to_commit.discard(oid)
+        return done
+
+    stop = threading.Event()
+
+    def settle_forever() -> None:
+        log = logging.getLogger(SERVICE)
+        while not stop.wait(SETTLE_EVERY):
+            try:
+                settle()
+            except Exception as exc:  # the store may be away for a while: try again later
+                log.warning("settling confirmed orders failed: %s", exc)
+
+    app.state.settle = settle
+    app.router.on_startup.append(
+        lambda: threading.Thread(target=settle_forever, name="settle", daemon=True).start())
+    app.router.on_shutdown.append(stop.set)
 
     def from_decision(endpoint: str, key: Key, r: st.Reservation) -> JSONResponse:
         enforce(r.order_id)
@@ -99,7 +174,7 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
     @app.post("/api/inventory/reservations", status_code=201, tags=["inventory"],
               summary="Reserve every line of an order, or nothing (409 insufficient_stock)")
     def reserve(body: Reserve, idempotency_key: IdempotencyKey = None) -> JSONResponse:
-        key, oid = Key.of(idempotency_key), body.order_id
+        key, oid = Key.of(idempotency_key, body.model_dump()), body.order_id
         endpoint = f"reserve/{oid}"
 
         def attempt() -> JSONResponse:
@@ -145,11 +220,13 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
                 return p.answer(endpoint, key, 200, _released(r))
             try:
                 ev = st.released(r)
-            except st.StockRuleError as exc:
+                # Never once the order is confirmed; else claim its fate (domain.fate).
+                claim = check_withdrawable(fates, oid, "stock reservation")
+            except (st.StockRuleError, OrderFateError) as exc:
                 return p.refuse(endpoint, key, 409, exc.reason, str(exc))
             reply = _released(st.Reservation(oid, st.RELEASED, r.lines))
-            p.append(st.reservation_stream(oid), p.with_reply(ev, endpoint, key, 200, reply),
-                     r.version or "none")
+            batch = [p.with_reply(ev, endpoint, key, 200, reply), *([claim] if claim else [])]
+            p.append(st.reservation_stream(oid), batch, r.version or "none")
             enforce(oid)
             return p.answer(endpoint, key, 200, reply)
 
@@ -159,12 +236,14 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
               summary="Give the order's stock back (compensation; a no-op when nothing is held)")
     def release(order_id: OrderId, body: ReleaseBody | None = None,
                 idempotency_key: IdempotencyKey = None) -> JSONResponse:
-        return release_(order_id, Key.of(idempotency_key))
+        request = {"order_id": order_id, **(body or ReleaseBody()).model_dump()}
+        return release_(order_id, Key.of(idempotency_key, request))
 
     @app.post("/api/inventory/reservations/{order_id}/commit", tags=["inventory"],
               summary="The reserved stock leaves the warehouse (the order is confirmed)")
     def commit(order_id: OrderId, idempotency_key: IdempotencyKey = None) -> JSONResponse:
-        key, endpoint = Key.of(idempotency_key), f"commit/{order_id}"
+        key = Key.of(idempotency_key, {"order_id": order_id})
+        endpoint = f"commit/{order_id}"
 
         def attempt() -> JSONResponse:
             if (hit := p.replay(endpoint, key)) is not None:
@@ -184,10 +263,39 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
 
         return p.run(attempt)
 
+    if admin_enabled(settings):
+        @app.post(ADMIN_PREFIX + "/inventory/{sku}/restock", status_code=201, tags=["admin"],
+                  dependencies=admin_dependencies(settings),
+                  summary="Admin: more units of a SKU into the warehouse")
+        def restock(sku: OrderId, body: Restock,
+                    idempotency_key: IdempotencyKey = None) -> JSONResponse:
+            key = Key.of(idempotency_key, {"sku": sku, **body.model_dump()})
+            endpoint = f"restock/{sku}"
+
+            def attempt() -> JSONResponse:
+                if (hit := p.replay(endpoint, key)) is not None:
+                    return hit
+                s = inv.stock(sku)
+                try:
+                    ev = st.restock(s, body.quantity, ident=key.value)
+                except st.StockRuleError as exc:
+                    status = 404 if exc.reason == "unknown_sku" else 422
+                    return p.refuse(endpoint, key, status, exc.reason, str(exc))
+                reply = {**s.as_dict(), "available": s.available + body.quantity,
+                         "initial": s.initial + body.quantity, "version": s.version + 1,
+                         "restocked": body.quantity}
+                if not p.append(st.stock_stream(sku), p.with_reply(ev, endpoint, key, 201, reply,
+                                                                   admin=True), s.version).written:
+                    return p.answer(endpoint, key, 201, {**inv.stock(sku).as_dict(),
+                                                         "restocked": body.quantity})
+                return p.answer(endpoint, key, 201, reply)
+
+            return p.run(attempt)
+
     @app.get("/api/inventory", tags=["inventory"], summary="Stock of every SKU")
     def items() -> dict[str, Any]:
         with p.lock:
-            p.catch_up()
+            settle()
             return {"items": [s.as_dict() for _, s in sorted(inv.stocks.items()) if s.exists]}
 
     @app.get("/api/inventory/reservations/{order_id}", tags=["inventory"])

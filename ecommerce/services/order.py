@@ -1,6 +1,8 @@
 """order-service: places orders (PENDING), confirms them, cancels them (the compensation).
 
-Streams `order-<id>`. Money is integer cents (`price`, `total`).
+Streams `order-<id>`. Money is integer cents (`price`, `total`). Prices come from the
+catalogue (`ecommerce.domain.stock.CATALOGUE`), never from the client. A confirm is refused
+once a compensation withdrew the order (`ecommerce.domain.fate`).
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from ecommerce.config import Settings
 from ecommerce.domain import orders as o
 from ecommerce.domain.events import RecordedEvent
+from ecommerce.domain.fate import FATE_EVENTS, ORDER_WITHDRAWN, Fates
 from ecommerce.domain.idempotency import event_id
+from ecommerce.domain.stock import CATALOGUE
 from ecommerce.services.app import ApiError, IdempotencyKey, Limit, Offset, make_app, serve
 from ecommerce.services.faults import install_faults
 from ecommerce.services.participant import Key, Participant, install_store_errors
@@ -31,12 +35,15 @@ StatusFilter = Annotated[str | None, Query(pattern="^(PENDING|CONFIRMED|CANCELLE
 
 
 class OrderLine(BaseModel):
+    """No price: the catalogue's is charged (a client-sent `price` is an unknown field: 422)."""
+
+    model_config = ConfigDict(extra="forbid")
     sku: Ident
     quantity: StrictInt = Field(ge=1, le=o.MAX_QUANTITY)
-    price: StrictInt = Field(ge=0, le=o.MAX_PRICE, description="unit price in integer cents")
 
 
 class PlaceOrder(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     order_id: Ident | None = None
     saga_id: Ident | None = None
     user_id: Ident
@@ -44,6 +51,7 @@ class PlaceOrder(BaseModel):
 
 
 class CancelOrder(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     reason: str = Field("", max_length=500)
 
 
@@ -65,10 +73,29 @@ class Orders:
         self.by_id[oid] = o.apply(self.get(oid), e)
 
 
+def priced(lines: list[OrderLine]) -> list[dict[str, Any]]:
+    """The lines with the catalogue's unit price; an unknown SKU is refused."""
+    out = []
+    for ln in lines:
+        item = CATALOGUE.get(ln.sku)
+        if item is None:
+            raise o.OrderRuleError("unknown_sku", f"sku {ln.sku!r} is not in the catalogue "
+                                   f"({', '.join(CATALOGUE)})")
+        out.append({"sku": ln.sku, "quantity": ln.quantity, "price": item.price})
+    return out
+
+
 def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
     es = store or open_event_store(settings)
     state = Orders()
-    p = Participant(es, state.apply, stream_prefix=o.STREAM_PREFIX, read_back=True)
+    fates = Fates()
+
+    def fold(e: RecordedEvent) -> None:
+        fates.apply(e)
+        if e.stream_id.startswith(o.STREAM_PREFIX) and e.type != ORDER_WITHDRAWN:
+            state.apply(e)
+
+    p = Participant(es, fold, types=[*o.ORDER_EVENTS, *FATE_EVENTS], read_back=True)
     p.catch_up()
     app = make_app(SERVICE, settings, ready_checks={"event_store": es.last_position},
                    description="Orders: PENDING -> CONFIRMED | CANCELLED. Money in integer cents.")
@@ -76,25 +103,24 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
     install_faults(app, SERVICE, settings)
 
     def refusal(endpoint: str, key: Key, exc: o.OrderRuleError) -> JSONResponse:
-        if exc.reason == "not_found":
-            return p.refuse(endpoint, key, 404, "not_found", str(exc))
+        if exc.reason in ("not_found", "unknown_sku"):
+            return p.refuse(endpoint, key, 404, exc.reason, str(exc))
         return p.refuse(endpoint, key, 409, exc.reason, str(exc))
 
     @app.post("/api/orders", status_code=201, tags=["orders"], summary="Place an order (PENDING)")
     def place(body: PlaceOrder, idempotency_key: IdempotencyKey = None) -> JSONResponse:
-        key = Key.of(idempotency_key)
+        key = Key.of(idempotency_key, body.model_dump())
         # Without an order_id, a retry with the same key must name the same order.
         oid = body.order_id or (event_id(SERVICE, "order", key.value) if key.given
                                 else str(uuid.uuid4()))
-        endpoint = "place"
+        endpoint = f"place/{oid}"
 
         def attempt() -> JSONResponse:
             if (hit := p.replay(endpoint, key)) is not None:
                 return hit
             order = state.get(oid)
             try:
-                ev = o.place(order, body.user_id, [ln.model_dump() for ln in body.lines],
-                             body.saga_id)
+                ev = o.place(order, body.user_id, priced(body.lines), body.saga_id)
             except o.OrderRuleError as exc:
                 return refusal(endpoint, key, exc)
             reply = _placed_reply(oid, ev.data)
@@ -121,21 +147,31 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
 
         return p.run(attempt)
 
+    def confirm_unless_withdrawn(order: o.Order) -> Any:
+        if order.exists and order.status == o.PENDING and order.id in fates.withdrawn:
+            raise o.OrderRuleError(
+                "order_withdrawn", f"order {order.id} cannot be confirmed: its payment was "
+                "refunded or its stock released (a compensation ran); cancel it instead")
+        return o.confirm(order)
+
     @app.post("/api/orders/{order_id}/confirm", tags=["orders"], summary="Confirm (the pivot)")
     def confirm(order_id: OrderId, idempotency_key: IdempotencyKey = None) -> JSONResponse:
-        return transition(order_id, Key.of(idempotency_key), f"confirm/{order_id}", o.confirm)
+        return transition(order_id, Key.of(idempotency_key, {"order_id": order_id}),
+                          f"confirm/{order_id}", confirm_unless_withdrawn)
 
     @app.post("/api/orders/{order_id}/cancel", tags=["orders"],
               summary="Cancel a pending order (compensation; cancelling twice is a no-op)")
     def cancel(order_id: OrderId, body: CancelOrder | None = None,
                idempotency_key: IdempotencyKey = None) -> JSONResponse:
         reason = body.reason if body else ""
-        return transition(order_id, Key.of(idempotency_key), f"cancel/{order_id}",
-                           lambda order: o.cancel(order, reason))
+        key = Key.of(idempotency_key, {"order_id": order_id, "reason": reason})
+        return transition(order_id, key, f"cancel/{order_id}",
+                          lambda order: o.cancel(order, reason))
 
     @app.post("/api/orders/compensate", tags=["orders"], summary="The course's name for cancel")
     def compensate(body: CompensateOrder, idempotency_key: IdempotencyKey = None) -> JSONResponse:
-        return transition(body.order_id, Key.of(idempotency_key), f"cancel/{body.order_id}",
+        key = Key.of(idempotency_key, {"order_id": body.order_id, "reason": body.reason})
+        return transition(body.order_id, key, f"cancel/{body.order_id}",
                           lambda order: o.cancel(order, body.reason))
 
     @app.get("/api/orders", tags=["orders"], summary="Orders, newest first")

@@ -9,8 +9,9 @@ the catch-up meets it in the log (never applied twice). A request thus costs one
 plus its appends.
 
 Replies: a request's first answer is stored with the event it appended (see
-`ecommerce.domain.idempotency`) and, for answers that appended nothing, in memory; a request
-carrying the same `Idempotency-Key` gets that answer again.
+`ecommerce.domain.idempotency`) and, for answers that appended nothing, in memory, together
+with the fingerprint of the request; a request carrying the same `Idempotency-Key` and the
+same content gets that answer again, one with other content 422 `idempotency_key_reused`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from ecommerce.domain.events import NewEvent, RecordedEvent, encode_event
-from ecommerce.domain.idempotency import Replies, reply_metadata
+from ecommerce.domain.idempotency import KeyReused, Replies, fingerprint, reply_metadata
 from ecommerce.store.base import AppendResult, ConcurrencyError, DuplicateEventError, EventStore
 
 #: How many times a decision is retried after a concurrent writer moved a stream.
@@ -41,16 +42,21 @@ HEAD_EVERY = 0.25
 
 @dataclass(frozen=True)
 class Key:
-    """A request's idempotency key: the client's `Idempotency-Key`, else a fresh one."""
+    """A request's idempotency key (the client's `Idempotency-Key`, else a fresh one) and the
+    fingerprint of what the request asked for."""
 
     value: str
     given: bool
+    request: str | None = None
 
     @classmethod
-    def of(cls, header: str | None) -> Key:
+    def of(cls, header: str | None, request: object = None) -> Key:
+        """`request`: the request's content (its parsed body, path ids), to tell a retry from
+        a different request that reuses the key."""
+        fp = fingerprint(request)
         if header:
-            return cls(header, True)
-        return cls(str(uuid.uuid4()), False)
+            return cls(header, True, fp)
+        return cls(str(uuid.uuid4()), False, fp)
 
 
 class Participant:
@@ -167,14 +173,18 @@ class Participant:
     # -- replies -----------------------------------------------------------------------------
 
     def replay(self, endpoint: str, key: Key) -> JSONResponse | None:
-        """The first reply to this key at this endpoint, if there was one."""
-        hit = self.replies.get(endpoint, key.value) if key.given else None
+        """The first reply to this key at this endpoint, if there was one; 422
+        `idempotency_key_reused` if the key answered a different request there."""
+        try:
+            hit = self.replies.get(endpoint, key.value, key.request) if key.given else None
+        except KeyReused as exc:
+            return JSONResponse(exc.as_body(), status_code=422)
         return None if hit is None else JSONResponse(hit[1], status_code=hit[0])
 
     def answer(self, endpoint: str, key: Key, status: int, body: Mapping[str, Any]) -> JSONResponse:
         """Reply, and remember it for the key (answers that appended no event live in memory)."""
         if key.given:
-            self.replies.record(endpoint, key.value, status, body)
+            self.replies.record(endpoint, key.value, status, body, key.request)
         return JSONResponse(dict(body), status_code=status)
 
     def refuse(self, endpoint: str, key: Key, status: int, reason: str, message: str,
@@ -187,7 +197,7 @@ class Participant:
         """The event carrying the reply it produced (only for a client's key)."""
         metadata = dict(event.metadata) | meta
         if key.given:
-            metadata |= reply_metadata(endpoint, key.value, status, body)
+            metadata |= reply_metadata(endpoint, key.value, status, body, key.request)
         return replace(event, metadata=metadata)
 
 

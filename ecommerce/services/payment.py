@@ -1,7 +1,10 @@
 """payment-service: accounts, charges (customer -> merchant) and refunds (the compensation).
 
 Streams `payment-<account_id>`. Money is integer cents and only ever moves between accounts in
-one event, so the total over all accounts never changes (see `ecommerce.domain.payments`).
+one event, so the total over all accounts never changes (see `ecommerce.domain.payments`),
+except through the admin command that funds an account (`/admin/...`, off unless
+LABKIT_ADMIN_TOKEN is set; `ecommerce.services.admin`). A refund of a CONFIRMED order is
+refused (409 `order_confirmed`), whoever asks (`ecommerce.domain.fate`).
 """
 
 from __future__ import annotations
@@ -10,11 +13,14 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from ecommerce.config import Settings
 from ecommerce.domain import payments as pay
-from ecommerce.services.app import ApiError, IdempotencyKey, make_app, serve
+from ecommerce.domain.events import RecordedEvent
+from ecommerce.domain.fate import FATE_EVENTS, Fates, OrderFateError, check_withdrawable
+from ecommerce.services.admin import ADMIN_PREFIX, admin_dependencies, admin_enabled
+from ecommerce.services.app import ApiError, ErrorBody, IdempotencyKey, make_app, serve
 from ecommerce.services.faults import install_faults
 from ecommerce.services.participant import Key, Participant, install_store_errors
 from ecommerce.store.base import EventStore
@@ -27,17 +33,28 @@ OrderId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
 class OpenAccount(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     account_id: Ident
-    initial_balance: StrictInt = Field(ge=0, le=pay.MAX_AMOUNT, description="integer cents")
+    initial_balance: StrictInt = Field(
+        0, ge=0, le=pay.MAX_AMOUNT,
+        description="integer cents; only 0 here: money comes in through the admin command "
+                    "POST /admin/payments/accounts/{account_id}/fund")
+
+
+class Fund(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount: StrictInt = Field(ge=1, le=pay.MAX_AMOUNT, description="integer cents")
 
 
 class Charge(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     order_id: Ident
     account_id: Ident
     amount: StrictInt = Field(ge=1, le=pay.MAX_AMOUNT, description="integer cents")
 
 
 class RefundBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     reason: str = Field("", max_length=500)
 
 
@@ -69,7 +86,14 @@ def open_merchant(p: Participant, ledger: pay.Ledger) -> None:
 def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
     es = store or open_event_store(settings)
     ledger = pay.Ledger()
-    p = Participant(es, ledger.apply, stream_prefix=pay.STREAM_PREFIX)
+    fates = Fates()
+
+    def fold(e: RecordedEvent) -> None:
+        fates.apply(e)
+        if e.stream_id.startswith(pay.STREAM_PREFIX):
+            ledger.apply(e)
+
+    p = Participant(es, fold, types=[*pay.PAYMENT_EVENTS, *FATE_EVENTS])
     open_merchant(p, ledger)
     app = make_app(SERVICE, settings, ready_checks={"event_store": es.last_position},
                    description="Accounts, charges and refunds. Money in integer cents; the total "
@@ -82,9 +106,16 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
                         str(exc))
 
     @app.post("/api/payments/accounts", status_code=201, tags=["accounts"],
-              summary="Open an account (idempotent: 200 when it is open already)")
+              summary="Open an account (idempotent: 200 when it is open already)",
+              responses={403: {"model": ErrorBody, "description": "initial_balance > 0: "
+                               "money comes in only through the admin command (`admin_only`)"}})
     def open_account(body: OpenAccount, idempotency_key: IdempotencyKey = None) -> JSONResponse:
-        key, endpoint = Key.of(idempotency_key), f"open/{body.account_id}"
+        key, endpoint = Key.of(idempotency_key, body.model_dump()), f"open/{body.account_id}"
+        if body.initial_balance:
+            raise ApiError(403, "admin_only",
+                           "an account opens with initial_balance 0: money comes in only through "
+                           "the admin command POST /admin/payments/accounts/{account_id}/fund "
+                           "(not routed by the gateway; needs the lab's admin token)")
 
         def attempt() -> JSONResponse:
             if (hit := p.replay(endpoint, key)) is not None:
@@ -127,7 +158,7 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
               summary="Charge an order to an account (409 declined when the balance is short)")
     def charge(body: Charge, request: Request,
                idempotency_key: IdempotencyKey = None) -> JSONResponse:
-        key, oid = Key.of(idempotency_key), body.order_id
+        key, oid = Key.of(idempotency_key, body.model_dump()), body.order_id
         endpoint = f"charge/{oid}"
         injected: list[str | None] = []
 
@@ -173,6 +204,10 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
             todo = pay.refund(ledger, oid)
             if todo is None:
                 return p.answer(endpoint, key, 200, _refunded(ledger.payments.get(oid), oid))
+            try:  # never once the order is confirmed; else claim its fate (domain.fate)
+                claim = check_withdrawable(fates, oid, "payment")
+            except OrderFateError as exc:
+                return p.refuse(endpoint, key, 409, exc.reason, str(exc))
             account_id, ev = todo
             if ev.type == pay.PAYMENT_VOIDED:
                 # The merchant's stream: its id (the charge's) is the guard, not the version.
@@ -181,8 +216,8 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
                 charged = ledger.payments[oid]
                 reply = _refunded(charged, oid)
                 expected = ledger.account(account_id).version
-            if not p.append(pay.stream_id(account_id),
-                            p.with_reply(ev, endpoint, key, 200, reply), expected).written:
+            batch = [p.with_reply(ev, endpoint, key, 200, reply), *([claim] if claim else [])]
+            if not p.append(pay.stream_id(account_id), batch, expected).written:
                 return attempt()
             return p.answer(endpoint, key, 200, reply)
 
@@ -191,13 +226,42 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
     @app.post("/api/payments/compensate", tags=["payments"],
               summary="The course's name for a refund")
     def compensate(body: Compensate, idempotency_key: IdempotencyKey = None) -> JSONResponse:
-        return refund_(body.order_id, Key.of(idempotency_key))
+        return refund_(body.order_id, Key.of(idempotency_key, body.model_dump()))
 
     @app.post("/api/payments/{order_id}/refund", tags=["payments"],
               summary="Give an order's money back (compensation; a no-op when never charged)")
     def refund(order_id: OrderId, body: RefundBody | None = None,
                idempotency_key: IdempotencyKey = None) -> JSONResponse:
-        return refund_(order_id, Key.of(idempotency_key))
+        request = {"order_id": order_id, **(body or RefundBody()).model_dump()}
+        return refund_(order_id, Key.of(idempotency_key, request))
+
+    if admin_enabled(settings):
+        @app.post(ADMIN_PREFIX + "/payments/accounts/{account_id}/fund", status_code=201,
+                  tags=["admin"], dependencies=admin_dependencies(settings),
+                  summary="Admin: put money into an account (opens it if needed)")
+        def fund(account_id: OrderId, body: Fund,
+                 idempotency_key: IdempotencyKey = None) -> JSONResponse:
+            key = Key.of(idempotency_key, {"account_id": account_id, **body.model_dump()})
+            endpoint = f"fund/{account_id}"
+
+            def attempt() -> JSONResponse:
+                if (hit := p.replay(endpoint, key)) is not None:
+                    return hit
+                try:
+                    events = pay.fund(ledger, account_id, body.amount, ident=key.value)
+                except pay.PaymentRuleError as exc:
+                    return rule(endpoint, key, exc)
+                acct = ledger.account(account_id)
+                reply = {**acct.as_dict(), "balance": acct.balance + body.amount,
+                         "funded": acct.funded + body.amount,
+                         "version": acct.version + len(events), "amount": body.amount}
+                events[-1] = p.with_reply(events[-1], endpoint, key, 201, reply, admin=True)
+                if not p.append(pay.stream_id(account_id), events, acct.version).written:
+                    return p.answer(endpoint, key, 201, {**ledger.account(account_id).as_dict(),
+                                                         "amount": body.amount})
+                return p.answer(endpoint, key, 201, reply)
+
+            return p.run(attempt)
 
     @app.get("/api/payments", tags=["payments"], summary="Every order's payment")
     def payments() -> dict[str, Any]:

@@ -114,7 +114,7 @@ def create_app(settings: Settings, store: ReadStore | None = None) -> FastAPI:
     def plugin_docs(name: str, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
         p = plugin_view(name)
         meta = freshness(name)
-        docs = {c: [{"key": d.get("_key"), **_strip(d)} for d in reads.list(c, limit, offset)]
+        docs = {c: [{"key": d.get("_key"), **_strip(d)} for d in reads.documents(c, limit, offset)]
                 for c in p.collections}
         return {"view": name, "collections": docs,
                 "total": {c: reads.count(c) for c in p.collections},

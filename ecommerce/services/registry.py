@@ -27,6 +27,9 @@ class ServiceSpec:
     args: tuple[str, ...] = ()
     #: True: an HTTP server with /healthz and /readyz. False: a worker or job.
     http: bool = True
+    #: A worker whose long-running (`--follow`) variant serves only /healthz and /readyz on
+    #: LABKIT_HOST:LABKIT_PORT (`ecommerce.health`): probes for its Deployment, no Service.
+    probes: bool = False
     #: Which databases it opens: "events" (PostgreSQL / SQLite), "read" (Redis / SQLite).
     stores: tuple[str, ...] = ("events",)
     #: Services it calls over HTTP (each read from LABKIT_<NAME>_URL).
@@ -35,11 +38,17 @@ class ServiceSpec:
     routes: tuple[str, ...] = ()
     #: Fault injection endpoints (/faults) when LABKIT_FAULTS=1.
     faults: bool = False
+    #: Reads LABKIT_ADMIN_TOKEN: admin commands (`/admin/...`) and who may arm /faults.
+    admin: bool = False
     extra_env: tuple[str, ...] = field(default=())
 
     @property
     def command(self) -> list[str]:
         return ["python", "-m", self.module, *self.args]
+
+    def env_for(self, follower: bool) -> tuple[str, ...]:
+        """`env`, plus where the probes listen for the follow variant of a `probes` worker."""
+        return (*COMMON_ENV, *self.env) if follower and self.probes else self.env
 
     @property
     def env(self) -> tuple[str, ...]:
@@ -52,6 +61,8 @@ class ServiceSpec:
         names += ["LABKIT_" + c.upper().replace("-", "_") + "_URL" for c in self.calls]
         if self.faults:
             names.append("LABKIT_FAULTS")
+        if self.admin:
+            names.append("LABKIT_ADMIN_TOKEN")
         names += list(self.extra_env)
         return tuple(names)
 
@@ -63,12 +74,13 @@ SERVICES: dict[str, ServiceSpec] = {
     s.name: s
     for s in [
         ServiceSpec("user-service", "ecommerce.services.user", routes=("/api/users",), faults=True,
-                    calls=("command-service",)),
-        ServiceSpec("order-service", "ecommerce.services.order", routes=("/api/orders",), faults=True),
+                    admin=True, calls=("command-service",)),
+        ServiceSpec("order-service", "ecommerce.services.order", routes=("/api/orders",), faults=True,
+                    admin=True),
         ServiceSpec("inventory-service", "ecommerce.services.inventory",
-                    routes=("/api/inventory",), faults=True),
+                    routes=("/api/inventory",), faults=True, admin=True),
         ServiceSpec("payment-service", "ecommerce.services.payment",
-                    routes=("/api/payments",), faults=True),
+                    routes=("/api/payments",), faults=True, admin=True),
         # LABKIT_FAULTS: place-order accepts the crash scenario's `crash_after` only when set.
         ServiceSpec("command-service", "ecommerce.services.command", routes=("/api/commands",),
                     extra_env=("LABKIT_FAULTS",)),
@@ -77,9 +89,9 @@ SERVICES: dict[str, ServiceSpec] = {
         ServiceSpec("event-store-api", "ecommerce.services.eventstore_api",
                     stores=("events", "read"), routes=("/api/events",)),
         ServiceSpec("event-processor", "ecommerce.projections.processor", ("--follow",), http=False,
-                    stores=("events", "read")),
+                    probes=True, stores=("events", "read")),
         ServiceSpec("saga-orchestrator", "ecommerce.saga", ("run", "--follow"), http=False,
-                    calls=PARTICIPANTS),
+                    probes=True, calls=PARTICIPANTS),
     ]
 }
 

@@ -30,7 +30,7 @@ PEER_TIMEOUT = 5.0
 
 
 class NewUser(BaseModel):
-    model_config = ConfigDict(json_schema_extra={
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
         "examples": [{"name": "Kim", "email": "kim@example.com"}]})
     name: str = Field(min_length=1, max_length=200)
     email: str = Field(min_length=3, max_length=320)

@@ -8,7 +8,7 @@ it saw never skips an event.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -22,6 +22,7 @@ from ecommerce.domain.events import (
     validate_stream_id,
 )
 from ecommerce.domain.schemas import default_upcasters
+from ecommerce.store.wakeup import PollWaiter, Waiter
 
 NO_STREAM: Final = "none"
 ANY: Final = "any"
@@ -100,14 +101,6 @@ def prepare_append(
     return stream, encoded, expected
 
 
-def check_expected(stream_id: str, expected: ExpectedVersion, actual: int) -> None:
-    if expected == ANY:
-        return
-    wanted = 0 if expected == NO_STREAM else expected
-    if actual != wanted:
-        raise ConcurrencyError(stream_id, expected, actual)
-
-
 class EventStore(abc.ABC):
     """Append-only log of streams with expected-version concurrency and a global order."""
 
@@ -163,6 +156,11 @@ class EventStore(abc.ABC):
     def wipe(self) -> None:
         """Delete every event (lab reset). Not part of normal operation."""
 
+    def read_stream_as_stored(self, stream_id: str, from_version: int = 0) -> list[RecordedEvent]:
+        """A stream's events exactly as the log holds them (no upcasting)."""
+        validate_stream_id(stream_id)
+        return self._read_stream(stream_id, from_version)
+
     def read_stream(self, stream_id: str, from_version: int = 0) -> list[RecordedEvent]:
         """A stream's events with version >= from_version, oldest first, upcast to current."""
         stream = validate_stream_id(stream_id)
@@ -189,6 +187,16 @@ class EventStore(abc.ABC):
                 return
             yield from events
             after_position = events[-1].position
+
+    def waiter(self, interest: Callable[[str, Sequence[str]], bool] | None = None, *,
+               idle_max: float | None = None) -> Waiter:
+        """How a follower of this log waits between polls (`ecommerce.store.wakeup`).
+
+        This default backs off adaptively (at most `idle_max`, default 250 ms, at rest);
+        PostgreSQL wakes the follower at each append it is interested in: `interest(stream id,
+        event types)` (None: every append).
+        """
+        return PollWaiter(maximum=idle_max)
 
     def __enter__(self) -> EventStore:
         return self

@@ -12,7 +12,8 @@ def open_event_store(settings: Settings | None = None) -> EventStore:
     if s.pg_url:
         from ecommerce.store.postgres_events import PostgresEventStore
 
-        return PostgresEventStore(s.pg_url, schema=s.pg_schema)
+        return PostgresEventStore(s.pg_url, schema=s.pg_schema,
+                                  synchronous_commit=s.pg_synchronous_commit)
     from ecommerce.store.sqlite_events import SqliteEventStore
 
     return SqliteEventStore(s.events_db, synchronous=s.sqlite_synchronous)

@@ -28,6 +28,10 @@ The lock is taken in its own statement: the function is VOLATILE, so in READ COM
 following statement (id check, version check) runs on a fresh snapshot that already includes
 every append committed before the lock was granted.
 
+Each append also sends `NOTIFY` on the channel `<schema>.events` (delivered when it commits),
+so followers wait for appends instead of polling (`waiter`, `ecommerce.store.postgres_notify`).
+The notifying commits are already serialised by the lock above, so this adds no contention.
+
 Data and metadata are `json` (not `jsonb`): stored as the exact text labkit encoded, so key
 order survives as it does in SQLite, and reads hand that text to `RecordedEvent` undecoded.
 
@@ -58,6 +62,7 @@ from ecommerce.store.base import (
     StoreUnavailableError,
     prepare_append,
 )
+from ecommerce.store.postgres_notify import FALLBACK_POLL, Interest, NotifyWaiter, notify_channel
 from ecommerce.store.sqlite_events import _already_stored
 
 T = TypeVar("T")
@@ -137,6 +142,7 @@ CREATE OR REPLACE FUNCTION {schema}.{function}(
     out_stream_id := p_stream;
     out_version := v_current + 1;
     out_written := true;
+    PERFORM pg_notify({channel}, p_stream || ' ' || p_type);
     RETURN NEXT;
 END
 $fn$
@@ -159,6 +165,8 @@ CREATE OR REPLACE FUNCTION {schema}.{function}(
             WITH ORDINALITY AS u (id, t, sv, d, m, n)
         ORDER BY u.n
         RETURNING e.position, e.stream_id, e.version, true;
+    PERFORM pg_notify({channel}, left(p_stream || ' ' ||
+        array_to_string(ARRAY(SELECT DISTINCT t FROM unnest(p_types) AS t), ','), 7999));
 END
 $fn$
 """
@@ -206,8 +214,8 @@ class _Connections:
     a server restart); the next use opens a fresh one.
     """
 
-    def __init__(self, url: str, size: int) -> None:
-        self.url, self.size = url, size
+    def __init__(self, url: str, size: int, setup: str = "SET TIME ZONE 'UTC'") -> None:
+        self.url, self.size, self.setup = url, size, setup
         # A cursor per connection, reused: the cursor knows its connection.
         self._idle: list[psycopg.Cursor[Any]] = []
         self._slots = threading.BoundedSemaphore(size)
@@ -216,7 +224,7 @@ class _Connections:
     def connect(self) -> psycopg.Cursor[Any]:
         try:
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
-            conn.execute("SET TIME ZONE 'UTC'")  # aware datetimes in UTC, as SQLite returns
+            conn.execute(self.setup)  # e.g. the time zone: aware datetimes in UTC, as SQLite
         except psycopg.OperationalError as exc:
             raise _unreachable(self.url, exc) from None
         return conn.cursor()
@@ -267,6 +275,7 @@ class PostgresEventStore(EventStore):
         schema: str = "labkit",
         registry: UpcasterRegistry | None = None,
         pool_size: int = 8,
+        synchronous_commit: str = "server",
         _serialise: bool = True,
     ) -> None:
         """Connect, create the schema, table and functions if needed, open a connection pool.
@@ -274,16 +283,25 @@ class PostgresEventStore(EventStore):
         `url` is a libpq URL or DSN; `pool_size` caps the connections this store holds (threads
         beyond it wait for one). `_serialise=False` is for tests only: it installs variants of
         the append functions without the advisory lock, to show that readers can then skip
-        events.
+        events. `synchronous_commit` ("on", "off"; "server": leave the server's setting) is set
+        on this store's sessions: see "Durability" in the module docstring.
         """
         super().__init__(registry)
         if not schema or len(schema) > 40:
             raise ValueError("schema must be a non-empty name of at most 40 characters")
         self.url, self.schema = url, schema
+        #: The NOTIFY channel of this log: every append notifies it when it commits.
+        self.channel = notify_channel(schema)
         self._serialise = _serialise
         self._sql: dict[str, str] = {}
         self._init_schema()
-        self._conns = _Connections(url, max(1, pool_size))
+        if synchronous_commit not in ("server", "on", "off"):
+            raise ValueError("synchronous_commit must be 'server', 'on' or 'off'")
+        self.synchronous_commit = synchronous_commit
+        setup = "SET TIME ZONE 'UTC'"
+        if synchronous_commit != "server":
+            setup += f"; SET synchronous_commit = {synchronous_commit}"
+        self._conns = _Connections(url, max(1, pool_size), setup)
         self._conns.run(lambda cur: None)  # one warm connection, and a clear error if refused
 
     # -- setup -------------------------------------------------------------------------------
@@ -298,7 +316,8 @@ class PostgresEventStore(EventStore):
         def ddl(template: str, function: sql.Identifier) -> sql.Composed:
             text = template.replace("{lock}", lock if self._serialise else "")
             text = text.replace("{conflict}", _SQLSTATE_CONFLICT)
-            return sql.SQL(text).format(schema=schema, function=function)
+            return sql.SQL(text).format(schema=schema, function=function,
+                                        channel=sql.Literal(self.channel))
 
         table = sql.SQL("{}.events").format(schema)
         columns = sql.SQL(_COLUMNS)
@@ -468,6 +487,11 @@ class PostgresEventStore(EventStore):
         return {"backend": self.backend, "location": f"{mask_url(self.url)} schema {self.schema}",
                 "events": int(total), "streams": int(streams), "last_position": int(last),
                 "by_type": by_type, "log_id": self.log_id()}
+
+    def waiter(self, interest: Interest | None = None, *, idle_max: float | None = None,
+               fallback: float = FALLBACK_POLL) -> NotifyWaiter:
+        """LISTEN for this log's appends (see `ecommerce.store.postgres_notify`)."""
+        return NotifyWaiter(self.url, self.channel, interest, fallback=fallback)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -10,7 +10,12 @@ Each run places one order as a saga with faults drawn from a seeded random gener
 - participant crashes (the process exits on its next request; it is restarted, as Kubernetes
   would),
 - orchestrator kills at a random point of the saga (SIGKILL right after a chosen event; a new
-  orchestrator resumes every unfinished saga).
+  orchestrator resumes every unfinished saga),
+- attackers and careless clients calling the participants directly (`ATTACKS`, drawn from their
+  own generator so the fault plans of a seed stay the same): a refund or release of the order
+  once its saga ended (or while it runs), the saga's own charge replayed with its key, that key
+  reused for another amount, an order with a price of 1 cent. What the system must refuse and
+  did not is counted in `attacks_accepted`; the invariants must hold whatever was accepted.
 
 `concurrency` runs are in flight at once, so a fault armed for one run may hit another: the
 plan (which faults, which customer, which order) is fixed by the seed, the interleaving is not.
@@ -43,6 +48,9 @@ SKUS = (("MOUSE-WL", 10), ("KEYBOARD-MX", 5), ("MONITOR-27", 2), ("LAPTOP-14", 1
 #: Orchestrator crash points: after one of these events of one of these steps.
 CRASH_EVENTS = (s.STEP_STARTED, s.STEP_SUCCEEDED, s.STEP_RETRIED, s.STEP_FAILED)
 COMP_CRASH_EVENTS = (s.COMPENSATION_STARTED, s.COMPENSATION_SUCCEEDED)
+#: Direct calls of an attacker (or a careless client) on a run's order; see `attack`.
+ATTACKS = ("refund-ended", "release-ended", "compensate-ended", "refund-midflight",
+           "replayed-key", "reused-key", "price-tamper")
 
 
 @dataclass(frozen=True)
@@ -61,19 +69,22 @@ class RunPlan:
     lines: list[tuple[str, int]]
     faults: list[Fault] = field(default_factory=list)
     crash_after: str | None = None
+    attacks: list[str] = field(default_factory=list)
 
     def kinds(self) -> list[str]:
         out = [f"{f.mode}:{f.service}" for f in self.faults]
         if self.crash_after:
             out.append("orchestrator-kill")
-        return out
+        return out + [f"attack:{a}" for a in self.attacks]
 
 
 def plan_runs(runs: int, seed: int, timeout: float = s.RetryPolicy().request_timeout,
-              participant_crashes: bool = True) -> list[RunPlan]:
+              participant_crashes: bool = True, attacks: float = 0.3) -> list[RunPlan]:
     """The fault plan of every run, from the seed alone (`participant_crashes=False` leaves
-    out the `crash` faults, for a lab whose processes nobody restarts)."""
+    out the `crash` faults, for a lab whose processes nobody restarts). `attacks`: the share
+    of runs that also get 1-2 attacks (`ATTACKS`), drawn from a generator of their own."""
     rng = random.Random(seed)
+    attack_rng = random.Random(f"attacks:{seed}")
     names, weights = [k for k, _ in SKUS], [w for _, w in SKUS]
     plans = []
     for n in range(runs):
@@ -109,8 +120,45 @@ def plan_runs(runs: int, seed: int, timeout: float = s.RetryPolicy().request_tim
             else:
                 comp = rng.choice(["cancel_order", "release_stock", "refund_payment"])
                 crash = f"{comp}:{rng.choice(COMP_CRASH_EVENTS)}"
-        plans.append(RunPlan(n, user, lines, faults, crash))
+        chosen_attacks = (attack_rng.sample(ATTACKS, attack_rng.randint(1, 2))
+                          if attack_rng.random() < attacks else [])
+        plans.append(RunPlan(n, user, lines, faults, crash, chosen_attacks))
     return plans
+
+
+def _ok(r: Any) -> bool:
+    return 200 <= r.status_code < 300
+
+
+def attack(lab: Any, kind: str, saga_id: str, order_id: str, state: s.SagaState | None) -> bool:
+    """One direct call on the run's order; True when the system let through what it must
+    refuse (a refund or release of a CONFIRMED order, a key reused for another request that
+    was not refused, a client's own price that was not refused)."""
+    confirmed = state is not None and state.status == "completed"
+    pay, inv = lab.http("payment-service"), lab.http("inventory-service")
+    if kind in ("refund-ended", "refund-midflight"):
+        r = pay.post(f"/api/payments/{order_id}/refund", json={})
+        return confirmed and _ok(r)
+    if kind == "compensate-ended":
+        r = pay.post("/api/payments/compensate", json={"order_id": order_id})
+        return confirmed and _ok(r)
+    if kind == "release-ended":
+        r = inv.post(f"/api/inventory/reservations/{order_id}/release", json={})
+        return confirmed and _ok(r)
+    if kind in ("replayed-key", "reused-key") and state is not None:
+        request = s.request_for("charge_payment", state)
+        body = dict(request.body or {})
+        if kind == "reused-key":
+            body["amount"] = max(1, int(body["amount"]) - 1)
+        r = pay.post(request.path, json=body,
+                     headers={"Idempotency-Key": request.idempotency_key})
+        charged = state.actions[s.STEP_NAMES.index("charge_payment")].status == "succeeded"
+        return kind == "reused-key" and charged and r.status_code != 422
+    if kind == "price-tamper":
+        r = lab.http("command-service").post("/api/commands/place-order", json={
+            "user_id": RICH, "lines": [{"sku": "LAPTOP-14", "quantity": 1, "price": 1}]})
+        return r.status_code != 422
+    return False
 
 
 class Supervisor:
@@ -191,7 +239,23 @@ def run_round(lab: Any, plans: list[RunPlan], concurrency: int = 4, end_timeout:
     lock = threading.Lock()
     ids: list[str] = []
     armed: Counter = Counter()
+    attacked: Counter = Counter()
+    accepted: Counter = Counter()
     errors: list[str] = []
+
+    def run_attacks(plan: RunPlan, sid: str, kinds: list[str]) -> None:
+        for kind in kinds:
+            try:
+                state = client.state(sid)
+                bad = attack(lab, kind, sid, state.order_id, state)
+            except Exception as exc:  # a participant down (a crash fault): no attack then
+                with lock:
+                    errors.append(f"run {plan.n} attack {kind}: {exc!r}")
+                continue
+            with lock:
+                attacked[kind] += 1
+                if bad:
+                    accepted[kind] += 1
 
     def worker() -> None:
         while True:
@@ -216,7 +280,9 @@ def run_round(lab: Any, plans: list[RunPlan], concurrency: int = 4, end_timeout:
                     armed["orchestrator-kill"] += 1
             if on_run:
                 on_run(plan, sid)
+            run_attacks(plan, sid, [a for a in plan.attacks if a == "refund-midflight"])
             _wait_all_ended(client, [sid], 60.0)
+            run_attacks(plan, sid, [a for a in plan.attacks if a != "refund-midflight"])
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     try:
@@ -240,16 +306,23 @@ def run_round(lab: Any, plans: list[RunPlan], concurrency: int = 4, end_timeout:
     return {"runs": len(plans), "placed": len(ids), "statuses": statuses, "stuck": stuck,
             "failures": failures,
             "violations": report.violations, "armed": armed, "errors": errors,
+            "attacks": attacked, "attacks_accepted": accepted,
             "restarts": supervisor.restarts if supervisor else Counter(),
             "supervisor_errors": supervisor.errors if supervisor else []}
 
 
 @contextlib.contextmanager
 def _fresh_lab() -> Iterator[Any]:
-    from labkit.bench.saga import _fresh_lab as fresh
+    from labkit.bench.system import temporary_lab
+    from labkit.lab import Lab
 
-    with fresh() as lab:
-        yield lab
+    with temporary_lab() as rt:
+        rt.up(progress=False, faults=True)  # the failures need /faults
+        lab = Lab(rt.settings, gateway_port=0)
+        try:
+            yield lab
+        finally:
+            lab.close()
 
 
 def run_chaos(runs: int = 1000, seed: int = 0, *, concurrency: int = 4, lab: Any = None,
@@ -269,6 +342,8 @@ def run_chaos(runs: int = 1000, seed: int = 0, *, concurrency: int = 4, lab: Any
     statuses: Counter = Counter()
     failures: Counter = Counter()
     armed: Counter = Counter()
+    attacks: Counter = Counter()
+    accepted: Counter = Counter()
     restarts: Counter = Counter()
     stuck: list[str] = []
     violations: list[str] = []
@@ -288,6 +363,8 @@ def run_chaos(runs: int = 1000, seed: int = 0, *, concurrency: int = 4, lab: Any
             statuses.update(out["statuses"])
             failures.update(out["failures"])
             armed.update(out["armed"])
+            attacks.update(out["attacks"])
+            accepted.update(out["attacks_accepted"])
             restarts.update(out["restarts"])
             errors += out["supervisor_errors"][:5]
             stuck += out["stuck"]
@@ -303,6 +380,8 @@ def run_chaos(runs: int = 1000, seed: int = 0, *, concurrency: int = 4, lab: Any
         "seconds": round(time.perf_counter() - started, 1),
         "seed": seed, "concurrency": concurrency, "rounds": len(rounds),
         "faults_armed": dict(armed), "restarts": dict(restarts),
+        "attacks": dict(attacks), "attacks_accepted": sum(accepted.values()),
+        "attacks_accepted_by_kind": dict(accepted),
         "compensated_because": dict(failures.most_common()), "errors": errors[:20],
         "stuck_sagas": stuck[:20], "violation_details": violations[:20],
     }

@@ -11,7 +11,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -50,13 +50,18 @@ def bench_up() -> dict[str, Any]:
                 "all_ready": all(s["status"] in ("ready", "running") for s in status)}
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile by nearest rank (NaN for no values)."""
-    ordered = sorted(values)
-    if not ordered:
+def percentile(values: Sequence[float], q: int) -> float:
+    """The q-th percentile (q a whole number 0-100) of the values, interpolated linearly between
+    the two closest ranks: `statistics.quantiles(method="inclusive")`, which is numpy's default
+    (`numpy.percentile`). NaN for no values."""
+    if isinstance(q, bool) or not isinstance(q, int) or not 0 <= q <= 100:
+        raise ValueError(f"q is a whole percentile from 0 to 100; got {q!r}")
+    data = sorted(values)
+    if not data:
         return float("nan")
-    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[k]
+    if q in (0, 100) or len(data) == 1:
+        return float(data[0] if q == 0 else data[-1])
+    return statistics.quantiles(data, n=100, method="inclusive")[q - 1]
 
 
 def bench_commands(requests: int = 1000, concurrency: int = 8) -> dict[str, Any]:

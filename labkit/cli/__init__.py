@@ -1,13 +1,15 @@
 """`labkit`: the command line for students and instructors (click). Every command has --help.
 
     labkit up [--step STEP] | status | env | down | reset | logs NAME | kill NAME | doctor
-    labkit events append|tail|stats     labkit replay
+    labkit restart NAME | rollback NAME
+    labkit events append|park|tail|stats     labkit replay
+    labkit challenge list|start NAME|hint|check|give-up|status
     labkit fire SCENARIO                labkit saga place|status|list|timeline|run
     labkit chaos                        labkit bench eventstore|replay|up|commands|saga
     labkit validate                     labkit image build
     labkit plots export DIR             labkit notebooks build|check|reset
 
-One command group per module: `lifecycle`, `events`, `sagas`, `bench`, `tools`.
+One command group per module: `lifecycle`, `events`, `sagas`, `challenges`, `bench`, `tools`.
 `main(argv)` returns the exit code, so tests call it in-process.
 """
 
@@ -18,8 +20,20 @@ import sys
 import click
 
 from labkit.cli.bench import bench
+from labkit.cli.challenges import challenge
 from labkit.cli.events import events, replay
-from labkit.cli.lifecycle import doctor, down, env, kill, logs, reset, status, up
+from labkit.cli.lifecycle import (
+    doctor,
+    down,
+    env,
+    kill,
+    logs,
+    reset,
+    restart,
+    rollback,
+    status,
+    up,
+)
 from labkit.cli.sagas import chaos, fire, saga
 from labkit.cli.tools import image, notebooks, plots, validate
 
@@ -33,8 +47,8 @@ def cli() -> None:
     """
 
 
-for command in (up, status, env, down, reset, logs, kill, doctor, events, replay, fire, saga, chaos,
-                bench, validate, image, plots, notebooks):
+for command in (up, status, env, down, reset, logs, kill, restart, rollback, doctor, events, replay,
+                fire, saga, chaos, challenge, bench, validate, image, plots, notebooks):
     cli.add_command(command)
 
 
@@ -42,6 +56,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from ecommerce.domain.events import EventValidationError
     from ecommerce.store.base import ConcurrencyError, DuplicateEventError, StoreUnavailableError
     from labkit.lab import LabError
+    from labkit.lab.challenges import ChallengeError
     from labkit.lab.saga_client import SagaStuckError, SagaTimeout
     from labkit.runtime.k8s_errors import ClusterError
     from labkit.runtime.local import RuntimeErrorWithHint
@@ -49,7 +64,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
     return (LabError, RuntimeErrorWithHint, StoreUnavailableError, EventValidationError,
             ConcurrencyError, DuplicateEventError, ClusterError, NotebookError, ValueError,
-            KeyError, SagaStuckError, SagaTimeout)
+            KeyError, SagaStuckError, SagaTimeout, ChallengeError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,3 +73,18 @@ def saga(sagas: int, concurrency: int, as_json: bool) -> None:
     from labkit.bench.saga import bench_saga
 
     print_result(bench_saga(sagas, concurrency), as_json)
+
+
+@bench.command()
+@click.option("--seconds", type=float, default=20.0, show_default=True,
+              help="how long to measure")
+@click.option("--settle", type=float, default=3.0, show_default=True,
+              help="seconds left alone before measuring")
+@click.option("--running", is_flag=True,
+              help="measure the lab that is up in LABKIT_DATA_DIR instead of a fresh one")
+@json_option
+def idle(seconds: float, settle: float, running: bool, as_json: bool) -> None:
+    """CPU of a lab at rest, in % of one core, per process and in total."""
+    from labkit.bench.idle import bench_idle
+
+    print_result(bench_idle(seconds, settle, running), as_json)

@@ -1,4 +1,4 @@
-"""`labkit events append | tail | stats` and `labkit replay`: the event store by hand."""
+"""`labkit events append | park | tail | stats` and `labkit replay`: the event store by hand."""
 
 from __future__ import annotations
 
@@ -47,6 +47,21 @@ def append(stream: str, event_type: str, data: str, expected_version: str) -> No
         result = store.append(stream, [NewEvent(event_type, payload)], expected_version)
     print_json({"stream_id": result.stream_id, "positions": list(result.positions),
                 "version": result.version, "written": result.written})
+
+
+@events.command()
+@click.argument("position", type=int)
+@click.option("--reason", required=True, help="why it must not be projected (kept in the log)")
+def park(position: int, reason: str) -> None:
+    """Park the event at POSITION: the projector skips it when a projection fails on it.
+
+    The log stays append-only: parking appends an `EventParked` record (stream
+    parked-POSITION), so a replay makes the same decision.
+    """
+    from ecommerce.projections.parking import park as park_event
+
+    with open_store() as store:
+        print_json(park_event(store, position, reason, by="labkit events park"))
 
 
 @events.command()

@@ -1,4 +1,4 @@
-"""`labkit up | status | env | down | reset | logs | kill | doctor`: the lab's lifecycle."""
+"""`labkit up | status | env | down | reset | logs | kill | restart | rollback | doctor`."""
 
 from __future__ import annotations
 
@@ -25,7 +25,10 @@ def make_lab() -> Lab:
               help="start only this step and the ones before it, as the course does: 00-base, "
                    "01-networking, 02-saga, 03-cqrs, 04-event-sourcing (or 02, saga, ...)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def up(step: str | None, quiet: bool) -> None:
+@click.option("--faults/--no-faults", default=None,
+              help="fault injection (/faults, crash_after) on or off for the failure scenarios; "
+                   "default: as it runs now (a new lab: off, unless LABKIT_FAULTS=1)")
+def up(step: str | None, quiet: bool, faults: bool | None) -> None:
     """Start every service (restart what is down) and wait until ready.
 
     Local mode also starts `gateway` on 127.0.0.1:8080 (LABKIT_GATEWAY_PORT), which routes
@@ -35,7 +38,7 @@ def up(step: str | None, quiet: bool) -> None:
 
     lab = make_lab()
     started = time.perf_counter()
-    lab.up(step, progress=not quiet)
+    lab.up(step, progress=not quiet, faults=faults)
     steps = up_to(step)
     rows = [r for r in lab.runtime.status() if r.get("step") in steps]
     if lab.mode == "local":
@@ -106,6 +109,24 @@ def logs(name: str, tail: int) -> None:
 def kill(name: str) -> None:
     """Kill a service's process (crash it on purpose)."""
     click.echo(f"killed {name}: {make_lab().kill(name)}")
+
+
+@click.command()
+@click.argument("name")
+def restart(name: str) -> None:
+    """Restart one process as deployed (like `kubectl rollout restart`), e.g. after editing
+    the routes the gateway reads."""
+    row = make_lab().restart(name).iloc[0].to_dict()
+    click.echo(f"restarted {name}: pid {row.get('pid')}, {row.get('status')}")
+
+
+@click.command()
+@click.argument("name")
+def rollback(name: str) -> None:
+    """Undo a change deployed on top of the manifests for one process (`labkit status` shows
+    it in DETAIL) and restart it as the manifests say (like `kubectl rollout undo`)."""
+    row = make_lab().rollback(name).iloc[0].to_dict()
+    click.echo(f"rolled back {name} to the manifests: pid {row.get('pid')}, {row.get('status')}")
 
 
 @click.command()

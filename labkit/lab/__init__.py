@@ -51,14 +51,19 @@ class Lab:
         return f"<Lab mode={self.mode} at {where}>"
 
     # ---- lifecycle -------------------------------------------------------------------------
-    def up(self, step: str | None = None, *, wait: bool = True, progress: bool = True
-           ) -> pd.DataFrame:
+    def up(self, step: str | None = None, *, wait: bool = True, progress: bool = True,
+           faults: bool | None = None) -> pd.DataFrame:
         """Start (or restart what is down) and wait until every service is ready.
 
         `step` (`"02-saga"`, or `"02"`): start that step and the ones before it, as the course
         builds the system up (00-base, 01-networking, 02-saga, 03-cqrs, 04-event-sourcing); in
         cluster mode, apply just those steps' manifests. Returns the status of what those steps
         run (every step when `step` is None), with a `step` column.
+
+        `faults=True`: fault injection on (`lab.faults`, the failure scenarios), `False`: off
+        (the participants are restarted if they run the other way); None keeps what runs (a
+        new lab: off, unless LABKIT_FAULTS=1). In cluster mode it is the
+        manifests/components/faults change.
         """
         from labkit.runtime.steps import UnknownStep, up_to
 
@@ -68,9 +73,11 @@ class Lab:
             raise LabError(str(exc)) from None
         if self.mode == "cluster":
             self.runtime.progress = progress
+            if faults is not None:
+                self.runtime.faults = faults
             self.runtime.up(steps if step is not None else None, wait=wait)
         else:
-            self.runtime.up(wait=wait, progress=progress, step=step)
+            self.runtime.up(wait=wait, progress=progress, step=step, faults=faults)
         if step is None:
             return self.status()
         import pandas as pd
@@ -144,6 +151,31 @@ class Lab:
 
         self.close()
         return pd.DataFrame([self.runtime.restart_gateway(target)])
+
+    def restart(self, name: str) -> pd.DataFrame:
+        """Restart one process as it is deployed (the manifests, plus any change deployed on
+        top, e.g. by a challenge), like `kubectl rollout restart`; its status row."""
+        import pandas as pd
+
+        if self.mode != "local":
+            raise LabError(f"cluster mode: `kubectl -n {self.settings.namespace} rollout "
+                           f"restart deployment/{name}`")
+        self.close()
+        return pd.DataFrame([self.runtime.restart_one(name)])
+
+    def rollback(self, name: str) -> pd.DataFrame:
+        """Undo a change deployed on top of the manifests for one process (`labkit status`
+        shows it in DETAIL) and restart it as the manifests say, like `kubectl rollout undo`."""
+        import pandas as pd
+
+        if self.mode != "local":
+            raise LabError(f"cluster mode: `kubectl -n {self.settings.namespace} rollout undo "
+                           f"deployment/{name}`, or apply its manifest again")
+        if not self.runtime.clear_override(name):
+            raise LabError(f"{name} runs as the manifests say already: nothing to roll back "
+                           "(`labkit status` shows changes in DETAIL)")
+        self.close()
+        return pd.DataFrame([self.runtime.restart_one(name)])
 
     def http(self, name: str) -> httpx.Client:
         """An HTTP client whose base URL is the service (same code in both modes); `"gateway"`:
@@ -235,8 +267,11 @@ class Lab:
             df["recorded_at"] = pd.to_datetime(df["recorded_at"])
         return df
 
-    def stream(self, stream_id: str) -> list[dict[str, Any]]:
-        return self._call("event-store-api", "GET", f"/api/events/streams/{stream_id}")["events"]
+    def stream(self, stream_id: str, *, raw: bool = False) -> list[dict[str, Any]]:
+        """A stream's events, upcast to the current schema versions; `raw=True`: exactly as
+        stored in the log (on any backend: SQLite, PostgreSQL, a cluster)."""
+        return self._call("event-store-api", "GET", f"/api/events/streams/{stream_id}",
+                          params={"raw": "true"} if raw else None)["events"]
 
     def replay(self, projections: list[str] | None = None) -> dict[str, Any]:
         """Rebuild the read models from the whole log, beside the live ones, then swap them in
@@ -336,17 +371,55 @@ class Lab:
 
         return pd.DataFrame(doctor(self.settings, self.runtime))
 
+    def admin_token(self) -> str | None:
+        """The token of the admin commands and /faults: LABKIT_ADMIN_TOKEN, else (local mode)
+        the data directory's own, else (cluster mode) the Secret labkit-admin if you may read
+        it; None: admin is off here."""
+        if self.settings.admin_token:
+            return self.settings.admin_token
+        token = getattr(self.runtime, "admin_token", None)
+        try:
+            return token() if token is not None else None
+        except Exception:
+            return None
+
+    @property
+    def admin(self) -> Any:
+        """Admin commands (`lab.admin.fund("alice", 100_000)`, `lab.admin.restock(...)`): the
+        operator's, not routed by the gateway, off unless the lab has an admin token."""
+        from labkit.ops.admin_client import Admin
+
+        return Admin(self.url, self.admin_token())
+
     @property
     def faults(self) -> Any:
         from labkit.ops.fault_client import Faults
 
-        return Faults(self.url)
+        return Faults(self.url, token=self.admin_token())
 
     @property
     def saga(self) -> Any:
         from labkit.lab.saga_client import SagaClient
 
         return SagaClient(self)
+
+    @property
+    def challenge(self) -> Any:
+        """Challenge mode: `lab.challenge.start("stuck-saga")`, `.hint()`, `.check()`,
+        `.give_up()`, `.table()` (the same active challenge as `labkit challenge`)."""
+        from labkit.lab.challenges import ChallengeClient
+
+        return ChallengeClient(self)
+
+    def park_event(self, position: int, reason: str) -> dict[str, Any]:
+        """Park a poison event: the projector skips it when a projection fails on it (the
+        decision is an `EventParked` event in the log; `labkit events park`)."""
+        from ecommerce.projections.parking import park
+
+        try:
+            return park(self.saga.store, int(position), reason, by="lab.park_event")
+        except ValueError as exc:
+            raise LabError(str(exc)) from None
 
     # ---- student code in the running system (labkit.lab.plugins, ecommerce.plugins) ---------
     def deploy_code(self, code: Any, name: str | None = None,

@@ -113,22 +113,22 @@ class SagaClient:
                     saga_id: str | None = None, crash_after: str | None = None) -> str:
         """Start an order saga; return its id. The orchestrator runs it.
 
-        `lines`: `[("SKU", quantity), ...]` or `[{"sku", "quantity", "price"?}]`; prices are
-        integer cents and default to the catalogue's. `crash_after="<step>:<Event>"` makes the
-        orchestrator kill itself right after recording that event (the crash scenario).
+        `lines`: `[("SKU", quantity), ...]` or `[{"sku", "quantity"}]`; the prices are the
+        catalogue's (integer cents; a line naming another price is refused).
+        `crash_after="<step>:<Event>"` makes the orchestrator kill itself right after recording
+        that event (the crash scenario).
         """
-        needs_price = any(not (isinstance(ln, Mapping) and "price" in ln)
-                          and not (isinstance(ln, list | tuple) and len(ln) == 3) for ln in lines)
         if self.store.backend == "http":  # cluster mode: the write side starts the saga
-            clean = s.normalise_lines(lines, self.prices() if needs_price else None)
-            body: dict[str, Any] = {"user_id": user, "lines": clean}
+            clean = s.normalise_lines(lines, self.prices())
+            body: dict[str, Any] = {"user_id": user, "lines": [
+                {"sku": ln["sku"], "quantity": ln["quantity"]} for ln in clean]}
             for k, v in (("order_id", order_id), ("saga_id", saga_id), ("crash_after", crash_after)):
                 if v:
                     body[k] = v
             return self.lab.command("place-order", **body)["saga_id"]
         faults = {"crash_after": crash_after} if crash_after else None
         return start_saga(self.store, user, lines, order_id=order_id, saga_id=saga_id,
-                          prices=self.prices() if needs_price else None, faults=faults)
+                          prices=self.prices(), faults=faults)
 
     # ---- reading ---------------------------------------------------------------------------
     def state(self, saga_id: str) -> s.SagaState:

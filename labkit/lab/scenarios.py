@@ -6,6 +6,11 @@ shows how it ended. Nothing is simulated: the refusals come from the participant
 (a balance too small, stock too short, a user that does not exist) and the failures from their
 fault injection (`/faults`) or from the orchestrator process really dying.
 
+Preconditions are established, never assumed: the customer's balance is topped up and the
+ordered stock restocked through the admin commands (`lab.admin`, recorded as events) when
+earlier runs used them up, so every scenario gives the same outcome on the same data however
+often it runs (a classroom day on one cluster).
+
 - `happy`: every step succeeds -> completed.
 - `payment-declined`: bob's balance is too small, payment-service refuses (409 declined)
   -> compensated: release stock, cancel order.
@@ -87,7 +92,8 @@ def _check(r: httpx.Response, what: str, ok: Sequence[int]) -> dict[str, Any]:
 
 def ensure_customer(lab: Any, user_id: str, balance: int = RICH_BALANCE,
                     name: str | None = None) -> None:
-    """Register the user (command-service) and open their account (payment-service), once."""
+    """Register the user (command-service) and open their account (payment-service), once;
+    top the account up to at least `balance` (the admin command) when it holds less."""
     r = lab.http("user-service").get(f"/api/users/{user_id}")
     if r.status_code == 404:
         _check(lab.http("command-service").post("/api/commands/create-user", json={
@@ -96,8 +102,35 @@ def ensure_customer(lab: Any, user_id: str, balance: int = RICH_BALANCE,
     else:
         _check(r, f"look up user {user_id}", (200,))
     _check(lab.http("payment-service").post(
-        "/api/payments/accounts", json={"account_id": user_id, "initial_balance": balance}),
+        "/api/payments/accounts", json={"account_id": user_id}),
         f"open account {user_id}", (200, 201, 409))
+    held = int(_check(lab.http("payment-service").get(f"/api/payments/accounts/{user_id}"),
+                      f"balance of {user_id}", (200,))["balance"])
+    if held < balance:
+        _admin(lab, "fund", user_id, balance - held)
+
+
+def ensure_stock(lab: Any, lines: Sequence[Any]) -> None:
+    """Restock (the admin command) every SKU of the order that has fewer units available than
+    ordered, back to at least its catalogue quantity."""
+    from ecommerce.domain.stock import CATALOGUE
+
+    for line in lines:
+        sku, qty = (line["sku"], line["quantity"]) if isinstance(line, dict) else line[:2]
+        have = available(lab, sku)
+        if have < qty:
+            item = CATALOGUE.get(sku)
+            _admin(lab, "restock", sku, max(qty, item.initial if item else qty) - have)
+
+
+def _admin(lab: Any, command: str, *args: Any) -> None:
+    from labkit.ops.admin_client import AdminError
+
+    try:
+        getattr(lab.admin, command)(*args)
+    except AdminError as exc:
+        raise ScenarioError(f"the scenario needs `{command} {' '.join(map(str, args))}` first, "
+                            f"and {exc}") from None
 
 
 def available(lab: Any, sku: str) -> int:
@@ -130,6 +163,8 @@ def fire(lab: Any, scenario: str, *, user: str | None = None,
         ensure_customer(lab, customer)
     if scenario == "out-of-stock":
         order = list(lines or [(SCARCE_SKU, available(lab, SCARCE_SKU) + 1)])
+    elif scenario != "invalid-user":
+        ensure_stock(lab, order)
     elif scenario == "payment-timeout":
         # Each charge waits longer than the orchestrator's request timeout, until the step's
         # deadline passes (5 attempts with the default policy); one more delay hits the refund,

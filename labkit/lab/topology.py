@@ -5,10 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ecommerce.services.registry import SERVICES
-
-#: Routes the gateway serves; `/api/inventory` is labkit's addition to the course's list.
-COURSE_ROUTES = ("/api/users", "/api/orders", "/api/payments", "/api/commands", "/api/queries",
-                 "/api/events")
+from labkit.runtime.routes import COURSE_ROUTES
 
 
 def routes() -> list[dict[str, Any]]:

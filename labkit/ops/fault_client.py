@@ -1,7 +1,9 @@
 """Fault injection from a notebook: `lab.faults.inject("payment-service", "decline")`.
 
 The participants (user-, order-, inventory-, payment-service) accept faults when started with
-`LABKIT_FAULTS=1` (the lab's manifests and local runtime do). Modes:
+`LABKIT_FAULTS=1`: off by default; `lab.up(faults=True)` / `labkit up --faults` (locally) or
+manifests/components/faults (cluster) turn it on. When the lab has an admin token, arming a
+fault needs it too (`X-Labkit-Admin-Token`; `lab.faults` sends it). Modes:
 
 | mode | effect on the next `times` requests under `path` (default `/api/`) |
 |---|---|
@@ -18,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from ecommerce.services.admin import ADMIN_HEADER
 from ecommerce.services.registry import PARTICIPANTS
 
 MODES = ("error", "delay", "decline", "crash")
@@ -39,8 +42,10 @@ def service_name(service: str) -> str:
 class Faults:
     """Arm, list and clear faults. `url_of(service)` gives a participant's base URL."""
 
-    def __init__(self, url_of: Callable[[str], str], *, timeout: float = 5.0) -> None:
+    def __init__(self, url_of: Callable[[str], str], *, timeout: float = 5.0,
+                 token: str | None = None) -> None:
         self._url_of, self._timeout = url_of, timeout
+        self._headers = {ADMIN_HEADER: token} if token else {}
 
     def _request(self, service: str, method: str, **kw: Any) -> dict[str, Any]:
         try:
@@ -48,13 +53,14 @@ class Faults:
         except Exception as exc:  # the runtime does not know where it is (not started?)
             raise FaultError(f"no address for {service}: {exc}") from None
         try:
-            r = httpx.request(method, url, timeout=self._timeout, **kw)
+            r = httpx.request(method, url, timeout=self._timeout, headers=self._headers, **kw)
         except httpx.HTTPError as exc:
             raise FaultError(f"{service} is not reachable at {url} ({type(exc).__name__}); is the "
                              "lab up? (lab.status())") from None
         if r.status_code == 404:
-            raise FaultError(f"{service} has fault injection switched off; start the lab with "
-                             "LABKIT_FAULTS=1 (the lab's manifests and local runtime set it)")
+            raise FaultError(f"{service} has fault injection switched off (LABKIT_FAULTS=1 turns "
+                             "it on): run lab.up(faults=True) or `labkit up --faults` (cluster: "
+                             "kubectl apply -k manifests/overlays/faults)")
         try:
             body = r.json()
         except ValueError:

@@ -3,7 +3,8 @@
 Reads the participants' own answers over HTTP (accounts, payments, stock, orders) and the event
 store (saga streams, reservation decisions, every PaymentCharged ever recorded), then checks:
 
-- money: the total over all accounts equals the total opened with; the merchant received
+- money: the total over all accounts equals the total opened and funded with (the admin
+  command); the merchant received
   exactly the charged payments and each customer paid exactly their charged payments;
 - no order was ever charged twice (PaymentCharged events per order in the log);
 - stock: for every SKU, `available + reserved + sold == initial`, and what is reserved or sold
@@ -120,15 +121,16 @@ def check_state(state: SystemState) -> InvariantReport:
 
     # -- money ------------------------------------------------------------------------------
     total = sum(a["balance"] for a in state.accounts)
-    opened = sum(a["initial_balance"] for a in state.accounts)
+    opened = sum(a["initial_balance"] + a.get("funded", 0) for a in state.accounts)
     if total != opened:
-        v.append(f"money: accounts hold {total} cents in total, but {opened} were opened with")
+        v.append(f"money: accounts hold {total} cents in total, but {opened} were opened and "
+                 "funded with")
     charged = {oid: p for oid, p in state.payments.items() if p["status"] == pay.CHARGED}
     paid_by: Counter = Counter()
     for p in charged.values():
         paid_by[p["account_id"]] += p["amount"]
     for a in state.accounts:
-        moved = a["initial_balance"] - a["balance"]
+        moved = a["initial_balance"] + a.get("funded", 0) - a["balance"]
         if a["account_id"] == pay.MERCHANT:
             if -moved != sum(paid_by.values()):
                 v.append(f"money: merchant received {-moved} cents, but charged payments "

@@ -45,6 +45,8 @@ from labkit.runtime.routes import Route, load_routes, load_student_routes, match
 
 NAME = "gateway"
 REWRITE_ENV = "LABKIT_GATEWAY_REWRITE_TARGET"
+#: Another manifests folder to route by (what a challenge "applied"; default: the repo's).
+MANIFESTS_ENV = "LABKIT_GATEWAY_MANIFESTS"
 #: Headers that belong to one connection and are never forwarded (RFC 9110 7.6.1).
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "proxy-connection", "te", "trailer", "trailers", "transfer-encoding",
@@ -252,11 +254,13 @@ def create_app(settings: Settings | None = None, manifests: str | Path | None = 
 
 
 def main(argv: list[str] | None = None) -> None:
-    import uvicorn
+    from ecommerce import quiet_server
 
     parser = argparse.ArgumentParser(prog="python -m labkit.runtime.gateway",
                                      description="The lab's local gateway (routes by manifests/).")
-    parser.add_argument("--manifests", help="manifests folder (default: the repo's manifests/)")
+    parser.add_argument("--manifests", default=os.environ.get(MANIFESTS_ENV) or None,
+                        help=f"manifests folder (default: ${MANIFESTS_ENV}, else the repo's "
+                             "manifests/)")
     args = parser.parse_args(argv)
     log = logs.setup(NAME)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is ours
@@ -264,9 +268,10 @@ def main(argv: list[str] | None = None) -> None:
     app = create_app(settings, args.manifests)
     rules = ", ".join(f"{r.label} -> {r.backend}" for r in app.routes)
     logs.event(log, "starting", host=settings.host, port=settings.port,
-               rewrite_target=app.rewrite_target, routes=rules)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=3)
+               rewrite_target=app.rewrite_target, manifests=args.manifests or "manifests/",
+               routes=rules)
+    quiet_server.run(app, host=settings.host, port=settings.port, log_config=None,
+                     access_log=False, timeout_graceful_shutdown=3)
 
 
 if __name__ == "__main__":

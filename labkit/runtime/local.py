@@ -19,11 +19,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -44,6 +45,10 @@ GATEWAY_PORT_ENV = "LABKIT_GATEWAY_PORT"
 DEFAULT_GATEWAY_PORT = 8080
 #: Set to `/` to give the gateway the course's `rewrite-target: /` for the Ingress rules.
 REWRITE_ENV = "LABKIT_GATEWAY_REWRITE_TARGET"
+#: The local lab's admin token, in the data directory (see `LocalRuntime.admin_token`).
+ADMIN_TOKEN_FILE = "admin-token"
+#: Processes whose behaviour LABKIT_FAULTS changes (the registry says who reads it).
+FAULT_READERS = frozenset(n for n, s in SERVICES.items() if "LABKIT_FAULTS" in s.env)
 
 
 class RuntimeErrorWithHint(RuntimeError):
@@ -58,6 +63,8 @@ class ProcessRecord:
     started: float  # process create time (psutil), to never signal a recycled pid
     command: list[str]
     log: str
+    #: Started with LABKIT_FAULTS=1 (fault injection on).
+    faults: bool = False
 
     @property
     def url(self) -> str | None:
@@ -95,7 +102,8 @@ def launch_specs(names: Iterable[str] | None = None) -> dict[str, LaunchSpec]:
         command = [sys.executable, "-m", container.module, *container.args]
         env = {k: v for k, v in container.literal_env.items() if k not in OVERRIDDEN
                and not (k.startswith("LABKIT_") and k.endswith("_URL"))}
-        out[name] = LaunchSpec(name, command, env, spec.http)
+        # A follower with probes gets a port too: /readyz tells `up` and `status` how it is.
+        out[name] = LaunchSpec(name, command, env, spec.http or spec.probes)
     return out
 
 
@@ -221,7 +229,8 @@ class LocalRuntime:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             tmp = self.state_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({"processes": {k: asdict(v) for k, v in records.items()},
-                                       "ports": {**(ports or {}), **self._ports(records)}},
+                                       "ports": {**(ports or {}), **self._ports(records)},
+                                       "overrides": self.overrides()},
                                       indent=2))
             tmp.replace(self.state_file)
         except OSError as exc:
@@ -258,13 +267,50 @@ class LocalRuntime:
         return ports
 
     # ---- environment ------------------------------------------------------------------------
-    def environment(self, spec: LaunchSpec, ports: dict[str, int]) -> dict[str, str]:
+    def admin_token(self) -> str:
+        """The admin commands' token: LABKIT_ADMIN_TOKEN if you set one, else this data
+        directory's own (`<data dir>/admin-token`, made on first use, readable by you only)."""
+        if self.settings.admin_token:
+            return self.settings.admin_token
+        path = self.data_dir / ADMIN_TOKEN_FILE
+        try:
+            token = path.read_text().strip()
+            if token:
+                return token
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise self._bad_data_dir(exc) from None
+        token = secrets.token_hex(16)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(token + "\n")
+        except OSError as exc:
+            raise self._bad_data_dir(exc) from None
+        return token
+
+    def faults_on(self) -> bool:
+        """Is fault injection on in the running lab (else: did you ask with LABKIT_FAULTS=1)?"""
+        running = [r for r in self._load().values() if r.name in FAULT_READERS
+                   and _proc(r.pid, r.started) is not None]
+        if running:
+            return any(r.faults for r in running)
+        return os.environ.get("LABKIT_FAULTS") == "1"
+
+    def environment(self, spec: LaunchSpec, ports: dict[str, int],
+                    faults: bool = False) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LABKIT_")}
         env.update(spec.env)
+        # Off unless asked for (lab.up(faults=True), `labkit up --faults`, LABKIT_FAULTS=1).
+        env["LABKIT_FAULTS"] = "1" if faults else "0"
+        env["LABKIT_ADMIN_TOKEN"] = self.admin_token()
         s = self.settings
         for name, value in (("LABKIT_PG_URL", s.pg_url), ("LABKIT_REDIS_URL", s.redis_url),
                             ("LABKIT_PG_SCHEMA", s.pg_schema), ("LABKIT_REDIS_PREFIX", s.redis_prefix),
-                            ("LABKIT_SQLITE_SYNCHRONOUS", s.sqlite_synchronous)):
+                            ("LABKIT_SQLITE_SYNCHRONOUS", s.sqlite_synchronous),
+                            ("LABKIT_PG_SYNCHRONOUS_COMMIT", s.pg_synchronous_commit)):
             if value:
                 env[name] = value
         env["LABKIT_DATA_DIR"] = str(self.data_dir)
@@ -283,11 +329,15 @@ class LocalRuntime:
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def up(self, wait: bool = True, progress: bool = True, timeout: float = READY_TIMEOUT,
-           step: str | None = None) -> list[dict[str, Any]]:
+           step: str | None = None, faults: bool | None = None) -> list[dict[str, Any]]:
         """Start every process that is not running (restarting crashed ones); wait until ready.
 
         `step` ("02-saga"): only the processes of that step and the steps before it, as the
         course builds the system up. Returns the status rows of those steps.
+
+        `faults`: fault injection on (True) or off (False) for the participants (/faults) and
+        command-service (`crash_after`); running ones started the other way are restarted.
+        None keeps what runs (off for a new lab, unless LABKIT_FAULTS=1).
 
         All or nothing: if anything fails, the processes this call started are stopped again
         (those that were already running are left alone) before the error is raised.
@@ -300,6 +350,12 @@ class LocalRuntime:
         # 01-networking, a peer's address is known before its pods run.
         ports = self._assign_ports(launch_specs(self.names))
         self._check_databases()
+        wanted = self.faults_on() if faults is None else faults
+        flip = [n for n in specs if n in FAULT_READERS and (rec := records.get(n)) is not None
+                and rec.faults != wanted and _proc(rec.pid, rec.started) is not None]
+        if flip:  # started with fault injection the other way: start them again
+            self._stop(flip)
+            records = self._load()
         todo = {n: s for n, s in specs.items()
                 if not (records.get(n) and _proc(records[n].pid, records[n].started) is not None)}
         for name in todo:  # every port first: fail before starting anything
@@ -309,7 +365,7 @@ class LocalRuntime:
         started: list[str] = []
         try:
             for name, spec in todo.items():
-                records[name] = self._spawn(spec, ports)
+                records[name] = self._spawn(spec, ports, self._override_env(name), faults=wanted)
                 started.append(name)
                 self._save(records, ports)  # recorded at once: `labkit down` finds it, whatever happens
             if wait:
@@ -354,10 +410,11 @@ class LocalRuntime:
             raise RuntimeErrorWithHint(f"cannot open the lab's databases: {exc}") from None
 
     def _spawn(self, spec: LaunchSpec, ports: dict[str, int],
-               extra_env: dict[str, str | None] | None = None) -> ProcessRecord:
+               extra_env: dict[str, str | None] | None = None, *,
+               faults: bool = False) -> ProcessRecord:
         import psutil
 
-        env = self.environment(spec, ports)
+        env = self.environment(spec, ports, faults)
         for k, v in (extra_env or {}).items():
             if v is None:
                 env.pop(k, None)
@@ -372,7 +429,7 @@ class LocalRuntime:
             )
         started = psutil.Process(proc.pid).create_time()
         return ProcessRecord(spec.name, proc.pid, ports.get(spec.name), started, spec.command,
-                             str(log_path))
+                             str(log_path), faults)
 
     def wait_ready(self, names: list[str], timeout: float = READY_TIMEOUT,
                    progress: bool = True) -> None:
@@ -427,6 +484,8 @@ class LocalRuntime:
         """Stop exactly the processes this runtime started (by pid). Idempotent."""
         stopped = self._stop(list(self._load()), timeout)
         self._save({})
+        if self.overrides():  # like deleting the Deployments: the next `up` runs the manifests
+            self._write_overrides({})
         return stopped
 
     def _stop(self, names: list[str], timeout: float = 10.0) -> list[str]:
@@ -467,10 +526,12 @@ class LocalRuntime:
             return []
         specs = launch_specs(running)
         ports = self._assign_ports(launch_specs(self.names))
+        faults = {n: records[n].faults for n in running}  # a restart keeps fault injection as it was
         self._stop(running)
         records = self._load()
         for name in running:
-            records[name] = self._spawn(specs[name], ports)
+            records[name] = self._spawn(specs[name], ports, self._override_env(name),
+                                        faults=faults[name])
             self._save(records, ports)
         self.wait_ready(running, timeout=timeout, progress=False)
         return running
@@ -492,6 +553,68 @@ class LocalRuntime:
         self._save(records)
         self.wait_ready([GATEWAY], timeout=timeout, progress=False)
         return next(r for r in self.status() if r["service"] == GATEWAY)
+
+    # ---- deployed differently from the manifests (a bad build, a patched config) ------------
+    def overrides(self) -> dict[str, dict[str, Any]]:
+        """Process -> {"env": {...}, "note": "..."}: what runs differently from the manifests
+        (kept in runtime.json, so a restart or `labkit up` after a crash keeps it, like a
+        Deployment's patched spec). `labkit status` shows the note."""
+        raw = self._read_state().get("overrides") or {}
+        return {k: v for k, v in raw.items() if isinstance(v, dict)}
+
+    def _override_env(self, name: str) -> dict[str, str | None]:
+        return dict(self.overrides().get(name, {}).get("env") or {})
+
+    def _write_overrides(self, overrides: dict[str, dict[str, Any]]) -> None:
+        state = self._read_state()
+        state["overrides"] = overrides
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state, indent=2))
+            tmp.replace(self.state_file)
+        except OSError as exc:
+            raise self._bad_data_dir(exc) from None
+
+    def set_override(self, name: str, env: dict[str, str], note: str) -> None:
+        """Run `name` with these extra environment variables from its next start on."""
+        if name not in [*SERVICES, GATEWAY]:
+            raise RuntimeErrorWithHint(f"unknown process {name!r}; known: "
+                                       + ", ".join([*SERVICES, GATEWAY]))
+        overrides = self.overrides()
+        overrides[name] = {"env": dict(env), "note": note}
+        self._write_overrides(overrides)
+
+    def clear_override(self, name: str) -> bool:
+        """Back to what the manifests say from its next start on; False if nothing to undo."""
+        overrides = self.overrides()
+        if overrides.pop(name, None) is None:
+            return False
+        self._write_overrides(overrides)
+        return True
+
+    def restart_one(self, name: str, timeout: float = READY_TIMEOUT) -> dict[str, Any]:
+        """Stop one process (SIGTERM, like a rolling restart), or nothing if it is down, and
+        start it as deployed (the manifests plus its override, if any); wait until it is
+        ready. Its status row."""
+        if name not in self.names:
+            raise RuntimeErrorWithHint(f"unknown process {name!r}; known: {', '.join(self.names)}")
+        records = self._load()
+        specs = launch_specs([name])
+        ports = self._assign_ports(launch_specs(self.names))
+        rec = records.get(name)
+        faults = rec.faults if rec is not None else self.faults_on()
+        if rec is not None and _proc(rec.pid, rec.started) is not None:
+            self._stop([name])
+            records = self._load()
+        port = ports.get(name)
+        if port is not None and not port_is_free(port):
+            raise RuntimeErrorWithHint(self._port_taken(name, port))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        records[name] = self._spawn(specs[name], ports, self._override_env(name), faults=faults)
+        self._save(records, ports)
+        self.wait_ready([name], timeout=timeout, progress=False)
+        return next(r for r in self.status() if r["service"] == name)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
         """Kill one service process (the crash scenarios). Returns the pid killed."""
@@ -539,6 +662,12 @@ class LocalRuntime:
                 out.append({"service": name, "url": rec.url if rec else None,
                             "pid": rec.pid if rec and proc else None, "status": state,
                             "rss_mb": rss, "detail": detail, "step": steps.get(name, "")})
+        overrides = self.overrides()
+        for row in out:
+            note = overrides.get(row["service"], {}).get("note")
+            if note:
+                said = f"deployed with a change: {note}"
+                row["detail"] = f"{row['detail']}; {said}" if row["detail"] else said
         order = {s: i for i, s in enumerate(STEPS)}
         return sorted(out, key=lambda r: order.get(r["step"], len(order)))  # stable: as built up
 
@@ -562,8 +691,8 @@ class LocalRuntime:
         lines = path.read_text(errors="replace").splitlines()
         return "\n".join(lines[-tail:])
 
-    def run_task(self, name: str, args: list[str] | None = None, timeout: float = 300.0,
-                 on_line: Callable[[str], None] | None = None) -> subprocess.CompletedProcess:
+    def run_task(self, name: str, args: list[str] | None = None, timeout: float = 300.0
+                 ) -> subprocess.CompletedProcess[str]:
         """Run a one-shot process (a Job in Kubernetes) to completion, like `run_job`."""
         from labkit.runtime.manifests import container_specs
 

@@ -18,12 +18,13 @@ from typing import Any
 
 import yaml
 
+from ecommerce import __version__
 from ecommerce.config import DEFAULT_NAMESPACE, REPO_DIR
 
 MANIFESTS_DIR = REPO_DIR / "manifests"
 #: The image every labkit container in manifests/ runs (imagePullPolicy: IfNotPresent); built
-#: from the repo's Dockerfile by `labkit image build`.
-IMAGE = "labkit:0.1.0"
+#: from the repo's Dockerfile by `labkit image build`. Its tag is the package version.
+IMAGE = f"labkit:{__version__}"
 #: The lab steps, in the order they are applied.
 STEPS = ("00-base", "01-networking", "02-saga", "03-cqrs", "04-event-sourcing")
 #: The namespace the course's load-tester runs in (not renamed with the lab namespace).
@@ -34,8 +35,12 @@ PART_OF = "app.kubernetes.io/part-of"
 PART_OF_VALUE = "labkit"
 LAB_SELECTOR = f"{PART_OF}={PART_OF_VALUE}"
 NAME_LABEL = "app.kubernetes.io/name"
-COMPONENT_LABEL = "app.kubernetes.io/component"
 STEP_LABEL = "labkit.io/step"
+#: The annotation on everything labkit creates (each step's kustomization.yaml sets it as a
+#: commonAnnotation, so `kubectl apply -k` sets it too). `labkit down` deletes only objects that
+#: carry it, and `labkit up` never takes over a namespace that exists without it.
+CREATED_BY = "labkit.io/created-by"
+CREATED_BY_VALUE = "labkit"
 
 #: Apply order by kind (Helm's install order, CRDs right after namespaces). Kinds that need a
 #: CRD (Gateway API) come after every built-in kind; unknown kinds go last of all.
@@ -139,7 +144,33 @@ def load_step(step: str | Path, root: str | Path | None = None) -> list[dict[str
         if not path.is_file():
             raise ManifestError(f"{d / 'kustomization.yaml'} lists {name}, which does not exist")
         objects.extend(load_file(path))
+    annotations = kustomization(d).get("commonAnnotations") or {}
+    if annotations:
+        for obj in objects:
+            add_annotations(obj, annotations)
     return objects
+
+
+def add_annotations(obj: dict[str, Any], annotations: Mapping[str, str]) -> dict[str, Any]:
+    """Set `annotations` where kustomize's commonAnnotations sets them: the object's metadata
+    and its pod template's (a CronJob's job template too)."""
+    targets = [obj.setdefault("metadata", {})]
+    spec = obj.get("spec") or {}
+    if obj.get("kind") in ("Deployment", "StatefulSet", "Job", "DaemonSet", "ReplicaSet"):
+        targets.append((spec.get("template") or {}).setdefault("metadata", {}))
+    elif obj.get("kind") == "CronJob":
+        job = spec.get("jobTemplate") or {}
+        targets.append(job.setdefault("metadata", {}))
+        targets.append(((job.get("spec") or {}).get("template") or {}).setdefault("metadata", {}))
+    for meta in targets:
+        meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
+    return obj
+
+
+def created_by_labkit(obj: Mapping[str, Any]) -> bool:
+    """Whether a live object carries labkit's created-by annotation."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return annotations.get(CREATED_BY) == CREATED_BY_VALUE
 
 
 def load_all(root: str | Path | None = None) -> dict[str, list[dict[str, Any]]]:
@@ -206,10 +237,6 @@ def pod_template(obj: Mapping[str, Any]) -> dict[str, Any] | None:
     if kind == "CronJob":
         return ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template")
     return None
-
-
-def workloads(objects: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    return [dict(o) for o in objects if pod_template(o) is not None]
 
 
 @dataclass(frozen=True)

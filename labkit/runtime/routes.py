@@ -25,6 +25,10 @@ from pathlib import Path
 from typing import Any
 
 NETWORKING_STEP = "01-networking"
+#: The path prefixes the course's gateway serves (its Ingress plus the design's additions);
+#: the service registry may add more (`/api/inventory` is labkit's own).
+COURSE_ROUTES = ("/api/users", "/api/orders", "/api/payments", "/api/commands", "/api/queries",
+                 "/api/events")
 #: The folder, in the lab's data directory, of the routes students write (notebook 01).
 STUDENT_ROUTES_DIRNAME = "routes"
 REWRITE_ANNOTATION = "nginx.ingress.kubernetes.io/rewrite-target"

@@ -148,7 +148,7 @@ def _temporary_lab() -> Iterator[Lab]:
         lab = Lab(replace(Settings.from_env(), mode="local", data_dir=d, events_db=d / "events.db",
                           read_db=d / "read.db"), gateway_port=0)  # never the student's 8080
         try:
-            lab.up(progress=False)
+            lab.up(progress=False, faults=True)  # the failure notebooks' figures inject faults
             yield lab
         finally:
             lab.reset()

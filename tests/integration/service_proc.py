@@ -8,7 +8,8 @@
         pay = services.start("payment-service", pg=pg_schema)  # PostgreSQL (url, schema)
 
 Each process gets LABKIT_HOST=127.0.0.1, a free LABKIT_PORT, LABKIT_EVENTS_DB / LABKIT_READ_DB
-in the test's data directory and LABKIT_FAULTS=1, and nothing else from the caller's LABKIT_*
+in the test's data directory, LABKIT_FAULTS=1 and LABKIT_ADMIN_TOKEN=ADMIN_TOKEN (the admin
+commands on: `fund`, `restock` below), and nothing else from the caller's LABKIT_*
 environment. `start` waits for /readyz; everything started is terminated after the test.
 """
 
@@ -30,6 +31,20 @@ from ecommerce.services.registry import SERVICES
 from tests.waiting import WaitTimeout, wait_until
 
 READY_TIMEOUT = 30.0
+#: The admin token every test service gets (LABKIT_ADMIN_TOKEN).
+ADMIN_TOKEN = "test-admin-token"
+ADMIN = {"X-Labkit-Admin-Token": ADMIN_TOKEN}
+
+
+def fund(payments: ServiceProc, account: str, amount: int) -> httpx.Response:
+    """The admin command that puts money into an account (opening it if needed)."""
+    return payments.client.post(f"/admin/payments/accounts/{account}/fund",
+                                json={"amount": amount}, headers=ADMIN)
+
+
+def restock(inventory: ServiceProc, sku: str, quantity: int) -> httpx.Response:
+    return inventory.client.post(f"/admin/inventory/{sku}/restock", json={"quantity": quantity},
+                                 headers=ADMIN)
 
 
 def free_port() -> int:
@@ -144,6 +159,7 @@ class Services:
             "LABKIT_EVENTS_DB": str(self.data_dir / "events.db"),
             "LABKIT_READ_DB": str(self.data_dir / "read.db"),
             "LABKIT_FAULTS": "1" if faults else "0",
+            "LABKIT_ADMIN_TOKEN": ADMIN_TOKEN,
             "PYTHONUNBUFFERED": "1",
         })
         if pg is not None:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 
+import httpx
 import psutil
 import pytest
 
@@ -35,7 +36,10 @@ def test_up_kill_restart_down_leaves_nothing_behind(tmp_path) -> None:
     try:
         rows = {r["service"]: r for r in rt.up(progress=False)}
         assert rows["command-service"]["status"] == "ready"
-        assert rows["event-processor"]["status"] == "running"
+        # The follower serves its heartbeat probes on a port of its own.
+        assert rows["event-processor"]["status"] == "ready"
+        beat = httpx.get(rt.url("event-processor") + "/healthz", timeout=5).json()
+        assert beat["status"] == "ok" and beat["service"] == "event-processor"
         pids = {n: r["pid"] for n, r in rows.items()}
         url_before = rt.url("query-service")
 

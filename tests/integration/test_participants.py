@@ -23,7 +23,7 @@ from ecommerce.store.postgres_events import PostgresEventStore
 from ecommerce.store.sqlite_events import SqliteEventStore
 from labkit.ops.fault_client import FaultError, Faults
 from tests.integration import service_proc
-from tests.integration.service_proc import ServiceProc, Services
+from tests.integration.service_proc import ADMIN, ADMIN_TOKEN, ServiceProc, Services, fund
 
 services = service_proc.services  # the fixture: real subprocesses, stopped after each test
 
@@ -71,11 +71,11 @@ def conserved(item: dict[str, Any]) -> None:
 def test_order_lifecycle_and_replayed_requests(services: Services, backend: Backend) -> None:
     orders = services.start("order-service", pg=backend)
     body = {"order_id": "o-1", "saga_id": "s-1", "user_id": "alice",
-            "lines": [{"sku": "MOUSE-WL", "quantity": 3, "price": 1999},
-                      {"sku": "LAPTOP-14", "quantity": 1, "price": 129900}]}
+            "lines": [{"sku": "MOUSE-WL", "quantity": 3}, {"sku": "LAPTOP-14", "quantity": 1}]}
     first = post(orders, "/api/orders", body, key="s-1:create_order")
     assert first.status_code == 201, first.text
-    assert first.json()["status"] == "PENDING" and first.json()["total"] == 135_897
+    # The catalogue's prices: 3 x 2,500 + 129,900.
+    assert first.json()["status"] == "PENDING" and first.json()["total"] == 137_400
     again = post(orders, "/api/orders", body, key="s-1:create_order")
     assert (again.status_code, again.json()) == (201, first.json())
     other_key = post(orders, "/api/orders", body, key="someone-else")
@@ -106,7 +106,7 @@ def test_order_lifecycle_and_replayed_requests(services: Services, backend: Back
 
 def test_order_without_id_gets_one_per_idempotency_key(services: Services) -> None:
     orders = services.start("order-service")
-    body = {"user_id": "bob", "lines": [{"sku": "MOUSE-WL", "quantity": 1, "price": 2500}]}
+    body = {"user_id": "bob", "lines": [{"sku": "MOUSE-WL", "quantity": 1}]}
     a = post(orders, "/api/orders", body, key="k-a").json()
     assert post(orders, "/api/orders", body, key="k-a").json()["order_id"] == a["order_id"]
     assert post(orders, "/api/orders", body, key="k-b").json()["order_id"] != a["order_id"]
@@ -115,9 +115,11 @@ def test_order_without_id_gets_one_per_idempotency_key(services: Services) -> No
 def test_order_errors_are_field_level_and_not_found(services: Services) -> None:
     orders = services.start("order-service")
     bad = post(orders, "/api/orders", {"user_id": "u", "lines": [
-        {"sku": "A", "quantity": 1, "price": 19.99}]})
+        {"sku": "A", "quantity": 1.5}]})
     assert bad.status_code == 422
-    assert any(e["field"] == "lines.0.price" for e in bad.json()["errors"])
+    assert any(e["field"] == "lines.0.quantity" for e in bad.json()["errors"])
+    unknown = post(orders, "/api/orders", {"user_id": "u", "lines": [{"sku": "A", "quantity": 1}]})
+    assert (unknown.status_code, unknown.json()["reason"]) == (404, "unknown_sku")
     assert orders.client.get("/api/orders/nope").status_code == 404
     assert post(orders, "/api/orders/nope/confirm").json()["reason"] == "not_found"
     assert post(orders, "/api/orders/nope/cancel").status_code == 404
@@ -238,9 +240,8 @@ def test_holds_left_by_a_crash_are_given_back_at_start(services: Services) -> No
 
 def open_accounts(payments: ServiceProc, balances: dict[str, int]) -> None:
     for account, balance in balances.items():
-        r = post(payments, "/api/payments/accounts",
-                 {"account_id": account, "initial_balance": balance})
-        assert r.status_code in (200, 201), r.text
+        r = fund(payments, account, balance)
+        assert r.status_code == 201, r.text
 
 
 def total(payments: ServiceProc) -> int:
@@ -250,10 +251,7 @@ def total(payments: ServiceProc) -> int:
 def test_charge_refund_and_conservation(services: Services) -> None:
     payments = services.start("payment-service")
     open_accounts(payments, {"alice": 10_000, "bob": 500})
-    assert post(payments, "/api/payments/accounts",
-                {"account_id": "alice", "initial_balance": 10_000}).status_code == 200
-    assert post(payments, "/api/payments/accounts",
-                {"account_id": "alice", "initial_balance": 1}).json()["reason"] == "already_exists"
+    assert post(payments, "/api/payments/accounts", {"account_id": "alice"}).status_code == 200
 
     charged = post(payments, "/api/payments", {"order_id": "o-1", "account_id": "alice",
                                                "amount": 2_999}, key="s-1:charge_payment")
@@ -316,7 +314,7 @@ def test_no_double_charge_under_concurrent_retries(services: Services, backend: 
 def test_injected_decline_and_the_first_answer_on_retry(services: Services) -> None:
     payments = services.start("payment-service")
     open_accounts(payments, {"alice": 10_000})
-    faults = Faults(lambda name: payments.url)
+    faults = Faults(lambda name: payments.url, token=ADMIN_TOKEN)
     faults.inject("payment-service", "decline")
     body = {"order_id": "o-1", "account_id": "alice", "amount": 1_000}
     first = post(payments, "/api/payments", body, key="s-1:charge_payment")
@@ -333,7 +331,7 @@ def test_injected_decline_and_the_first_answer_on_retry(services: Services) -> N
 
 def test_error_and_delay_faults(services: Services) -> None:
     orders = services.start("order-service")
-    faults = Faults(lambda name: orders.url)
+    faults = Faults(lambda name: orders.url, token=ADMIN_TOKEN)
     armed = faults.inject("order", "error", times=2)
     assert armed["mode"] == "error" and armed["times_left"] == 2
     assert [r["mode"] for r in faults.armed()] == ["error"] * 4  # one url for all four here
@@ -344,10 +342,13 @@ def test_error_and_delay_faults(services: Services) -> None:
     assert orders.client.get("/api/orders").status_code == 200
 
     faults.inject("order-service", "delay", seconds=0.6, path="/api/orders/")
+    assert orders.client.get("/api/orders").status_code == 200  # path does not match ...
+    assert {(f["mode"], f["fired"]) for f in faults.armed()} == {("delay", 0)}  # ... not fired
     started = time.monotonic()
-    assert orders.client.get("/api/orders").status_code == 200  # path does not match
-    assert time.monotonic() - started < 0.5
     assert orders.client.get("/api/orders/x").status_code == 404
+    # It fired on the matching path: used up, and the answer came no sooner than the delay
+    # (a lower bound, which load can only make truer).
+    assert faults.armed() == []
     assert time.monotonic() - started >= 0.6
 
     faults.inject("order", "error", times=5)
@@ -365,20 +366,20 @@ def test_crash_fault_exits_and_the_state_survives_a_restart(services: Services) 
     payments = services.start("payment-service")
     open_accounts(payments, {"alice": 10_000})
     post(payments, "/api/payments", {"order_id": "o-1", "account_id": "alice", "amount": 700})
-    Faults(lambda name: payments.url).inject("payment", "crash", path="/api/payments")
+    Faults(lambda name: payments.url, token=ADMIN_TOKEN).inject("payment", "crash", path="/api/payments")
     with pytest.raises(httpx.HTTPError):
         payments.client.get("/api/payments/accounts")
     assert payments.wait_exit() == CRASH_EXIT_CODE
     payments.restart()
     assert payments.client.get("/api/payments/accounts/alice").json()["balance"] == 9_300
-    assert payments.client.get("/faults").json()["faults"] == []  # faults live in the process
+    assert payments.client.get("/faults", headers=ADMIN).json()["faults"] == []  # per process
 
 
 def test_faults_are_off_unless_enabled(services: Services) -> None:
     inv = services.start("inventory-service", faults=False)
     assert inv.client.post("/faults", json={"mode": "error"}).status_code == 404
     with pytest.raises(FaultError, match="LABKIT_FAULTS=1"):
-        Faults(lambda name: inv.url).inject("inventory", "error")
+        Faults(lambda name: inv.url, token=ADMIN_TOKEN).inject("inventory", "error")
 
 
 # -- user-service -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 
-from tests.integration.service_proc import ServiceProc, Services
+from tests.integration.service_proc import ServiceProc, Services, fund
 
 PARTICIPANTS = ["user-service", "order-service", "inventory-service", "payment-service"]
 #: Per operation. Raise it for a deeper local run: LABKIT_FUZZ_EXAMPLES=300 pytest ...
@@ -33,8 +33,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serv
         for svc in started.values():
             svc.wait_ready()
         # Something to find: an account with money, so charges get past "unknown account".
-        started["payment-service"].client.post(
-            "/api/payments/accounts", json={"account_id": "alice", "initial_balance": 10**9})
+        fund(started["payment-service"], "alice", 10**9)
         yield started
     finally:
         lab.close()

@@ -21,7 +21,6 @@ def test_chaos_30_runs_hold_every_invariant_and_print_json_last() -> None:
     assert result["completed"] + result["compensated"] == 30
     assert result["completed"] > 0 and result["compensated"] > 0
     assert result["restarts"].get("saga-orchestrator", 0) >= 1  # a kill really happened
-    assert result["seconds"] < 60
     assert done.returncode == 0
 
 

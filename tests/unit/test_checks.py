@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from labkit.lab import Lab
 from labkit.workbook import checks
 from labkit.workbook.checks import CheckpointError, CheckResult
 
@@ -88,6 +89,9 @@ def test_network_policy_rules_read_the_manifests():
     postgres = df[(df["policy"] == "allow-ingress-postgres")]
     assert "command-service" in set(postgres["peers"]) and "query-service" not in set(postgres["peers"])
     assert set(postgres["ports"]) == {"TCP/5432"}
+    plane = df[df["policy"] == "allow-gateway-data-plane"]
+    assert set(plane["pods"]) == {"gateway.networking.k8s.io/gateway-name=labkit-gateway"}
+    assert "anywhere" in set(plane[plane["direction"] == "Ingress"]["peers"])
 
 
 def test_load_tester_is_cluster_only():
@@ -101,8 +105,11 @@ def test_load_tester_is_cluster_only():
 
 
 # ---- against a real lab -------------------------------------------------------------------------
+# One lab for the module (starting one is slow), but no test depends on another: the `lab`
+# fixture brings it back to running with every service ready before each test, and a test that
+# breaks the data (the books) restores it before it ends.
 @pytest.fixture(scope="module")
-def real_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def real_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """The whole system as local processes in a temporary data directory."""
     from tests.integration.labs import full_lab
 
@@ -110,10 +117,20 @@ def real_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         yield lab
 
 
+@pytest.fixture
+def lab(real_lab: Lab) -> Lab:
+    """The module's lab, running and ready, whatever the test before this one did to it."""
+    # Close our keep-alive connections first: a server port left in TIME_WAIT would keep the
+    # local runtime from restarting that server on the same port.
+    real_lab.close()
+    real_lab.up(progress=False)
+    return real_lab
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("section", ["Setup", "Kubernetes Native", "CQRS", "Event Sourcing"])
-def test_sections_pass_against_the_running_system(real_lab, section):
-    results = checks.run(real_lab, section)
+def test_sections_pass_against_the_running_system(lab, section):
+    results = checks.run(lab, section)
     assert results
     failed = [f"{r.item}: {r.evidence}" for r in results if r.ok is False]
     assert not failed, failed
@@ -131,59 +148,51 @@ def test_sections_pass_against_the_running_system(real_lab, section):
 
 
 @pytest.mark.slow
-def test_routing_fails_when_the_gateway_is_down(real_lab):
-    real_lab.close()
-    real_lab.kill("gateway")
-    try:
-        result = next(r for r in checks.run(real_lab, "Kubernetes Native")
-                      if r.item.startswith("기본 라우팅"))
-        assert result.ok is False and "ConnectError" in result.evidence
-    finally:
-        real_lab.up(progress=False)
+def test_routing_fails_when_the_gateway_is_down(lab):
+    lab.close()
+    lab.kill("gateway")
+    result = next(r for r in checks.run(lab, "Kubernetes Native") if r.item.startswith("기본 라우팅"))
+    assert result.ok is False and "ConnectError" in result.evidence
 
 
 @pytest.mark.slow
-def test_the_invariant_check_is_the_saga_checkpoint_and_sees_a_broken_state(real_lab):
+def test_the_invariant_check_is_the_saga_checkpoint_and_sees_a_broken_state(lab):
     from labkit.lab.scenarios import ALICE, ensure_customer
 
     assert checks.INVARIANTS_ITEM in checks.items("Saga")
     assert checks.items("Saga")[-1] == checks.INVARIANTS_ITEM  # after the sagas the others ran
-    ensure_customer(real_lab, ALICE)
-    real_lab.saga.wait(real_lab.fire("happy"), timeout=30)
-    fine = checks.check_invariants(real_lab)
+    ensure_customer(lab, ALICE)
+    lab.saga.wait(lab.fire("happy"), timeout=30)
+    fine = checks.check_invariants(lab)
     assert fine.ok is True and fine.evidence.count("✅") == 5
-    # Break the books: money out of nowhere (a charge with no order behind it).
-    charged = real_lab.http("payment-service").post(
-        "/api/payments", json={"order_id": "no-such-order", "account_id": ALICE, "amount": 100})
-    assert charged.status_code == 201, charged.text
-    broken = checks.check_invariants(real_lab)
-    registered = next(cp for cp in checks.REGISTRY["Saga"] if cp.item == checks.INVARIANTS_ITEM)
-    assert broken.ok is False and "❌" in broken.evidence
-    assert checks.run_one(real_lab, registered).ok is False  # 05's checkpoint agrees
-
-
-@pytest.mark.slow
-def test_checks_fail_when_the_system_is_broken(real_lab):
-    # Close our keep-alive connections first: the server's port must not be left in TIME_WAIT,
-    # or the local runtime refuses to restart it on the same port for a minute.
-    real_lab.close()
-    real_lab.kill("query-service")
     try:
-        results = checks.run(real_lab, "CQRS")
-        assert [r.ok for r in results].count(False) >= 3, results
-        with pytest.raises(CheckpointError, match="ConnectError"):
-            checks.assert_ok(results)
+        # Break the books: money out of nowhere (a charge with no order behind it).
+        charged = lab.http("payment-service").post(
+            "/api/payments", json={"order_id": "no-such-order", "account_id": ALICE, "amount": 100})
+        assert charged.status_code == 201, charged.text
+        broken = checks.check_invariants(lab)
+        registered = next(cp for cp in checks.REGISTRY["Saga"] if cp.item == checks.INVARIANTS_ITEM)
+        assert broken.ok is False and "❌" in broken.evidence
+        assert checks.run_one(lab, registered).ok is False  # 05's checkpoint agrees
     finally:
-        real_lab.close()
-        real_lab.up(progress=False)
+        lab.reset()  # the books stay broken otherwise: start the next test from clean data
+        lab.up(progress=False)
 
 
 @pytest.mark.slow
-def test_cleanup_checks_see_what_is_left_then_nothing(real_lab):
-    real_lab.down()
-    results = {r.item: r for r in checks.run(real_lab, "Cleanup")}
+def test_checks_fail_when_the_system_is_broken(lab):
+    lab.close()
+    lab.kill("query-service")
+    results = checks.run(lab, "CQRS")
+    assert [r.ok for r in results].count(False) >= 3, results
+    with pytest.raises(CheckpointError, match="ConnectError"):
+        checks.assert_ok(results)
+
+
+@pytest.mark.slow
+def test_cleanup_checks_see_what_is_left_then_nothing(lab):
+    lab.down()
+    results = {r.item: r for r in checks.run(lab, "Cleanup")}
     assert [r.ok for r in results.values()] == [True, True, False]  # data directory still there
-    real_lab.reset()
-    checks.assert_ok(checks.run(real_lab, "Cleanup"))
-    real_lab.up(progress=False)  # leave it running for the fixture's own teardown
-    assert checks.lab_processes(real_lab)
+    lab.reset()
+    checks.assert_ok(checks.run(lab, "Cleanup"))

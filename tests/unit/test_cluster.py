@@ -382,9 +382,9 @@ def test_an_image_that_is_not_on_the_nodes_fails_fast_with_what_to_do(fake, cloc
     stuck_deployment(fake, "order-service", {"phase": "Pending", "containerStatuses": [{
         "name": "order-service", "image": IMAGE, "ready": False, "restartCount": 0,
         "state": {"waiting": {"reason": "ImagePullBackOff",
-                              "message": 'Back-off pulling image "labkit:0.1.0"'}}}]})
+                              "message": f'Back-off pulling image "{IMAGE}"'}}}]})
     fake.add_event("e1", "order-service-7d9c-x1", "Failed",
-                   'Failed to pull image "labkit:0.1.0": pull access denied')
+                   f'Failed to pull image "{IMAGE}": pull access denied')
     with pytest.raises(ClusterError) as err:
         runtime(fake, clock).up(["00", "01", "02"])
     msg = err.value.message
@@ -537,11 +537,11 @@ def test_kill_deletes_the_matching_running_pods_at_once(fake, clock):
 
 def test_image_and_gateway_class_overrides(fake, clock, monkeypatch):
     monkeypatch.setenv("LABKIT_GATEWAY_CLASS", "eg")
-    rt = runtime(fake, clock, image="123.dkr.ecr.eu-west-1.amazonaws.com/labkit:0.1.0")
+    rt = runtime(fake, clock, image=f"123.dkr.ecr.eu-west-1.amazonaws.com/{IMAGE}")
     rt.up(["01", "02"])
     dep = fake.store[("Deployment", "ecommerce-microservices", "order-service")]
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == \
-        "123.dkr.ecr.eu-west-1.amazonaws.com/labkit:0.1.0"
+        f"123.dkr.ecr.eu-west-1.amazonaws.com/{IMAGE}"
     gw = fake.store[("Gateway", "ecommerce-microservices", "labkit-gateway")]
     assert gw["spec"]["gatewayClassName"] == "eg"
     assert next(o for o in m.load_step("01-networking") if o["kind"] == "Gateway")["spec"][

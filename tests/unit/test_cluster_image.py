@@ -34,9 +34,9 @@ def test_build_and_load_into_kind():
     tag = image.build(kind_cluster="labkit", runner=run, which=which_all, echo=lambda s: None)
     assert tag == image.IMAGE == "labkit:0.1.0"
     assert run.cmds == [
-        ["docker", "build", "--tag", "labkit:0.1.0", "--file", str(REPO_DIR / "Dockerfile"),
+        ["docker", "build", "--tag", image.IMAGE, "--file", str(REPO_DIR / "Dockerfile"),
          str(REPO_DIR)],
-        ["kind", "load", "docker-image", "labkit:0.1.0", "--name", "labkit"],
+        ["kind", "load", "docker-image", image.IMAGE, "--name", "labkit"],
     ]
 
 
@@ -74,8 +74,8 @@ def test_other_failures_quote_the_last_line():
 def test_dry_run_prints_the_commands(capsys):
     assert cli_main(["image", "build", "--kind", "lab", "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("docker build --tag labkit:0.1.0")
-    assert out[1] == "kind load docker-image labkit:0.1.0 --name lab"
+    assert out[0].startswith(f"docker build --tag {image.IMAGE}")
+    assert out[1] == f"kind load docker-image {image.IMAGE} --name lab"
 
 
 def test_main_reports_errors_without_a_traceback(monkeypatch, capsys):

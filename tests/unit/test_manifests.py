@@ -76,7 +76,8 @@ def test_container_specs_give_commands_env_and_ports():
     assert order.env["LABKIT_PG_URL"].value is None
     assert order.env["LABKIT_PG_URL"].source == "secret:postgres-credentials/url"
     assert order.literal_env["LABKIT_PORT"] == "8080"
-    assert order.literal_env["LABKIT_FAULTS"] == "1"
+    assert order.literal_env["LABKIT_FAULTS"] == "0"  # off unless asked for (issue 11)
+    assert order.env["LABKIT_ADMIN_TOKEN"].source == "secret:labkit-admin/token"
     assert order.ports == {"http": 8080}
     assert order.kind == "Deployment" and order.step == "02-saga"
 

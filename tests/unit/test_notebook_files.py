@@ -97,6 +97,24 @@ def _student_text(nb) -> str:
     return "\n".join(c.source for c in nb.cells)
 
 
+def _given_text(nb) -> str:
+    """The instructor edition without its solutions: what the student is given anyway (a
+    solution may repeat a given line, e.g. the handler it makes idempotent)."""
+    out = []
+    for cell in nb.cells:
+        if "solution" in cell.get("metadata", {}).get("tags", []):
+            continue
+        inside = False
+        for ln in cell.source.splitlines():
+            if ln.strip() in ("### BEGIN SOLUTION", "<!-- BEGIN SOLUTION -->"):
+                inside = True
+            elif ln.strip() in ("### END SOLUTION", "<!-- END SOLUTION -->"):
+                inside = False
+            elif not inside:
+                out.append(ln)
+    return "\n".join(out)
+
+
 def test_the_fixture_student_edition_contains_no_solution_text(nb_dir: Path):
     instructor = nbformat.read(nb_dir / "instructor" / "10-try.ipynb", as_version=4)
     solutions = _solution_lines(instructor)
@@ -110,7 +128,8 @@ def test_the_fixture_student_edition_contains_no_solution_text(nb_dir: Path):
 def test_the_student_editions_contain_no_solution_text(name: str):
     instructor = notebook_files.read_instructor(name)
     text = _student_text(nbformat.read(REPO_DIR / "notebooks" / f"{name}.ipynb", as_version=4))
-    leaked = [ln for ln in _solution_lines(instructor) if ln in text]
+    given = _given_text(instructor)
+    leaked = [ln for ln in _solution_lines(instructor) if ln in text and ln not in given]
     assert not leaked, f"{name}: solution text in the student edition: {leaked[:3]}"
     assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text
 
@@ -271,6 +290,32 @@ def test_notebook_conventions(name: str, edition: str):
             f"a widget cell needs a cell right after it marked {WIDGET_TWIN!r} that calls the "
             "same function without the widget")
     assert not any("os.environ" in src for src in sources), "the mode comes only from LABKIT_MODE"
+
+
+#: The exercises (연습 문제) of each notebook: the check each one ends with.
+EXERCISES = {
+    "02-saga": ("saga_step_added", "compensation_plan", "handler_idempotent"),
+    "03-cqrs": ("orders_per_user_view", "top_products_view", "read_your_writes"),
+    "04-event-sourcing": ("upcaster_applied", "time_travel", "no_lost_updates"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXERCISES))
+def test_each_exercise_has_a_solution_region_and_is_followed_by_its_check(name: str):
+    instructor = notebook_files.read_instructor(name)
+    student = nbformat.read(REPO_DIR / "notebooks" / f"{name}.ipynb", as_version=4)
+    code = [c.source for c in instructor.cells if c.cell_type == "code"]
+    for check in EXERCISES[name]:
+        at = next(i for i, src in enumerate(code) if f"exercises.{check}(" in src)
+        assert "### BEGIN SOLUTION" in "\n".join(code[max(0, at - 2):at]) or check in (
+            "handler_idempotent",), f"{name}: no solution right before the check {check}"
+        assert any(f"exercises.{check}(" in c.source for c in student.cells)
+    assert student_sections(student) == student_sections(instructor)
+
+
+def student_sections(nb) -> list[str]:
+    return [ln for c in nb.cells if c.cell_type == "markdown"
+            for ln in c.source.splitlines() if ln.startswith("### 연습")]
 
 
 # ---- diagrams readable at 1024x768 -----------------------------------------------------------------

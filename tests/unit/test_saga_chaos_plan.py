@@ -27,3 +27,14 @@ def test_plan_mixes_every_kind_of_fault() -> None:
             assert etype in s.SAGA_EVENTS
     without = plan_runs(1000, 0, participant_crashes=False)
     assert not any(f.mode == "crash" for p in without for f in p.faults)
+
+
+def test_attacks_are_drawn_apart_and_leave_the_fault_plans_alone() -> None:
+    from labkit.bench.chaos import ATTACKS
+
+    with_attacks = plan_runs(500, 3)
+    without = plan_runs(500, 3, attacks=0.0)
+    assert [(p.user, p.lines, p.faults, p.crash_after) for p in with_attacks] == \
+        [(p.user, p.lines, p.faults, p.crash_after) for p in without]
+    drawn = [a for p in with_attacks for a in p.attacks]
+    assert set(drawn) == set(ATTACKS) and not any(p.attacks for p in without)

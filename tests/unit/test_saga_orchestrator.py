@@ -242,7 +242,7 @@ def test_resume_waits_for_the_dead_owners_lease(store: SqliteEventStore) -> None
     state = Orchestrator(store, world, policy=policy).run(sid)
     waited = time.monotonic() - started
     assert state.status == "completed"
-    assert policy.lease * 0.5 < waited < policy.lease + 1.0
+    assert waited > policy.lease * 0.5  # it waited for the lease (a lower bound: load only adds)
     takeover = [e for e in store.read_stream(s.stream_id(sid)) if e.data.get("takeover")]
     assert [e.data["step"] for e in takeover] == ["charge_payment"]
 

@@ -1,0 +1,119 @@
+"""`poison-event`: one malformed event stops the whole read side.
+
+A script of another team ("resend confirmations") appends a second `OrderConfirmed` for an
+order that is confirmed already, with the total as a decimal string ("129.00") instead of
+integer cents. order-service does not mind (confirming twice changes nothing), but the orders
+projection adds `int(total)` to the confirmed revenue and fails on it. The projector commits
+batches atomically, so the batch holding that event never commits, and every retry fails on
+the same event: nothing after it reaches the read model. New users are accepted by
+command-service but never appear in query-service.
+
+The log is append-only: the event cannot be edited or deleted. Fix: read the processor's log,
+look at the event (`labkit events tail`, lab.events()), decide it must not be projected, and
+park it: `labkit events park POSITION --reason ...` appends an `EventParked` record, which the
+projector honours when it fails on that event (a replay makes the same decision). A projection
+fixed to read such totals, deployed to the processor, is another fix; the check only looks at
+behaviour. Check: a new user appears in query-service, and every projection is past the event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ecommerce.domain import orders as o
+from ecommerce.domain.events import NewEvent
+from ecommerce.projections.parking import park
+from labkit.lab.challenges.base import (
+    Challenge,
+    CheckResult,
+    probe_user,
+    require_local,
+    visible,
+    wait_for,
+)
+
+
+def _processor_failed_on(lab: Any, position: int) -> bool:
+    needle = f"failed on event #{position} "
+    return any(needle in line for line in lab.logs("event-processor", tail=50).splitlines())
+
+
+class PoisonEvent(Challenge):
+    name = "poison-event"
+    title = "New users never show up in the user list"
+    topic = "04-event-sourcing"
+    story = (
+        "Since a few minutes ago, users who sign up are accepted (create-user answers 202) but "
+        "never appear in the user list (query-service), and the order dashboard is frozen too. "
+        "All services say they are ready. Find out why the read side stopped and get it going "
+        "again. The event log is append-only: editing or deleting events is not an option."
+    )
+    hints = (
+        "How far is each projection? lab.checkpoints() (or GET /api/queries/checkpoints) next "
+        "to the head of the log: are they moving?",
+        "The event processor says why in its log: `labkit logs event-processor`. Which "
+        "projection fails, on which event (position, type, stream), with which error?",
+        "Look at that event and its neighbours: `labkit events tail --after {before}` (or "
+        "lab.events(after={before}, limit=5)). Who wrote it (metadata), and is it needed at all "
+        "(is that order not confirmed already)?",
+        "Park it, with the reason, so the projector skips it: "
+        "`labkit events park {position} --reason 'duplicate OrderConfirmed with a decimal total'` "
+        "(or lab.park_event({position}, '...')). Then watch lab.checkpoints() catch up.",
+    )
+    tools = ("lab.checkpoints()", "labkit logs event-processor", "labkit events tail",
+             "lab.events()")
+
+    def start(self, lab: Any) -> dict[str, Any]:
+        require_local(lab, self)
+        sid = lab.fire("happy", wait=True)
+        state = lab.saga.state(sid)
+        oid, total = state.order_id, state.amount
+        event = NewEvent(o.ORDER_CONFIRMED, {"order_id": oid, "total": f"{total / 100:.2f}"},
+                         {"producer": "billing/resend-confirmations", "schema": "v2-draft"})
+        result = lab.saga.store.append(o.stream_id(oid), [event], "any")
+        position = result.positions[0]
+        user_id, _ = probe_user(lab, "Stalled user")
+        wait_for(lambda: _processor_failed_on(lab, position), timeout=30,
+                 what=f"the event processor failing on event #{position}")
+        return {"position": position, "before": position - 1, "order_id": oid,
+                "stalled_user": user_id}
+
+    def check(self, lab: Any, context: dict[str, Any]) -> CheckResult:
+        position = int(context["position"])
+        try:
+            user_id, at = probe_user(lab, "Probe user")
+        except Exception as exc:
+            return CheckResult(False, f"command-service refused a new user: {exc}")
+        try:
+            wait_for(lambda: visible(lab, user_id), timeout=15, what="the new user in query-service")
+        except Exception:
+            behind = self._behind(lab, position)
+            return CheckResult(False, f"a new user ({user_id}, event #{at}) is not in "
+                                      "query-service after 15s",
+                               "the read side follows the log again",
+                               tuple(behind))
+        behind = self._behind(lab, at)
+        if behind:
+            return CheckResult(False, "the new user is visible, but not every projection is "
+                                      f"past event #{at}", "every projection caught up",
+                               tuple(behind))
+        return CheckResult(True, f"the read side follows the log again: a new user is in "
+                                 f"query-service, every projection is past event #{position}")
+
+    @staticmethod
+    def _behind(lab: Any, position: int) -> list[str]:
+        try:
+            cps = lab.query("checkpoints")["checkpoints"]
+        except Exception as exc:
+            return [f"query-service's checkpoints: {exc}"]
+        return [f"projection {name} is at position {cp['position']} (< {position})"
+                for name, cp in sorted(cps.items()) if cp["position"] < position]
+
+    def give_up(self, lab: Any, context: dict[str, Any]) -> str:
+        position = int(context["position"])
+        park(lab.saga.store, position, "challenge poison-event given up: duplicate "
+             "OrderConfirmed with a decimal-string total", by="labkit challenge give-up")
+        head = lab.saga.store.last_position()
+        wait_for(lambda: not self._behind(lab, head), timeout=30,
+                 what="the read side catching up past the parked event")
+        return f"parked event #{position}; the read side caught up to position {head}"

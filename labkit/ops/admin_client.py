@@ -1,0 +1,66 @@
+"""The admin commands from Python: `lab.admin.fund("alice", 100_000)`, `lab.admin.restock(...)`.
+
+They put money into an account and units into the warehouse: what a scenario needs before it
+runs, so that notebooks re-run on the same data forever (`labkit.lab.scenarios`). They go to
+the service itself, never through the gateway (which does not route `/admin/...`), with the
+lab's admin token (`ecommerce.services.admin`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from ecommerce.services.admin import ADMIN_HEADER, ADMIN_PREFIX
+
+
+class AdminError(RuntimeError):
+    """An admin command failed; the message says what to do."""
+
+
+class Admin:
+    def __init__(self, url_of: Callable[[str], str], token: str | None, *,
+                 timeout: float = 10.0) -> None:
+        self._url_of, self._token, self._timeout = url_of, token, timeout
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._token)
+
+    def _post(self, service: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if not self._token:
+            raise AdminError("admin commands are off in this lab: set LABKIT_ADMIN_TOKEN (in a "
+                             "cluster: the token of the Secret labkit-admin; see README)")
+        url = self._url_of(service).rstrip("/") + ADMIN_PREFIX + path
+        try:
+            r = httpx.post(url, json=body, headers={ADMIN_HEADER: self._token},
+                           timeout=self._timeout)
+        except httpx.HTTPError as exc:
+            raise AdminError(f"{service} is not reachable at {url} ({type(exc).__name__}); is "
+                             "the lab up? (lab.status())") from None
+        try:
+            answer = r.json()
+        except ValueError:
+            answer = {"detail": r.text}
+        if r.status_code == 404 and answer.get("reason") != "unknown_sku":
+            raise AdminError(f"{service} has no admin commands: it runs without an admin token "
+                             "(restart the lab: lab.down(), lab.up())")
+        if r.status_code >= 400:
+            raise AdminError(f"{service} refused {ADMIN_PREFIX}{path} ({r.status_code}): "
+                             f"{answer.get('detail', answer)}")
+        return answer
+
+    def fund(self, account_id: str, amount: int) -> dict[str, Any]:
+        """Put `amount` cents into the account (opened if needed): `AccountFunded`."""
+        return self._post("payment-service", f"/payments/accounts/{account_id}/fund",
+                          {"amount": amount})
+
+    def restock(self, sku: str, quantity: int) -> dict[str, Any]:
+        """Bring `quantity` more units of `sku` into the warehouse: `StockRestocked`."""
+        return self._post("inventory-service", f"/inventory/{sku}/restock",
+                          {"quantity": quantity})
+
+    def __repr__(self) -> str:
+        return f"<Admin {'on' if self._token else 'off'}: fund(account_id, amount), restock(sku, quantity)>"

@@ -1,0 +1,148 @@
+"""PostgreSQL wakes the followers: NOTIFY in each append's transaction, LISTEN in the follower.
+
+Against the real server (skipped with the reason when it is absent; failed when
+LABKIT_REQUIRE_SERVERS=1). Every wait here has a fallback poll of 60 s and the tests wait at
+most 30 s for a follower to notice an append, so they can only pass through a notification.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from ecommerce.domain import saga as s
+from ecommerce.domain import users as u
+from ecommerce.domain.events import NewEvent
+from ecommerce.saga.orchestrator import Orchestrator, _wakes_orchestrator, start_saga
+from ecommerce.store.postgres_events import PostgresEventStore
+from ecommerce.store.postgres_notify import NotifyWaiter
+from tests.waiting import wait_until
+
+NEVER = 60.0  # the fallback poll: longer than any wait below
+PRICES = {"KB": 100}
+
+
+@pytest.fixture
+def store(pg_schema: tuple[str, str]) -> Iterator[PostgresEventStore]:
+    url, schema = pg_schema
+    es = PostgresEventStore(url, schema=schema)
+    yield es
+    es.close()
+
+
+class Waiting:
+    """One `waiter.wait(stop, 0)` in a thread: `done` once it returned."""
+
+    def __init__(self, waiter: NotifyWaiter) -> None:
+        self.stop = threading.Event()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(waiter,), daemon=True)
+        self.thread.start()
+
+    def _run(self, waiter: NotifyWaiter) -> None:
+        waiter.wait(self.stop, 0)
+        self.done.set()
+
+
+def add_user(store: PostgresEventStore, i: int) -> None:
+    store.append(u.stream_id(f"w-{i}"), [u.create(u.User(f"w-{i}"), "W", f"w{i}@example.com")],
+                 "none")
+
+
+def test_an_append_wakes_a_listening_follower(store: PostgresEventStore) -> None:
+    waiter = store.waiter(fallback=NEVER)
+    try:
+        assert waiter.listening
+        w = Waiting(waiter)
+        add_user(store, 1)
+        wait_until(w.done.is_set, timeout=30, what="the wait to end on the append's NOTIFY")
+        assert waiter.accepted == 1
+    finally:
+        waiter.close()
+
+
+def test_the_notification_names_the_stream_and_its_types_and_only_commits_notify(
+        store: PostgresEventStore, pg_schema: tuple[str, str]) -> None:
+    url, _ = pg_schema
+    seen: list[str] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(store.channel)))
+        # A batch: one notification with its distinct types.
+        store.append("saga-n1", [NewEvent(s.SAGA_STARTED, {"x": 1}), NewEvent("StepStarted", {}),
+                                 NewEvent("StepStarted", {"y": 2})], "none")
+        # A conflicting append writes nothing and notifies nothing.
+        with pytest.raises(Exception, match="expected"):
+            store.append("saga-n1", [NewEvent("StepStarted", {})], 1)
+        # An idempotent retry neither.
+        e = NewEvent("UserCreated", {"user_id": "n2", "name": "N", "email": "n@example.com"})
+        store.append("user-n2", [e], "none")
+        store.append("user-n2", [e], "none")
+        seen += [n.payload for n in conn.notifies(timeout=5, stop_after=2)]
+        seen += [n.payload for n in conn.notifies(timeout=0.2)]
+    stream, types = seen[0].split(" ")
+    assert stream == "saga-n1" and sorted(types.split(",")) == ["SagaStarted", "StepStarted"]
+    assert seen[1:] == ["user-n2 UserCreated"]
+
+
+def test_the_orchestrators_waiter_ignores_appends_it_does_not_drive(
+        store: PostgresEventStore) -> None:
+    waiter = store.waiter(_wakes_orchestrator, fallback=NEVER)
+    try:
+        w = Waiting(waiter)
+        add_user(store, 2)  # not a saga start: the wait goes on
+        wait_until(lambda: waiter.notified == 1, timeout=30, what="the user's notification")
+        assert not w.done.is_set()
+        start_saga(store, "u1", [("KB", 1)], prices=PRICES)
+        wait_until(w.done.is_set, timeout=30, what="the wait to end on SagaStarted")
+        assert (waiter.notified, waiter.accepted) == (2, 1)
+    finally:
+        waiter.close()
+
+
+def test_a_follower_listens_again_after_its_connection_is_killed(
+        store: PostgresEventStore, pg_schema: tuple[str, str]) -> None:
+    url, _ = pg_schema
+    waiter = store.waiter(fallback=NEVER)
+    try:
+        w = Waiting(waiter)
+        with psycopg.connect(url, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = %s",
+                (f'LISTEN "{store.channel}"',)).fetchall()
+        assert killed == [(True,)]
+        wait_until(w.done.is_set, timeout=30, what="the wait to end when its connection died")
+        assert not waiter.listening
+        waiter.wait(threading.Event(), 0)  # the follower polled; this wait listens again
+        assert waiter.listening
+        w = Waiting(waiter)
+        add_user(store, 3)
+        wait_until(w.done.is_set, timeout=30, what="a notification on the new connection")
+    finally:
+        waiter.close()
+
+
+class Instant:
+    def call(self, action: str, kind: s.Kind, saga: s.SagaState) -> s.Outcome:
+        return s.Succeeded()
+
+
+def test_the_orchestrator_follows_new_sagas_through_notifications(
+        store: PostgresEventStore) -> None:
+    orch = Orchestrator(store, Instant(), workers=2)
+    waiter = store.waiter(_wakes_orchestrator, fallback=NEVER)
+    stop = threading.Event()
+    t = threading.Thread(target=orch.follow, args=(stop,), kwargs={"waiter": waiter})
+    t.start()
+    try:
+        wait_until(lambda: store.last_position() == 0 and waiter.listening, what="listening")
+        ids = [start_saga(store, "u1", [("KB", 1)], prices=PRICES) for _ in range(3)]
+        wait_until(lambda: all(orch.read(i).status == "completed" for i in ids), timeout=30,
+                   what="the three sagas completed")
+        assert waiter.accepted >= 1
+    finally:
+        stop.set()
+        t.join(10)
+        orch.close()
