@@ -64,7 +64,7 @@ class ChallengeClient:
         return CHALLENGES[state["name"]], state
 
     # ---- the commands --------------------------------------------------------------------
-    def list(self) -> list[dict[str, Any]]:
+    def challenges(self) -> list[dict[str, Any]]:
         """Every challenge: name, topic, title, and whether it is the active one."""
         state = self.active() or {}
         rows = []
@@ -80,7 +80,7 @@ class ChallengeClient:
         """`list()` as a DataFrame (the notebook shows it as a table)."""
         import pandas as pd
 
-        return pd.DataFrame(self.list(), columns=["name", "topic", "title", "status"])
+        return pd.DataFrame(self.challenges(), columns=["name", "topic", "title", "status"])
 
     def start(self, name: str) -> Briefing:
         """Break the running lab as challenge `name` does; returns the story to solve."""
