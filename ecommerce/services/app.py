@@ -185,6 +185,9 @@ def document_errors(app: FastAPI) -> None:
                     "description": "Malformed HTTP (e.g. a header value that is not visible "
                                    "ASCII): refused by the HTTP server before the service",
                     "content": {"text/plain": {"schema": {"type": "string"}}}}
+                body = op.get("requestBody")
+                if body is not None and "required" not in body:
+                    body["required"] = False  # an optional body: sending none is valid
                 params = op.get("parameters", [])
                 if any(p.get("name") == "X-Labkit-Admin-Token" for p in params):
                     responses["403"] = {"description": "Admin token missing or wrong", **ref}

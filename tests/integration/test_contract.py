@@ -21,6 +21,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import DataGenerationMethod
 from schemathesis.checks import ALL_CHECKS
+from schemathesis.types import NotSet
 
 from ecommerce.services.registry import SERVICES
 from labkit.runtime.local import LocalRuntime
@@ -88,8 +89,15 @@ def _probe(operation: object, method: DataGenerationMethod, out: Figures, exampl
                                 f"answer: {exc!r:.300}")
             return
         out.statuses[response.status_code] += 1
+        checks = ALL_CHECKS
+        if (method is DataGenerationMethod.negative and isinstance(case.body, NotSet)
+                and not operation.definition.raw.get("parameters")):  # type: ignore[attr-defined]
+            # schemathesis 3 offers "no body" among the negative bodies of an optional body,
+            # though sending none is valid (the course's `curl -X POST .../replay`): not a
+            # negative case, so every check but negative_data_rejection applies.
+            checks = tuple(c for c in ALL_CHECKS if c.__name__ != "negative_data_rejection")
         try:
-            case.validate_response(response, checks=ALL_CHECKS)
+            case.validate_response(response, checks=checks)
         except AssertionError as exc:
             out.failures.append(f"{case.method} {case.formatted_path} ({method.value}) "
                                 f"-> {response.status_code}: {str(exc)[:400]}")
