@@ -145,14 +145,20 @@ def _known_query(route: Any) -> frozenset[str]:
 
 async def refuse_unknown_query(request: Request) -> None:
     """Unknown query parameters are refused like unknown body fields (422 `extra_forbidden`),
-    so a misspelt `?limt=5` is an error, not silently the default."""
+    so a misspelt `?limt=5` is an error, not silently the default; so is one given twice
+    (`?stream=a&stream=b`: which one was meant?)."""
     route = request.scope.get("route")
     if route is None or not hasattr(route, "dependant"):
         return
-    extra = sorted({k for k in request.query_params if k not in _known_query(route)})
-    if extra:
-        raise RequestValidationError([{"loc": ("query", k), "msg": "Extra inputs are not permitted",
-                                       "type": "extra_forbidden", "input": None} for k in extra])
+    keys = [k for k, _ in request.query_params.multi_items()]
+    extra = sorted({k for k in keys if k not in _known_query(route)})
+    twice = sorted({k for k in keys if keys.count(k) > 1} - set(extra))
+    if extra or twice:
+        raise RequestValidationError(
+            [{"loc": ("query", k), "msg": "Extra inputs are not permitted",
+              "type": "extra_forbidden", "input": None} for k in extra]
+            + [{"loc": ("query", k), "msg": "Given more than once; send it once",
+                "type": "repeated", "input": None} for k in twice])
 
 
 def document_errors(app: FastAPI) -> None:
