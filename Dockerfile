@@ -7,7 +7,7 @@
 # helper (`labkit`): .dockerignore admits ecommerce/ only, so `pip install .` finds just it.
 
 # ---- build stage: a virtualenv with the package and only the service dependencies ----------
-FROM python:3.12.8-slim-bookworm AS build
+FROM python:3.12.14-slim-bookworm@sha256:0f5b26b9518d002b6173fd61daad821fa340635ebfec5bba471013f9ca114579 AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/labkit
 WORKDIR /src
@@ -21,7 +21,7 @@ RUN /opt/labkit/bin/pip install . \
  && /opt/labkit/bin/python -m compileall -q /opt/labkit
 
 # ---- final stage: the slim base, the virtualenv, a non-root user -------------------------------
-FROM python:3.12.8-slim-bookworm
+FROM python:3.12.14-slim-bookworm@sha256:0f5b26b9518d002b6173fd61daad821fa340635ebfec5bba471013f9ca114579
 ENV PATH=/opt/labkit/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

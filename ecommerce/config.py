@@ -115,3 +115,17 @@ class Settings:
         if explicit:
             return explicit.rstrip("/")
         return f"http://{service}.{self.namespace}.svc.cluster.local"
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password (if any) replaced by `***`, for messages and logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

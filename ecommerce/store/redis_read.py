@@ -26,6 +26,7 @@ from typing import Any, TypeVar, cast
 
 import redis
 
+from ecommerce.config import redact_url
 from ecommerce.domain.readmodel import WriteBuffer
 from ecommerce.store.base import StoreUnavailableError
 from ecommerce.store.read_base import (
@@ -75,7 +76,12 @@ class RedisReadStore(ReadStore):
         return base if gen is None else physical(base, gen)
 
     def _unreachable(self, exc: Exception) -> str:
-        return (f"Redis at {self.url} is not reachable ({exc}); start it or unset LABKIT_REDIS_URL "
+        where = redact_url(self.url)
+        if isinstance(exc, redis.AuthenticationError):
+            return (f"Redis at {where} refused the connection's credentials ({exc}); put the "
+                    "password in LABKIT_REDIS_URL as redis://:<password>@<host>:6379/0 (on the "
+                    "cluster it is the `url` key of the redis-credentials Secret)")
+        return (f"Redis at {where} is not reachable ({exc}); start it or unset LABKIT_REDIS_URL "
                 "to use the embedded SQLite read store")
 
     def _call(self, op: Callable[[], T]) -> T:

@@ -23,7 +23,7 @@ The code is first loaded in this Python process: a plugin that fails says which 
 (`PluginError`), and nothing is deployed. A service that still fails to load it answers
 `/readyz` with that sentence; `deploy_code` raises it and `remove_code` takes the file away.
 Cluster mode would mount the plugin directory from a ConfigMap into the pods; the lab does not
-do that yet, so both raise a `PluginError` that says so.
+do that yet, so both raise `NotInCluster` (a `NotImplementedError`) that says so.
 """
 
 from __future__ import annotations
@@ -53,6 +53,10 @@ NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 class PluginError(RuntimeError):
     """Plugin code that cannot be deployed; the message says which line and what to do."""
+
+
+class NotInCluster(PluginError, NotImplementedError):
+    """Cluster mode: plugins are not shipped to the pods (yet)."""
 
 
 def source_of(code: Callable[..., Any] | str) -> tuple[str, str | None]:
@@ -90,7 +94,7 @@ class Plugins:
     @property
     def directory(self) -> Path:
         if self.lab.mode != "local":
-            raise PluginError(
+            raise NotInCluster(
                 "deploy_code runs in local mode only: in cluster mode the plugin files would "
                 "have to reach the pods through a mounted ConfigMap, which this lab does not do "
                 "yet. Run the exercise with LABKIT_MODE=local.")
@@ -100,7 +104,7 @@ class Plugins:
         """Load the deployed plugins into this process too (what `labkit.connect()` does)."""
         try:
             directory = self.directory
-        except PluginError:
+        except NotInCluster:
             return []
         return plugins.load_all(directory)
 
@@ -130,11 +134,15 @@ class Plugins:
         if not loaded.ok:
             plugins.unload(name)
             raise PluginError(loaded.error.replace(str(staged), f"{name}.py"))
-        if not loaded.registered:
+        if not loaded.registered:  # e.g. the exercise's stub: nothing to deploy, not an error
             plugins.unload(name)
-            raise PluginError(f"plugin {name}.py registers nothing: call projection(...), "
-                              "saga_step(...), upcaster(...) or handler(...) in it "
-                              "(from ecommerce.plugins)")
+            staged.unlink(missing_ok=True)
+            note = (f"plugin {name} registers nothing, so nothing was deployed: call "
+                    "projection(...), saga_step(...), upcaster(...) or handler(...) in it "
+                    "(from ecommerce.plugins)")
+            print(f"⚠️ {note}")
+            return {"plugin": name, "file": None, "registered": [], "restarted": [],
+                    "note": note}
         directory.mkdir(parents=True, exist_ok=True)
         target = directory / f"{name}.py"
         shutil.move(str(staged), target)

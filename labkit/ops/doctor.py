@@ -8,7 +8,7 @@ import shutil
 import sys
 from typing import Any
 
-from ecommerce.config import Settings
+from ecommerce.config import Settings, redact_url
 
 PACKAGES = ("fastapi", "uvicorn", "httpx", "psycopg", "redis", "pandas", "matplotlib",
             "ipywidgets", "jupyterlab", "tqdm", "koreanize-matplotlib")
@@ -45,9 +45,9 @@ def local_checks(settings: Settings) -> list[dict[str, Any]]:
     if writable:
         free_gb = shutil.disk_usage(d).free / 2**30
         add("disk space", free_gb > 0.5, f"{free_gb:.1f} GiB free")
-    add("event store", True, f"PostgreSQL {settings.pg_url}" if settings.pg_url
+    add("event store", True, f"PostgreSQL {redact_url(settings.pg_url)}" if settings.pg_url
         else f"SQLite {settings.events_db}")
-    add("read model", True, f"Redis {settings.redis_url}" if settings.redis_url
+    add("read model", True, f"Redis {redact_url(settings.redis_url)}" if settings.redis_url
         else f"SQLite {settings.read_db}")
     try:
         from labkit.runtime.manifests import container_specs

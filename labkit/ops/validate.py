@@ -49,6 +49,12 @@ ARG_VARIANTS: dict[str, set[tuple[str, ...]]] = {
 }
 #: Who, outside the lab namespace's own pods, calls the HTTP services.
 GATEWAY = "gateway"
+#: The standard label on a Gateway's data-plane pods (Gateway API GEP-1762).
+GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
+GATEWAY_NAME = "labkit-gateway"
+#: Where in-namespace data planes find their control plane: (namespace, port) of Envoy Gateway's
+#: xDS, NGINX Gateway Fabric's agent gRPC and istiod's xDS.
+GATEWAY_CONTROL_PLANES = {"envoy-gateway-system": 18000, "nginx-gateway": 443, "istio-system": 15012}
 LOAD_TESTER = "load-tester"
 REQUIRED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/component",
                    "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by",
@@ -123,7 +129,8 @@ def load_items(root: Path | None = None) -> tuple[list[Item], list[Problem]]:
             except m.ManifestError as exc:
                 problems.append(Problem(str(path), str(exc), "yaml"))
                 continue
-            items += [Item(step, path, o) for o in objs]
+            annotations = kust.get("commonAnnotations") or {}
+            items += [Item(step, path, m.add_annotations(o, annotations)) for o in objs]
     return items, problems
 
 
@@ -133,7 +140,11 @@ def check_kustomization(d: Path, kust: Mapping[str, Any]) -> list[Problem]:
     if kust.get("apiVersion") != "kustomize.config.k8s.io/v1beta1" or kust.get("kind") != "Kustomization":
         out.append(Problem(where, "must be apiVersion kustomize.config.k8s.io/v1beta1, "
                                   "kind Kustomization", "kustomization"))
-    extra = set(kust) - {"apiVersion", "kind", "resources"}
+    extra = set(kust) - {"apiVersion", "kind", "resources", "commonAnnotations"}
+    if kust.get("commonAnnotations") != {m.CREATED_BY: m.CREATED_BY_VALUE}:
+        out.append(Problem(where, f"must set commonAnnotations {{{m.CREATED_BY}: "
+                                  f"{m.CREATED_BY_VALUE}}} and nothing else: `labkit down` deletes "
+                                  "only objects carrying it", "kustomization"))
     if extra:
         out.append(Problem(where, f"uses {', '.join(sorted(extra))}: labkit applies the listed files "
                                   "as they are, so kustomize transformers would make `kubectl apply -k` "
@@ -573,7 +584,7 @@ def check_env(items: list[Item]) -> list[Problem]:
                 out.append(Problem(where, f"sets {name}, which {spec.name} does not read "
                                           "(registry)", "env"))
             for name, var in env.items():
-                out += _check_env_value(where, ns, name, var, c, svcs)
+                out += _check_env_value(where, ns, name, var, c, svcs, secrets)
     return out
 
 
@@ -586,8 +597,23 @@ def _service_has_port(svcs: Mapping[tuple[str, str], Item], ns: str, name: str |
                                    (svc.obj.get("spec") or {}).get("ports") or [])
 
 
+def _secret_value(secrets: Mapping[tuple[str, str], Item], ns: str, source: str) -> str | None:
+    """The value of `secret:<name>/<key>` from a Secret's stringData (or base64 data)."""
+    import base64
+
+    name, _, key = source[len("secret:"):].partition("/")
+    sec = secrets.get((ns, name))
+    if sec is None:
+        return None
+    if key in (sec.obj.get("stringData") or {}):
+        return str(sec.obj["stringData"][key])
+    raw = (sec.obj.get("data") or {}).get(key)
+    return base64.b64decode(raw).decode() if raw else None
+
+
 def _check_env_value(where: str, ns: str, name: str, var: m.EnvVar, c: Mapping[str, Any],
-                     svcs: Mapping[tuple[str, str], Item]) -> list[Problem]:
+                     svcs: Mapping[tuple[str, str], Item],
+                     secrets: Mapping[tuple[str, str], Item] | None = None) -> list[Problem]:
     bad = []
     if name == "LABKIT_PG_URL" and not (var.source or "").startswith("secret:"):
         bad.append(f"{name} must come from the database Secret (secretKeyRef), not a literal")
@@ -602,10 +628,19 @@ def _check_env_value(where: str, ns: str, name: str, var: m.EnvVar, c: Mapping[s
         bad.append(f"{name} must come from a Secret (secretKeyRef, optional: admin is off "
                    "until the Secret exists)")
     elif name == "LABKIT_REDIS_URL":
-        match = re.match(r"^redis://([a-z0-9-]+):(\d+)(/\d+)?$", var.value or "")
-        if not match or not _service_has_port(svcs, ns, match.group(1), int(match.group(2))):
-            bad.append(f"{name}={var.value!r} must be redis://<Service>:<port>/<db> of a Service "
-                       "in the manifests")
+        source = var.source or ""
+        url = _secret_value(secrets or {}, ns, source) if source.startswith("secret:") else None
+        match = re.match(r"^redis://[^:@/]*:([^@/]+)@([a-z0-9-]+):(\d+)(/\d+)?$", url or "")
+        if not source.startswith("secret:"):
+            bad.append(f"{name} must come from the redis-credentials Secret (secretKeyRef): the "
+                       "URL carries Redis's password")
+        elif not match or not _service_has_port(svcs, ns, match.group(2), int(match.group(3))):
+            bad.append(f"{name} ({source}) must be redis://:<password>@<Service>:<port>/<db> of a "
+                       "Service in the manifests")
+        elif _secret_value(secrets or {}, ns, source.rsplit("/", 1)[0] + "/password") != \
+                match.group(1):
+            bad.append(f"{name} ({source}) carries a password other than the Secret's `password` "
+                       "key, which redis-server requires")
     elif name.endswith("_URL") and name.startswith("LABKIT_") and name not in (
             "LABKIT_PG_URL", "LABKIT_REDIS_URL"):
         peer = name[len("LABKIT_"):-len("_URL")].lower().replace("_", "-")
@@ -668,6 +703,22 @@ def check_rbac(items: list[Item]) -> list[Problem]:
 
     if not allows("get", "", "pods/log"):
         out.append(Problem(student.where, "must allow get on pods/log (logs)", "rbac"))
+    # A websocket upgrade is a GET (authorized as `get`); from Kubernetes 1.35 `create` is
+    # checked too: port-forward (lab.http, lab.url) and exec need both.
+    for verb in ("get", "create"):
+        if not allows(verb, "", "pods/portforward"):
+            out.append(Problem(student.where, f"must allow {verb} on pods/portforward (port-forward "
+                                              "is a websocket GET, authorized as get and create)",
+                               "rbac"))
+    tester = next((it for it in roles if it.kind == "Role" and it.namespace == m.TESTING_NAMESPACE),
+                  None)
+    if tester is not None:
+        for verb in ("get", "create"):
+            if not any("" in (r.get("apiGroups") or []) and "pods/exec" in (r.get("resources") or [])
+                       and verb in (r.get("verbs") or []) for r in tester.obj.get("rules") or []):
+                out.append(Problem(tester.where, f"must allow {verb} on pods/exec (kubectl exec is "
+                                                 "a websocket GET, authorized as get and create)",
+                                   "rbac"))
     # The student applies steps 01-04: create + patch on every kind in them.
     plural = {"Service": ("", "services"), "Deployment": ("apps", "deployments"),
               "Job": ("batch", "jobs"), "CronJob": ("batch", "cronjobs"),
@@ -806,6 +857,8 @@ def _peer_names(peer: Mapping[str, Any], tpls: list[Template], own_ns: str) -> s
         return {GATEWAY}
     ns_sel = peer.get("namespaceSelector")
     pod_sel = peer.get("podSelector")
+    if ns_sel is None and _is_gateway_data_plane(pod_sel):
+        return {GATEWAY}  # the data plane in the Gateway's own namespace
     if ns_sel is None:
         return _names(pod_sel or {}, tpls, own_ns) if pod_sel is not None else None
     ns_names = set((ns_sel.get("matchLabels") or {}).values())
@@ -836,6 +889,45 @@ def _rule_ports(rule: Mapping[str, Any], callee_tpls: list[Template]) -> list[in
     return ports or None
 
 
+def _is_gateway_data_plane(selector: Mapping[str, Any] | None) -> bool:
+    return ((selector or {}).get("matchLabels") or {}).get(GATEWAY_NAME_LABEL) == GATEWAY_NAME
+
+
+def check_gateway_data_plane(p: Item, tpls: list[Template]) -> list[Problem]:
+    """The policy for a data plane in the lab namespace: open ingress (a gateway's job), egress
+    only to the routed services' port and to a known control plane's port."""
+    out = []
+    spec = p.obj.get("spec") or {}
+    routed = {s.name for s in all_specs().values() if s.routes}
+    for i, rule in enumerate(spec.get("egress") or []):
+        where = f"{p.where} egress[{i}]"
+        ports = {pt.get("port") for pt in rule.get("ports") or []}
+        for peer in rule.get("to") or [{}]:
+            ns_sel = peer.get("namespaceSelector")
+            if ns_sel is not None:
+                names = {v for e in ns_sel.get("matchExpressions") or []
+                         if e.get("key") == "kubernetes.io/metadata.name"
+                         and e.get("operator") == "In" for v in e.get("values") or []}
+                unknown = names - set(GATEWAY_CONTROL_PLANES)
+                if not names or unknown or peer.get("podSelector") is not None:
+                    out.append(Problem(where, "may reach only the gateway controllers' namespaces "
+                                              f"({', '.join(GATEWAY_CONTROL_PLANES)})", "netpol"))
+                if not ports or ports - set(GATEWAY_CONTROL_PLANES.values()):
+                    out.append(Problem(where, "may reach the control plane only on its xDS/agent "
+                                              f"ports ({sorted(GATEWAY_CONTROL_PLANES.values())})",
+                                       "netpol"))
+                continue
+            names = _names(peer.get("podSelector") or {}, tpls, p.namespace)
+            if not names or names - routed or "ipBlock" in peer:
+                out.append(Problem(where, f"may reach only the routed services, not "
+                                          f"{', '.join(sorted(names - routed)) or 'everything'}",
+                                   "netpol"))
+            if ports != {CONTAINER_PORT}:
+                out.append(Problem(where, f"may reach the services only on {CONTAINER_PORT}",
+                                   "netpol"))
+    return out
+
+
 def check_network_policies(items: list[Item]) -> list[Problem]:
     out = []
     tpls = templates(items)
@@ -852,8 +944,17 @@ def check_network_policies(items: list[Item]) -> list[Problem]:
     ingress_allowed: set[Path3] = set()
     egress_allowed: set[Path3] = set()
     dns = False
+    data_plane = [p for p in policies if _is_gateway_data_plane(p.obj["spec"].get("podSelector"))]
+    if not data_plane:
+        out.append(Problem("manifests/01-networking", f"no NetworkPolicy for a Gateway data plane "
+                                                      f"in {ns} (pods labelled {GATEWAY_NAME_LABEL}: "
+                                                      f"{GATEWAY_NAME}); default-deny blocks it",
+                           "netpol"))
+    for p in data_plane:
+        out += check_gateway_data_plane(p, tpls)
+    gateway_pods: set[str] = set()
     for p in policies:
-        if p in deny:
+        if p in deny or p in data_plane:
             continue
         spec = p.obj.get("spec") or {}
         selected_tpls = [t for t in tpls if t.item.namespace == p.namespace
@@ -867,6 +968,9 @@ def check_network_policies(items: list[Item]) -> list[Problem]:
                 out.append(Problem(where, "allows any port or any peer: name the caller and the "
                                           "port of one real call path", "netpol"))
                 continue
+            if any(_is_gateway_data_plane(peer.get("podSelector")) and "namespaceSelector" not in peer
+                   for peer in rule.get("from") or []):
+                gateway_pods |= selected
             for callers in peers:
                 for caller in callers or ():
                     for callee in selected:
@@ -909,6 +1013,11 @@ def check_network_policies(items: list[Item]) -> list[Problem]:
         out.append(Problem("manifests/01-networking", "no NetworkPolicy allows DNS egress (UDP/TCP 53 "
                                                       "to kube-dns)", "netpol"))
     for caller, callee, port in sorted(paths):
+        if caller == GATEWAY and callee not in gateway_pods:
+            out.append(Problem("manifests/01-networking", f"{callee}'s ingress does not admit a Gateway "
+                                                          f"data plane in its own namespace (peer "
+                                                          f"podSelector {GATEWAY_NAME_LABEL}: "
+                                                          f"{GATEWAY_NAME})", "netpol"))
         if (caller, callee, port) not in ingress_allowed:
             out.append(Problem("manifests/01-networking", f"real call path {caller} -> {callee}:{port} "
                                                           "is blocked: no ingress rule allows it",
@@ -1101,9 +1210,61 @@ def check_dockerfile(path: Path, items: list[Item]) -> list[Problem]:
 
 # --- entry points -------------------------------------------------------------------------------
 
+#: Known-fixed CVEs of third-party images, checked offline: image name -> (CVE, fixed patch per
+#: minor). Redis's Lua use-after-free CVE-2025-49844 ("RediShell", advisory of 2025-10-03).
+KNOWN_FIXED_CVES: dict[str, list[tuple[str, dict[tuple[int, int], int]]]] = {
+    "redis": [("CVE-2025-49844", {(6, 2): 20, (7, 2): 11, (7, 4): 6, (8, 0): 4, (8, 2): 2})],
+}
+
+
+def check_known_cves(items: list[Item]) -> list[Problem]:
+    """A third-party image whose tag is older than the patch that fixed a known CVE."""
+    out = []
+    for t in templates(items):
+        for c in t.containers:
+            image = c.get("image", "").split("@", 1)[0]
+            name, _, tag = image.rpartition(":")
+            match = re.match(r"^(\d+)\.(\d+)\.(\d+)", tag)
+            if not match:
+                continue
+            major, minor, patch = map(int, match.groups())
+            for cve, fixed in KNOWN_FIXED_CVES.get(name.split("/")[-1], []):
+                first = fixed.get((major, minor))
+                if first is not None and patch < first:
+                    out.append(Problem(f"{t.item.where} container {c.get('name')}",
+                                       f"image {image} has {cve}, fixed in {major}.{minor}.{first}: "
+                                       "use a current patch release", "images"))
+    return out
+
+
+def check_redis_auth(items: list[Item]) -> list[Problem]:
+    """redis-server requires the Secret's password and keeps protected mode on."""
+    redis = _find(items, "Deployment", "redis")
+    if redis is None:
+        return []
+    c = m.pod_template(redis.obj)["spec"]["containers"][0]  # type: ignore[index]
+    args = [str(a) for a in c.get("args") or []]
+    env = m.env_vars(c)
+
+    def after(flag: str) -> str | None:
+        return args[args.index(flag) + 1] if flag in args[:-1] else None
+
+    out = []
+    password = after("--requirepass")
+    var = password[2:-1] if password and password.startswith("$(") else None
+    if var is None or not (env.get(var) and (env[var].source or "").startswith("secret:")):
+        out.append(Problem(redis.where, "redis-server must run with --requirepass $(VAR), VAR from "
+                                        "the redis-credentials Secret", "secrets"))
+    if after("--protected-mode") != "yes":
+        out.append(Problem(redis.where, "redis-server must keep --protected-mode yes", "secrets"))
+    return out
+
+
 CHECKS: tuple[Callable[[list[Item]], list[Problem]], ...] = (
     check_labels_and_namespaces,
     check_images,
+    check_known_cves,
+    check_redis_auth,
     check_security,
     check_probes_and_ports,
     check_services,

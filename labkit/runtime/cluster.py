@@ -48,8 +48,12 @@ REQUIRED_ACCESS = (
     ("create", "batch", "jobs"), ("patch", "batch", "cronjobs"),
     ("create", "networking.k8s.io", "networkpolicies"),
     ("create", GATEWAY_GROUP, "httproutes"),
-    ("get", "", "pods/log"), ("delete", "", "pods"), ("create", "", "pods/portforward"),
+    ("get", "", "pods/log"), ("delete", "", "pods"),
+    # the port-forward websocket is a GET: authorized as get, and from 1.35 as create too
+    ("get", "", "pods/portforward"), ("create", "", "pods/portforward"),
 )
+#: ... and in the `testing` namespace (the course's `kubectl exec ... load-tester`).
+REQUIRED_TESTING_ACCESS = (("get", "", "pods/exec"), ("create", "", "pods/exec"))
 
 
 class Check(NamedTuple):
@@ -83,7 +87,8 @@ def job_from_cronjob(cronjob: Mapping[str, Any], name: str) -> dict[str, Any]:
             "namespace": meta.get("namespace"),
             "labels": labels,
             "annotations": {**(tmeta.get("annotations") or {}),
-                            "cronjob.kubernetes.io/instantiate": "manual"},
+                            "cronjob.kubernetes.io/instantiate": "manual",
+                            m.CREATED_BY: m.CREATED_BY_VALUE},
         },
         "spec": template["spec"],
     }
@@ -110,8 +115,12 @@ def job_from_job(job: Mapping[str, Any], name: str) -> dict[str, Any]:
     meta = job["metadata"]
     labels = {k: v for k, v in (meta.get("labels") or {}).items() if k not in _SERVER_LABELS}
     labels["labkit.io/run"] = "manual"
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
+                   if k == m.CREATED_BY}
+    annotations[m.CREATED_BY] = m.CREATED_BY_VALUE
     return {"apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": name, "namespace": meta.get("namespace"), "labels": labels},
+            "metadata": {"name": name, "namespace": meta.get("namespace"), "labels": labels,
+                         "annotations": annotations},
             "spec": spec}
 
 
@@ -294,6 +303,7 @@ class ClusterRuntime:
                       "namespaces)")
         plans = {s: m.plan(self.objects(s)) for s in chosen}
         self.preflight(o for objs in plans.values() for o in objs)
+        plans = {s: [o for o in objs if not self._foreign_namespace(o)] for s, objs in plans.items()}
         deadline = self._clock() + timeout
         applied: list[str] = []
         for step, objs in plans.items():
@@ -305,6 +315,19 @@ class ClusterRuntime:
             if wait:
                 self.wait(objs, timeout=max(1.0, deadline - self._clock()), desc=f"wait {step}")
         return applied
+
+    def _foreign_namespace(self, obj: Mapping[str, Any]) -> bool:
+        """A Namespace that exists without labkit's annotation: used as it is, never applied
+        (server-side apply with force would take it over, and `down` would then delete it)."""
+        if obj["kind"] != "Namespace":
+            return False
+        live = self._get(obj)
+        if live is None or m.created_by_labkit(live):
+            return False
+        name = obj["metadata"]["name"]
+        self.echo(f"namespace {name} already exists and was not created by labkit: using it as it "
+                  f"is (not labelled, and `labkit down` never deletes it)")
+        return True
 
     # -- waiting and diagnosis --------------------------------------------------------------------
     def pods_of(self, live: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -542,12 +565,19 @@ class ClusterRuntime:
         if key not in self._forwards:
             from labkit.runtime.portforward import PortForwarder
 
-            self._ready_pod(service)  # fail now, with a clear message, rather than per request
+            pod = self._ready_pod(service)  # fail now, with a clear message, not per request
 
             def connect() -> Any:
-                return self.api.port_forward(self._ready_pod(service), self.namespace, target)
+                pod = self._ready_pod(service)
+                return self._call(f"port-forward to pod {pod}", self.api.port_forward, pod,
+                                  self.namespace, target)
 
-            self._forwards[key] = PortForwarder(connect)
+            # Open one tunnel now: a refused websocket (RBAC) is a ClusterError here, not a
+            # connection reset on the first request.
+            _, close = self._call(f"port-forward to pod {pod}", self.api.port_forward, pod,
+                                  self.namespace, target)
+            close()
+            self._forwards[key] = PortForwarder(connect, http=target == CONTAINER_PORT)
         fwd = self._forwards[key]
         return fwd.host, fwd.port
 
@@ -563,7 +593,13 @@ class ClusterRuntime:
         import httpx
 
         headers = {"Host": GATEWAY_HOST} if name == "gateway" else {}
-        return httpx.Client(base_url=self.url(name), headers=headers, timeout=timeout)
+
+        def tunnel_error(response: httpx.Response) -> None:
+            if response.headers.get("X-Labkit-Error") == "port-forward":
+                raise ClusterError(response.read().decode("utf-8", "replace").strip())
+
+        return httpx.Client(base_url=self.url(name), headers=headers, timeout=timeout,
+                            event_hooks={"response": [tunnel_error]})
 
     def close(self) -> None:
         """Stop the port-forwards."""
@@ -617,14 +653,16 @@ class ClusterRuntime:
                    in_namespaces: Sequence[str], namespaces: bool) -> list[str]:
         left = []
         for api_version, kind in kinds:
+            collected = (api_version, kind) in COLLECTED_KINDS  # carry no annotation of ours
             for ns in in_namespaces:
                 for o in self._call(f"list {kind}", self.api.list_objects, api_version, kind, ns,
                                     label_selector=selector):
-                    left.append(f"{kind} {ns}/{o['metadata']['name']}")
+                    if collected or m.created_by_labkit(o):
+                        left.append(f"{kind} {ns}/{o['metadata']['name']}")
         if namespaces:
             for o in self._call("list namespaces", self.api.list_objects, "v1", "Namespace",
                                 label_selector=selector):
-                if o["metadata"]["name"] in in_namespaces:
+                if o["metadata"]["name"] in in_namespaces and m.created_by_labkit(o):
                     left.append(f"Namespace {o['metadata']['name']}")
         return left
 
@@ -646,13 +684,17 @@ class ClusterRuntime:
                       "removes it)")
         kinds = self._sweep_kinds(steps)
         namespaces = self._namespaces(steps)
-        deleted = []
+        deleted: list[str] = []
+        skipped: list[str] = []
         for api_version, kind in kinds:
             for ns in namespaces:
                 objs = self._call(f"list {kind}", api.list_objects, api_version, kind, ns,
                                   label_selector=selector)
                 for o in objs:
                     name = o["metadata"]["name"]
+                    if not m.created_by_labkit(o):
+                        skipped.append(f"{kind} {ns}/{name}")
+                        continue
                     if self._call(f"delete {kind} {name}", api.delete, api_version, kind, name, ns,
                                   propagation="Background"):
                         deleted.append(f"{kind} {ns}/{name}")
@@ -660,6 +702,9 @@ class ClusterRuntime:
             for o in self._call("list namespaces", api.list_objects, "v1", "Namespace",
                                 label_selector=selector):
                 name = o["metadata"]["name"]
+                if name in namespaces and not m.created_by_labkit(o):
+                    skipped.append(f"Namespace {name}")
+                    continue
                 if name in namespaces and self._call(
                         f"delete namespace {name}", api.delete, "v1", "Namespace", name):
                     deleted.append(f"Namespace {name}")
@@ -679,6 +724,9 @@ class ClusterRuntime:
                                    f"to go: {', '.join(left[:8])}"
                                    f"{' ...' if len(left) > 8 else ''} (a finalizer may be "
                                    "stuck; `kubectl get <kind> <name> -o yaml` shows it).") from None
+        if skipped:
+            self.echo(f"kept {len(skipped)} object(s) labkit did not create (no {m.CREATED_BY} "
+                      f"annotation): {', '.join(skipped[:6])}{' ...' if len(skipped) > 6 else ''}")
         self.echo(f"deleted {len(deleted)} objects" if deleted else "nothing to delete")
         return deleted
 
@@ -731,11 +779,14 @@ class ClusterRuntime:
 
     def _check_access(self, api: KubeApi) -> Check:
         denied = []
+        wanted = [(*a, self.namespace) for a in REQUIRED_ACCESS] + [
+            (*a, m.TESTING_NAMESPACE) for a in REQUIRED_TESTING_ACCESS]
         try:
-            for verb, group, resource in REQUIRED_ACCESS:
-                ok, _ = api.access_review(verb, group, resource, self.namespace)
+            for verb, group, resource, ns in wanted:
+                ok, _ = api.access_review(verb, group, resource, ns)
                 if not ok:
-                    denied.append(f"{verb} {resource}")
+                    denied.append(f"{verb} {resource}"
+                                  + (f" (in {ns})" if ns != self.namespace else ""))
         except Exception as exc:
             return Check("permissions", None, "could not ask the API server (SelfSubjectAccessReview): "
                                               + explain(exc, action="review access"))
@@ -745,7 +796,8 @@ class ClusterRuntime:
                          "instructor to bind the labkit-student Role (manifests/00-base/rbac.yaml) "
                          "to you, or use an admin context.")
         return Check("permissions", True, f"you may apply, read logs, port-forward and delete pods "
-                                          f"in {self.namespace}")
+                                          f"in {self.namespace}, and exec in "
+                                          f"{m.TESTING_NAMESPACE}")
 
     def _check_gateway_api(self, api: KubeApi) -> Check:
         try:

@@ -14,6 +14,10 @@ same for the lab's processes, so the course's curl lines run unchanged against
   path, status, ms (`labkit logs gateway`); responses carry `X-Labkit-Route` and
   `X-Labkit-Backend` so a student can see the way a request took (`curl -i`).
 
+Students add rules of their own (notebook 01's exercises) as HTTPRoute YAML files in
+`<data dir>/routes/` (`labkit.runtime.routes.STUDENT_ROUTES_DIRNAME`): the gateway re-reads that
+folder when a file in it changes, and serves those rules after the manifests' own.
+
 `LABKIT_GATEWAY_REWRITE_TARGET=/` switches on the course's
 `nginx.ingress.kubernetes.io/rewrite-target: /` for the Ingress rules (requests with
 `Host: api.local`): every path reaches its service as `/`, which shows what that annotation
@@ -37,7 +41,7 @@ import httpx
 
 from ecommerce import logs
 from ecommerce.config import Settings
-from labkit.runtime.routes import Route, load_routes, match
+from labkit.runtime.routes import Route, load_routes, load_student_routes, match, student_routes_dir
 
 NAME = "gateway"
 REWRITE_ENV = "LABKIT_GATEWAY_REWRITE_TARGET"
@@ -66,14 +70,33 @@ class Gateway:
     def __init__(self, routes: list[Route], backend_url: Callable[[str], str], *,
                  rewrite_target: str | None = None, steps: dict[str, str] | None = None,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 log: logging.Logger | None = None) -> None:
-        self.routes = routes
+                 log: logging.Logger | None = None, student_dir: Path | None = None) -> None:
+        self.manifest_routes = list(routes)
+        self.routes = list(routes)
+        self.student_dir = student_dir
+        self.student_errors: list[str] = []
+        self._student_seen: tuple[tuple[str, int, int], ...] = ()
         self.backend_url = backend_url
         self.rewrite_target = rewrite_target or None
         self.steps = steps or {}
         self.log = log or logging.getLogger(NAME)
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+
+    def refresh_student_routes(self) -> None:
+        """Re-read `student_dir` if a file in it changed: the manifests' rules, then the
+        student's (a file that does not parse is skipped and named in `student_errors`)."""
+        if self.student_dir is None:
+            return
+        files = sorted(self.student_dir.glob("*.yaml")) if self.student_dir.is_dir() else []
+        seen = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+        if seen == self._student_seen:
+            return
+        self._student_seen = seen
+        extra, self.student_errors = load_student_routes(self.student_dir)
+        self.routes = self.manifest_routes + extra
+        logs.event(self.log, "student routes", routes=[f"{r.label} -> {r.backend}" for r in extra],
+                   errors=self.student_errors)
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -95,9 +118,13 @@ class Gateway:
         fields: dict[str, Any] = {"method": scope.get("method"), "host": host, "path": path}
         status = 500
         try:
+            self.refresh_student_routes()
             if path in PROBES:
-                status, hdrs, body = _json(200, {"status": "ready" if path == "/readyz" else "ok",
-                                                 "service": NAME, "routes": len(self.routes)})
+                status, hdrs, body = _json(200, {
+                    "status": "ready" if path == "/readyz" else "ok", "service": NAME,
+                    "routes": len(self.manifest_routes),
+                    "student_routes": len(self.routes) - len(self.manifest_routes),
+                    "student_errors": self.student_errors})
                 await _answer(send, status, hdrs, body)
                 return
             route = match(self.routes, host, path)
@@ -223,7 +250,8 @@ def create_app(settings: Settings | None = None, manifests: str | Path | None = 
     settings = settings or Settings.from_env()
     return Gateway(load_routes(manifests), settings.peer_url,
                    rewrite_target=os.environ.get(REWRITE_ENV) or None,
-                   steps=service_steps(manifests), log=logging.getLogger(NAME))
+                   steps=service_steps(manifests), log=logging.getLogger(NAME),
+                   student_dir=student_routes_dir(settings.data_dir))
 
 
 def main(argv: list[str] | None = None) -> None:

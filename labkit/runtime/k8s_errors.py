@@ -83,6 +83,18 @@ _CONNECTION_TYPES = {
 }
 
 
+def _handshake_message(reason: str) -> str:
+    """The Status message inside websocket-client's "Handshake status 403 Forbidden -+-+- ..."."""
+    parts = reason.split(" -+-+- ")
+    body = parts[-1].strip()
+    if body.startswith(("b'", 'b"')):
+        body = body[2:-1]
+    match = re.search(r'"message"\s*:\s*"((?:[^"\\]|\\.)*)"', body)
+    if match:
+        return match.group(1).replace('\\"', '"')
+    return parts[0].strip()
+
+
 def _type_names(exc: BaseException) -> set[str]:
     return {t.__name__ for t in type(exc).__mro__}
 
@@ -109,6 +121,19 @@ def explain(exc: BaseException, *, action: str = "talk to the cluster", namespac
         if isinstance(e, ModuleNotFoundError) and "kubernetes" in text:
             return NO_CLIENT
         if "ConfigException" in names or (isinstance(e, FileNotFoundError) and "kube" in text):
+            missing = re.search(r"Expected object with name (.*) in (.*)/(contexts|clusters|users) "
+                                r"list", text)
+            if missing and missing.group(3) == "contexts":
+                what = (f"current context {missing.group(1)!r} is not in its contexts list"
+                        if missing.group(1) else "has no current context")
+                return (f"Your kubeconfig ({missing.group(2)}) {what}: pick one with `kubectl "
+                        "config use-context <name>` (`kubectl config get-contexts` lists them; "
+                        "kind: `kind export kubeconfig --name labkit`).")
+            if missing:
+                return (f"Your kubeconfig ({missing.group(2)}) names {missing.group(3)[:-1]} "
+                        f"{missing.group(1)!r}, which it does not define: regenerate it (kind: "
+                        "`kind export kubeconfig --name labkit`; EKS: `aws eks update-kubeconfig "
+                        "--name <cluster>`).")
             if "No configuration found" in text or "not exist" in text or "No such file" in text \
                     or "Invalid kube-config" in text:
                 return NO_KUBECONFIG
@@ -130,6 +155,15 @@ def explain(exc: BaseException, *, action: str = "talk to the cluster", namespac
     status = status_of(exc)
     message = api_message(exc)
     ns = f" in namespace {namespace}" if namespace else ""
+    handshake = re.search(r"Handshake status (\d{3})", message)
+    if status in (0, None) and handshake:  # a websocket upgrade (port-forward, exec) refused
+        status = int(handshake.group(1))
+        message = _handshake_message(message)
+        if status == 403:
+            return (f"You are not allowed to {action}{ns} ({message}): the websocket upgrade "
+                    "needs both `get` and `create` on pods/portforward (and pods/exec for exec); "
+                    "ask your instructor to apply the current manifests/00-base/rbac.yaml, or use "
+                    "an admin context.")
     if status == 401:
         return ("The API server rejected your credentials (401 Unauthorized): your kubeconfig's "
                 "token or certificate has expired; refresh it (kind: `kind export kubeconfig --name "

@@ -189,6 +189,7 @@ class KubernetesApi:
         attrs = client.V1ResourceAttributes(verb=verb, group=group, resource=resource,
                                             subresource=sub, namespace=namespace)
         review = client.V1SelfSubjectAccessReview(
+            api_version="authorization.k8s.io/v1", kind="SelfSubjectAccessReview",
             spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attrs))
         result = client.AuthorizationV1Api(self.api_client).create_self_subject_access_review(review)
         status = result.status

@@ -36,6 +36,11 @@ PART_OF_VALUE = "labkit"
 LAB_SELECTOR = f"{PART_OF}={PART_OF_VALUE}"
 NAME_LABEL = "app.kubernetes.io/name"
 STEP_LABEL = "labkit.io/step"
+#: The annotation on everything labkit creates (each step's kustomization.yaml sets it as a
+#: commonAnnotation, so `kubectl apply -k` sets it too). `labkit down` deletes only objects that
+#: carry it, and `labkit up` never takes over a namespace that exists without it.
+CREATED_BY = "labkit.io/created-by"
+CREATED_BY_VALUE = "labkit"
 
 #: Apply order by kind (Helm's install order, CRDs right after namespaces). Kinds that need a
 #: CRD (Gateway API) come after every built-in kind; unknown kinds go last of all.
@@ -139,7 +144,33 @@ def load_step(step: str | Path, root: str | Path | None = None) -> list[dict[str
         if not path.is_file():
             raise ManifestError(f"{d / 'kustomization.yaml'} lists {name}, which does not exist")
         objects.extend(load_file(path))
+    annotations = kustomization(d).get("commonAnnotations") or {}
+    if annotations:
+        for obj in objects:
+            add_annotations(obj, annotations)
     return objects
+
+
+def add_annotations(obj: dict[str, Any], annotations: Mapping[str, str]) -> dict[str, Any]:
+    """Set `annotations` where kustomize's commonAnnotations sets them: the object's metadata
+    and its pod template's (a CronJob's job template too)."""
+    targets = [obj.setdefault("metadata", {})]
+    spec = obj.get("spec") or {}
+    if obj.get("kind") in ("Deployment", "StatefulSet", "Job", "DaemonSet", "ReplicaSet"):
+        targets.append((spec.get("template") or {}).setdefault("metadata", {}))
+    elif obj.get("kind") == "CronJob":
+        job = spec.get("jobTemplate") or {}
+        targets.append(job.setdefault("metadata", {}))
+        targets.append(((job.get("spec") or {}).get("template") or {}).setdefault("metadata", {}))
+    for meta in targets:
+        meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
+    return obj
+
+
+def created_by_labkit(obj: Mapping[str, Any]) -> bool:
+    """Whether a live object carries labkit's created-by annotation."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return annotations.get(CREATED_BY) == CREATED_BY_VALUE
 
 
 def load_all(root: str | Path | None = None) -> dict[str, list[dict[str, Any]]]:

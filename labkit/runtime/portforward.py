@@ -45,12 +45,27 @@ def relay(a: socket.socket, b: socket.socket, on_close: Callable[[], None] = lam
     on_close()
 
 
+def http_error(message: str) -> bytes:
+    """A 502 answer carrying the reason a tunnel failed, for an HTTP client on the local port."""
+    body = (message.strip() + "\n").encode("utf-8")
+    head = ("HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nX-Labkit-Error: port-forward\r\n"
+            "Connection: close\r\n\r\n")
+    return head.encode("ascii") + body
+
+
 class PortForwarder:
-    """Listens on 127.0.0.1:<free port>; `connect()` opens the upstream for each client."""
+    """Listens on 127.0.0.1:<free port>; `connect()` opens the upstream for each client.
+
+    When the tunnel cannot be opened (RBAC, no ready pod), an HTTP forward (`http=True`)
+    answers 502 with the one-sentence reason, so the caller sees why instead of a reset
+    connection; other forwards (PostgreSQL) just close. `errors` keeps every reason.
+    """
 
     def __init__(self, connect: Callable[[], tuple[socket.socket, Callable[[], None]]],
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, *, http: bool = False) -> None:
         self._connect = connect
+        self.http = http
         self._server = socket.create_server((host, port))
         self._server.settimeout(0.5)
         self.host, self.port = self._server.getsockname()[:2]
@@ -77,9 +92,14 @@ class PortForwarder:
     def _handle(self, client: socket.socket) -> None:
         try:
             upstream, close = self._connect()
-        except Exception as exc:  # no ready pod, API error: the client sees a closed connection
+        except Exception as exc:  # no ready pod, API error (a ClusterError: one sentence)
             self.errors.append(str(exc))
             with contextlib.suppress(OSError):
+                if self.http:
+                    client.settimeout(2)
+                    client.recv(BUFFER)  # the request: closing with it unread would reset
+                    client.sendall(http_error(str(exc)))
+                    client.shutdown(socket.SHUT_WR)
                 client.close()
             return
         relay(client, upstream, close)

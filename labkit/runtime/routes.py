@@ -29,6 +29,8 @@ NETWORKING_STEP = "01-networking"
 #: the service registry may add more (`/api/inventory` is labkit's own).
 COURSE_ROUTES = ("/api/users", "/api/orders", "/api/payments", "/api/commands", "/api/queries",
                  "/api/events")
+#: The folder, in the lab's data directory, of the routes students write (notebook 01).
+STUDENT_ROUTES_DIRNAME = "routes"
 REWRITE_ANNOTATION = "nginx.ingress.kubernetes.io/rewrite-target"
 
 
@@ -177,3 +179,28 @@ def match(routes: Iterable[Route], host: str | None, path: str) -> Route | None:
         if best is None or key > best[0]:
             best = (key, r)
     return best[1] if best else None
+
+
+def student_routes_dir(data_dir: str | Path) -> Path:
+    """Where the local gateway looks for students' HTTPRoute files."""
+    return Path(data_dir) / STUDENT_ROUTES_DIRNAME
+
+
+def load_student_routes(folder: str | Path) -> tuple[list[Route], list[str]]:
+    """The HTTPRoute / Ingress rules of every `*.yaml` in `folder`, in file-name order, and one
+    sentence per file that could not be read (that file is skipped, the others still count)."""
+    import yaml
+
+    routes: list[Route] = []
+    errors: list[str] = []
+    for f in sorted(Path(folder).glob("*.yaml")):
+        try:
+            objects = [o for o in yaml.safe_load_all(f.read_text(encoding="utf-8")) if o]
+            found = routes_from(objects)
+        except Exception as exc:  # a student's file: say which and why, keep the rest
+            errors.append(f"{f.name}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+            continue
+        if not found:
+            errors.append(f"{f.name}: no HTTPRoute or Ingress path rule in it")
+        routes += found
+    return routes, errors

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ecommerce.domain import fate
 from ecommerce.domain import saga as sg
 from ecommerce.waiting import WaitTimeout, wait_until
 
@@ -304,7 +305,8 @@ def network_policy_rules(step: str = "01-networking") -> pd.DataFrame:
             continue
         spec = obj.get("spec") or {}
         pods = (spec.get("podSelector") or {}).get("matchLabels") or {}
-        selected = pods.get("app.kubernetes.io/name", "every pod")
+        selected = pods.get("app.kubernetes.io/name") or (
+            ",".join(f"{k}={v}" for k, v in pods.items()) if pods else "every pod")
         for direction in spec.get("policyTypes") or []:
             rules = spec.get("ingress" if direction == "Ingress" else "egress") or []
             if not rules:
@@ -350,6 +352,8 @@ def _manifest_replicas(name: str) -> int:
 SETUP = "Setup"
 #: Healthy states: local runtime `status`, cluster runtime `state`.
 UP_STATES = {"ready", "running", "suspended"}
+#: A workload of a step `lab.up(step=...)` has not reached yet.
+NOT_STARTED = "not started"
 
 
 def _status_rows(lab: Lab) -> list[dict[str, Any]]:
@@ -372,10 +376,27 @@ def doctor_ok(lab: Lab) -> tuple[bool, str]:
 @checkpoint(SETUP, "모든 서비스 준비 완료 (lab.status())")
 def all_up(lab: Lab) -> tuple[bool, str]:
     rows = _status_rows(lab)
+    databases = getattr(lab.runtime, "database_rows", None) if lab.mode == "local" else None
+    if databases:  # 00-base: files or servers, no process; opened here to be sure
+        from ecommerce.store.factory import open_event_store, open_read_store
+
+        try:
+            open_event_store(lab.settings).close()
+            open_read_store(lab.settings).close()
+            state = "ready"
+        except Exception as exc:  # shown as the state: what is wrong with the databases
+            state = f"unreachable ({type(exc).__name__}: {exc})"
+        rows += [{**r, "_name": r.get("service"), "_state": state} for r in databases()]
+    # `lab.up(step=...)` starts the course's steps one notebook at a time: a later step's
+    # workloads are "not started" until their notebook deploys them, which is not a failure.
+    later = sorted({str(r.get("step") or "?") for r in rows if r["_state"] == NOT_STARTED})
+    rows = [r for r in rows if r["_state"] != NOT_STARTED]
     down = [f"{r['_name']}={r['_state']}" for r in rows if r["_state"] not in UP_STATES]
     if down or not rows:
         return False, f"not ready: {', '.join(down) or 'nothing is running'}; run lab.up()"
-    return True, f"{len(rows)} workloads: " + ", ".join(f"{r['_name']}={r['_state']}" for r in rows)
+    waiting = f"; not deployed yet (their notebooks start them): {', '.join(later)}" if later else ""
+    return True, (f"{len(rows)} workloads: " + ", ".join(f"{r['_name']}={r['_state']}" for r in rows)
+                  + waiting)
 
 
 @checkpoint(SETUP, "매니페스트의 컨테이너 명령 그대로 실행")
@@ -396,7 +417,10 @@ def runs_manifest_commands(lab: Lab) -> tuple[bool | None, str]:
         cmdline = psutil.Process(int(pid)).cmdline()
         want = specs[name].command[1:]  # without the interpreter path
         (seen if cmdline[1:] == want else wrong).append(f"{name}: {' '.join(cmdline[1:])}")
-    if wrong or not seen:
+    if not seen and not wrong:  # e.g. after lab.up(step="00-base"): databases, no process
+        return None, ("no service process started yet (the steps up to now have none); each "
+                      "notebook's lab.up(step=...) starts its step's processes")
+    if wrong:
         return False, "processes differ from the manifests' commands: " + "; ".join(wrong)
     return True, f"{len(seen)} processes run their container's command: " + "; ".join(seen)
 
@@ -610,6 +634,11 @@ def saga_log(lab: Lab, saga_id: str) -> pd.DataFrame:
                     (e["event_type"] == sg.SAGA_FAILED and data.get("step")) else
                     "action" if data.get("step") else "saga")
             step = data.get("step") or ""
+        elif e["event_type"] == fate.ORDER_WITHDRAWN:
+            # The fate claim goes with the first compensation of this writer's step (domain.fate).
+            step = next((s.name for s in sg.current_steps() if s.compensation
+                         and s.service == _writer(e["stream_id"])), "")
+            kind = "compensation"
         else:
             step, kind = by_effect.get(e["event_type"], ("", ""))
         rows.append({"position": e["position"], "writer": _writer(e["stream_id"]),
@@ -920,14 +949,17 @@ def command_side(lab: Lab) -> tuple[bool, str]:
     accepted = lab.command("create-user", name="Command Probe",
                            email=f"cmd.{uuid.uuid4().hex[:8]}@example.com")
     ready = _get(lab, "command-service", "/readyz")
-    writes = {p: m for p, m in _openapi_methods(lab, "command-service").items() if "POST" in m}
+    # Students' plugins (ecommerce.plugins) add their own ready check and /api/plugins/ routes.
+    stores = set(ready["checks"]) - {"plugins"}
+    writes = {p: m for p, m in _openapi_methods(lab, "command-service").items()
+              if "POST" in m and not p.startswith("/api/plugins/")}
     event = lab.stream(f"user-{accepted['user_id']}")[-1]
     by_command = event["metadata"].get("command_id") == accepted["command_id"]
-    ok = (accepted["status"] == "accepted" and _stores(ready) == {"event_store"}
+    ok = (accepted["status"] == "accepted" and stores == {"event_store"}
           and all(p.startswith("/api/commands/") for p in writes) and by_command)
     return ok, (f"create-user -> {accepted['status']}: event {event['event_type']} at log position "
                 f"{accepted['position']} carries command_id {accepted['command_id'][:8]}… "
-                f"(matches: {by_command}); command-service opens only {sorted(_stores(ready))}; "
+                f"(matches: {by_command}); command-service opens only {sorted(stores)}; "
                 f"its write endpoints: {', '.join(sorted(writes))}")
 
 
@@ -1016,7 +1048,7 @@ def events_stored(lab: Lab) -> tuple[bool, str]:
                 f"is at v{len(final)} with name {final[-1]['data'].get('name')!r}")
 
 
-@checkpoint(ES, "Event Processor (Job) 프로젝션 생성: 체크포인트가 로그 끝까지")
+@checkpoint(ES, "Event Processor (Job) 프로젝션 생성: 체크포인트가 로그 끝까지 따라잡음")
 def processor_job(lab: Lab) -> tuple[bool, str]:
     _ensure_user(lab)
     head = _head(lab)

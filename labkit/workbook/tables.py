@@ -116,13 +116,15 @@ def show(df: pd.DataFrame, *, wrap: Iterable[str] | None = None, key: Sequence[s
 
 # ---- the saga -------------------------------------------------------------------------------------
 def saga_steps() -> pd.DataFrame:
-    """The order saga's five steps (`ecommerce.domain.saga`, what the orchestrator runs): the
-    service, the HTTP request, its idempotency key, the compensation and its request."""
+    """The order saga's steps (`ecommerce.domain.saga`, what the orchestrator runs; with the
+    steps deployed plugins added): the service, the HTTP request, its idempotency key, the
+    compensation and its request."""
     import pandas as pd
 
-    from ecommerce.domain.saga import ORDER_SAGA, SagaState, request_for
+    from ecommerce.domain.saga import SagaState, current_steps, request_for
 
-    example = SagaState("<saga>", order_id="<order>", user_id="<user>")
+    steps = current_steps()
+    example = SagaState("<saga>", order_id="<order>", user_id="<user>", steps=steps)
 
     def http(action: str) -> str:
         req = request_for(action, example)
@@ -133,7 +135,7 @@ def saga_steps() -> pd.DataFrame:
         "idempotency key": request_for(st.name, example).idempotency_key,
         "compensation": st.compensation or "-",
         "compensation request": http(st.compensation) if st.compensation else "-",
-        "pivot": "✔" if st.pivot else ""} for i, st in enumerate(ORDER_SAGA, 1)])
+        "pivot": "✔" if st.pivot else ""} for i, st in enumerate(steps, 1)])
 
 
 def saga_stream(lab: Lab, saga_id: str) -> pd.DataFrame:
@@ -189,6 +191,16 @@ def service_addresses(lab: Lab) -> pd.DataFrame:
                      "cluster DNS": f"http://{name}.{lab.settings.namespace}.svc.cluster.local",
                      f"this lab ({lab.mode})": here})
     return pd.DataFrame(rows)
+
+
+def store_backends(lab: Lab) -> dict[str, str]:
+    """What really holds the lab's data now, to label measurements honestly:
+    {"events": "PostgreSQL" | "SQLite", "read": "Redis" | "SQLite"} (cluster: PostgreSQL, Redis)."""
+    if lab.mode == "cluster":
+        return {"events": "PostgreSQL", "read": "Redis"}
+    st = lab.settings
+    return {"events": "PostgreSQL" if st.pg_url else "SQLite",
+            "read": "Redis" if st.redis_url else "SQLite"}
 
 
 # ---- the retrospective (05) ---------------------------------------------------------------------

@@ -6,6 +6,7 @@ inside a widget callback is shown in the panel, never raised: nbval cannot see i
     widgets.order_form(lab)        # user, SKU, quantity -> lab.saga.place_order(...)
     widgets.failure_buttons(lab)   # one button per scenario -> lab.fire(name)
     widgets.status_panel(lab)      # lab.status(), refreshed on demand or every few seconds
+    widgets.prediction(guess)      # radio buttons -> guess.pick(option) (labkit.workbook.predict)
 
 Each function returns the panel widget; its inner widgets are in `panel.parts` (tests click
 them with `parts["button"].click()`).
@@ -256,3 +257,33 @@ def status_panel(lab: Any, interval: float = 2.0) -> w.VBox:
     panel = w.VBox([w.HBox([refresh, auto, stamp]), out])
     panel.parts = {"refresh": refresh, "auto": auto, "out": out, "stop": stop}
     return panel
+
+
+# ---- predict, then observe ------------------------------------------------------------------------
+def prediction(*guesses: Any) -> w.VBox:
+    """Radio buttons for one or more `predict.Prediction`s; a click calls `guess.pick(option)`.
+
+    Nothing is pre-selected: a student who does not choose has made no prediction."""
+    rows: list[w.Widget] = []
+    choices: list[w.RadioButtons] = []
+    out = w.Output()
+    for guess in guesses:
+        radio = w.RadioButtons(options=list(guess.options), value=None,
+                               layout={"width": "max-content"})
+
+        def picked(change: dict[str, Any], guess: Any = guess) -> None:
+            if change["new"] is not None:
+                _guard(out, lambda: guess.pick(change["new"]))
+
+        radio.observe(picked, names="value")
+        rows += [w.HTML(f"<b>🤔 {_escape(guess.question)}</b>"), radio]
+        choices.append(radio)
+    panel = w.VBox([*rows, out])
+    panel.parts = {"choices": choices, "out": out}
+    return panel
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text)

@@ -82,6 +82,30 @@ def loyalty_upcaster():
     upcaster("LoyaltyPointsAwarded", 1, lambda d: {"points": d["pts"], "reason": "unknown"})
 
 
+def increment(store, stream):  # the 04 exercise's solution
+    from ecommerce.domain.events import NewEvent
+    from ecommerce.store.base import ConcurrencyError
+
+    while True:
+        events = store.read_stream(stream)
+        value = events[-1].data["value"] if events else 0
+        try:
+            store.append(stream, [NewEvent("Incremented", {"value": value + 1})],
+                         events[-1].version if events else "none")
+            return value + 1
+        except ConcurrencyError:
+            continue
+
+
+def blind(store, stream):  # a wrong answer: no expected version, updates get lost
+    from ecommerce.domain.events import NewEvent
+
+    events = store.read_stream(stream)
+    value = events[-1].data["value"] if events else 0
+    store.append(stream, [NewEvent("Incremented", {"value": value + 1})], "any")
+    return value + 1
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     with full_lab(tmp_path_factory.mktemp("plugins")) as lab:
@@ -150,26 +174,6 @@ def test_upcaster_time_travel_and_concurrency_checks(lab) -> None:
     assert ex.time_travel(lab, lambda events, position: events[-1]["data"].get("status")).ok is False
     assert ex.time_travel(lab, None).ok is None
 
-    from ecommerce.domain.events import NewEvent
-    from ecommerce.store.base import ConcurrencyError
-
-    def increment(store, stream):
-        while True:
-            events = store.read_stream(stream)
-            value = events[-1].data["value"] if events else 0
-            try:
-                store.append(stream, [NewEvent("Incremented", {"value": value + 1})],
-                             events[-1].version if events else "none")
-                return value + 1
-            except ConcurrencyError:
-                continue
-
-    def blind(store, stream):
-        events = store.read_stream(stream)
-        value = events[-1].data["value"] if events else 0
-        store.append(stream, [NewEvent("Incremented", {"value": value + 1})], "any")
-        return value + 1
-
     assert ex.no_lost_updates(lab, increment).ok is True
     assert ex.no_lost_updates(lab, blind, each=40).ok is False
 
@@ -183,3 +187,44 @@ def test_read_your_writes(lab) -> None:
     assert ex.read_your_writes(lab, right).ok is True
     assert ex.read_your_writes(lab, lambda lab, n, e: lab.query("users")).ok is False
     assert ex.read_your_writes(lab, None).ok is None
+
+
+@pytest.fixture(scope="module")
+def pg_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """The whole lab on PostgreSQL (event store) and Redis (read model)."""
+    import psycopg
+    import redis
+
+    from tests.conftest import require_postgres, require_redis
+    from tests.integration.labs import lab_settings
+
+    settings = lab_settings(tmp_path_factory.mktemp("plugins-pg"), pg_url=require_postgres(),
+                            redis_url=require_redis())
+    lab = Lab(settings)
+    try:
+        lab.up(progress=False)
+        yield lab
+    finally:
+        lab.reset()
+        with psycopg.connect(settings.pg_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{settings.pg_schema}" CASCADE')
+        client = redis.Redis.from_url(settings.redis_url)
+        keys = list(client.scan_iter(match=f"{settings.redis_prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+
+def test_the_exercises_work_on_postgres_and_redis(pg_lab) -> None:
+    lab = pg_lab
+    lab.deploy_code(notify_plugin)
+    assert ex.saga_step_added(lab).ok is True
+    assert ex.compensation_plan(lab, ["retract_notice", "cancel_order"]).ok is True
+    lab.remove_code("notify_plugin")
+    lab.deploy_code(orders_per_user)
+    lab.replay(["orders-per-user"])
+    assert ex.orders_per_user_view(lab).ok is True
+    lab.remove_code("orders_per_user")
+    lab.deploy_code(loyalty_upcaster, restart=["event-store-api"])
+    assert ex.upcaster_applied(lab).ok is True
+    lab.remove_code("loyalty_upcaster", restart=["event-store-api"])
+    assert ex.no_lost_updates(lab, increment).ok is True

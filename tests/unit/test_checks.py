@@ -89,6 +89,9 @@ def test_network_policy_rules_read_the_manifests():
     postgres = df[(df["policy"] == "allow-ingress-postgres")]
     assert "command-service" in set(postgres["peers"]) and "query-service" not in set(postgres["peers"])
     assert set(postgres["ports"]) == {"TCP/5432"}
+    plane = df[df["policy"] == "allow-gateway-data-plane"]
+    assert set(plane["pods"]) == {"gateway.networking.k8s.io/gateway-name=labkit-gateway"}
+    assert "anywhere" in set(plane[plane["direction"] == "Ingress"]["peers"])
 
 
 def test_load_tester_is_cluster_only():

@@ -1,5 +1,6 @@
 """The notebook files: instructor pairs, the student edition, `labkit notebooks build|check|reset`,
-and the notebooks' conventions (no outputs, widget twins, Korean narrative, checkpoints)."""
+and the notebooks' conventions (no outputs, a plain cell after each widget, Korean narrative,
+checkpoints, diagrams small enough to read at 1024x768)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import nbformat
 import pytest
 
 from ecommerce.config import REPO_DIR
-from labkit.workbook import notebook_files
+from labkit.workbook import mermaid, notebook_files
 
 NOW = datetime(2026, 3, 5, 14, 30, 0)
 EDITIONS = ("instructor", "student")
+#: How the cell right after a widget cell says what it is (it calls the same function).
+WIDGET_TWIN = "위젯 없이 같은 함수를 부르는 셀"
 NAMES = notebook_files.names()
 
 
@@ -94,6 +97,24 @@ def _student_text(nb) -> str:
     return "\n".join(c.source for c in nb.cells)
 
 
+def _given_text(nb) -> str:
+    """The instructor edition without its solutions: what the student is given anyway (a
+    solution may repeat a given line, e.g. the handler it makes idempotent)."""
+    out = []
+    for cell in nb.cells:
+        if "solution" in cell.get("metadata", {}).get("tags", []):
+            continue
+        inside = False
+        for ln in cell.source.splitlines():
+            if ln.strip() in ("### BEGIN SOLUTION", "<!-- BEGIN SOLUTION -->"):
+                inside = True
+            elif ln.strip() in ("### END SOLUTION", "<!-- END SOLUTION -->"):
+                inside = False
+            elif not inside:
+                out.append(ln)
+    return "\n".join(out)
+
+
 def test_the_fixture_student_edition_contains_no_solution_text(nb_dir: Path):
     instructor = nbformat.read(nb_dir / "instructor" / "10-try.ipynb", as_version=4)
     solutions = _solution_lines(instructor)
@@ -107,7 +128,8 @@ def test_the_fixture_student_edition_contains_no_solution_text(nb_dir: Path):
 def test_the_student_editions_contain_no_solution_text(name: str):
     instructor = notebook_files.read_instructor(name)
     text = _student_text(nbformat.read(REPO_DIR / "notebooks" / f"{name}.ipynb", as_version=4))
-    leaked = [ln for ln in _solution_lines(instructor) if ln in text]
+    given = _given_text(instructor)
+    leaked = [ln for ln in _solution_lines(instructor) if ln in text and ln not in given]
     assert not leaked, f"{name}: solution text in the student edition: {leaked[:3]}"
     assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text
 
@@ -250,13 +272,73 @@ def test_notebook_conventions(name: str, edition: str):
     first = next(c.source for c in code if "labkit.connect()" in c.source)
     assert code.index(next(c for c in code if c.source == first)) <= 1
     if name != "00-setup":
-        assert "lab.up()" in first, "every notebook starts the lab (idempotent)"
-    assert "checks.assert_ok(results)" in code[-1].source or any(
-        "checks.assert_ok(results)" in c.source for c in code[-2:]), "ends with a checkpoint"
+        assert "lab.up(" in first, "every notebook starts (its step of) the lab (idempotent)"
+    # The steps end with a checkpoint; only the exercises (연습 문제) may come after it.
+    last_check = max((i for i, c in enumerate(nb.cells) if c.cell_type == "code"
+                      and "checks.assert_ok(results)" in c.source), default=None)
+    assert last_check is not None, "ends with a checkpoint"
+    later_code = [i for i, c in enumerate(nb.cells) if i > last_check and c.cell_type == "code"]
+    exercises = next((i for i, c in enumerate(nb.cells) if i > last_check
+                      and c.cell_type == "markdown" and "연습 문제" in c.source), None)
+    assert not later_code or (exercises is not None and exercises < later_code[0]), (
+        "after the checkpoint only the exercises (## ✍️ 연습 문제) may have code")
     sources = [c.source for c in code]
     widget_cells = [i for i, src in enumerate(sources) if "widgets." in src]
     for i in widget_cells:
         assert sources[i].startswith("# NBVAL_IGNORE_OUTPUT"), "widget cells ignore their output"
-        assert i + 1 < len(sources) and "쌍둥이" in sources[i + 1], (
-            "a widget cell needs a plain twin cell right after it calling the same function")
+        assert i + 1 < len(sources) and WIDGET_TWIN in sources[i + 1], (
+            f"a widget cell needs a cell right after it marked {WIDGET_TWIN!r} that calls the "
+            "same function without the widget")
     assert not any("os.environ" in src for src in sources), "the mode comes only from LABKIT_MODE"
+
+
+#: The exercises (연습 문제) of each notebook: the check each one ends with.
+EXERCISES = {
+    "02-saga": ("saga_step_added", "compensation_plan", "handler_idempotent"),
+    "03-cqrs": ("orders_per_user_view", "top_products_view", "read_your_writes"),
+    "04-event-sourcing": ("upcaster_applied", "time_travel", "no_lost_updates"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXERCISES))
+def test_each_exercise_has_a_solution_region_and_is_followed_by_its_check(name: str):
+    instructor = notebook_files.read_instructor(name)
+    student = nbformat.read(REPO_DIR / "notebooks" / f"{name}.ipynb", as_version=4)
+    code = [c.source for c in instructor.cells if c.cell_type == "code"]
+    for check in EXERCISES[name]:
+        at = next(i for i, src in enumerate(code) if f"exercises.{check}(" in src)
+        assert "### BEGIN SOLUTION" in "\n".join(code[max(0, at - 2):at]) or check in (
+            "handler_idempotent",), f"{name}: no solution right before the check {check}"
+        assert any(f"exercises.{check}(" in c.source for c in student.cells)
+    assert student_sections(student) == student_sections(instructor)
+
+
+def student_sections(nb) -> list[str]:
+    return [ln for c in nb.cells if c.cell_type == "markdown"
+            for ln in c.source.splitlines() if ln.startswith("### 연습")]
+
+
+# ---- diagrams readable at 1024x768 -----------------------------------------------------------------
+#: The measure: nodes and edges per mermaid diagram. Mermaid scales a diagram down to the width
+#: of the output area (~600 px at 1024x768 with the file browser open); past about 12 nodes or
+#: 14 edges its labels fall under 12 px and its edges start to cross.
+MAX_NODES = 12
+MAX_EDGES = 14
+
+
+def test_mermaid_measure_counts_nodes_and_edges_in_chains_and_fans():
+    nodes, edges = mermaid.measure(
+        "graph LR\n  A[a<br/>b] --> B & C\n  B -->|x| D((d)) -.-> E{e}\n  style A fill:#fff\n"
+        "  subgraph \"s\"\n  F --> G\n  end")
+    assert (len(nodes), edges) == (7, 5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_mermaid_diagram_is_small_enough_to_read_at_1024x768(name: str):
+    nb = notebook_files.read_instructor(name)
+    diagrams = [d for c in nb.cells if c.cell_type == "markdown" for d in mermaid.blocks(c.source)]
+    for i, source in enumerate(diagrams, 1):
+        nodes, edges = mermaid.measure(source)
+        assert len(nodes) <= MAX_NODES and edges <= MAX_EDGES, (
+            f"{name} diagram {i}: {len(nodes)} nodes, {edges} edges (at most {MAX_NODES} nodes "
+            f"and {MAX_EDGES} edges per diagram): split it")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -90,7 +91,7 @@ def test_main_prints_ok_or_problems_and_sets_the_exit_code(tmp_path: Path, capsy
     path.write_text(path.read_text().replace("replicas: 3", "replicas: 1"))
     assert cli_main(["validate", "--manifests", str(root)]) == 1
     out = capsys.readouterr().out
-    assert "FAIL" in out and "must run 3 replicas" in out and "problem(s) in 57 objects" in out
+    assert "FAIL" in out and "must run 3 replicas" in out and "problem(s) in 59 objects" in out
 
 
 # --- strict schemas ------------------------------------------------------------------------
@@ -314,12 +315,13 @@ def test_env_vars_must_match_what_the_process_reads(loaded):
         c = container(find(items, "Job", "saga-orchestrator"))
         c["env"] = [e for e in c["env"] if e["name"] != "LABKIT_PAYMENT_SERVICE_URL"]
         c["env"].append({"name": "LABKIT_REDIS_URL", "value": "redis://redis:6379/0"})
-        q = container(find(items, "Deployment", "query-service"))
-        next(e for e in q["env"] if e["name"] == "LABKIT_REDIS_URL")["value"] = "redis://cache:6379/0"
+        sec = find(items, "Secret", "redis-credentials")
+        sec["stringData"]["url"] = "redis://:labkit-redis-lab-only@cache:6379/0"
     assert_reported(problems_after(loaded, mutate),
                     "saga-orchestrator reads LABKIT_PAYMENT_SERVICE_URL but the manifest does not "
                     "set it", "sets LABKIT_REDIS_URL, which saga-orchestrator does not read",
-                    "LABKIT_REDIS_URL='redis://cache:6379/0' must be redis://<Service>")
+                    "LABKIT_REDIS_URL (secret:redis-credentials/url) must be "
+                    "redis://:<password>@<Service>:<port>/<db> of a Service")
 
 
 def test_peer_urls_must_point_at_the_service(loaded):
@@ -372,6 +374,91 @@ def test_the_student_must_be_able_to_apply_and_read_logs(loaded):
                 r["verbs"] = ["get", "list", "create"]
     assert_reported(problems_after(loaded, mutate), "must allow get on pods/log",
                     "must allow patch on httproutes")
+
+
+def test_websocket_subresources_need_get_and_create(loaded):
+    """The port-forward and exec websockets are GETs: a Role with only `create` is refused."""
+    def mutate(items):
+        for name in ("labkit-student", "labkit-student-load-tester"):
+            for r in find(items, "Role", name)["rules"]:
+                if r["resources"] in (["pods/portforward"], ["pods/exec"]):
+                    r["verbs"] = ["create"]
+    assert_reported(problems_after(loaded, mutate), "must allow get on pods/portforward",
+                    "must allow get on pods/exec")
+
+
+def test_the_real_rbac_grants_get_and_create_on_both_websockets(loaded):
+    verbs = {res: set(r["verbs"]) for name in ("labkit-student", "labkit-student-load-tester")
+             for r in find(loaded, "Role", name)["rules"] for res in r["resources"]}
+    assert verbs["pods/portforward"] == {"get", "create"}
+    assert verbs["pods/exec"] == {"get", "create"}
+    assert "secrets" not in verbs  # no direct access; README says what workloads can read
+
+
+def test_every_object_carries_the_created_by_annotation(loaded):
+    for it in loaded:
+        assert m.created_by_labkit(it.obj), it.where
+        template = m.pod_template(it.obj)
+        if template is not None:  # what `kubectl apply -k` (commonAnnotations) sets as well
+            assert template["metadata"]["annotations"][m.CREATED_BY] == m.CREATED_BY_VALUE
+    pg = find(loaded, "StatefulSet", "postgres")
+    claim = pg["spec"]["volumeClaimTemplates"][0]["metadata"]  # kustomize skips claim templates
+    assert claim["annotations"][m.CREATED_BY] == m.CREATED_BY_VALUE
+
+
+def test_a_step_without_the_created_by_annotation_is_reported(tmp_path: Path):
+    root = copy_repo(tmp_path)
+    kust = root / "03-cqrs" / "kustomization.yaml"
+    data = yaml.safe_load(kust.read_text())
+    del data["commonAnnotations"]
+    kust.write_text(yaml.safe_dump(data))
+    assert_reported(non_entry(v.validate_all(root=root)),
+                    "03-cqrs/kustomization.yaml: must set commonAnnotations {labkit.io/created-by")
+
+
+def test_a_gateway_data_plane_in_the_lab_namespace_is_admitted_and_contained(loaded):
+    gateway_peer = {"podSelector": {"matchLabels": {v.GATEWAY_NAME_LABEL: v.GATEWAY_NAME}}}
+
+    def mutate(items):
+        pol = find(items, "NetworkPolicy", "allow-ingress-query-service")
+        for rule in pol["spec"]["ingress"]:
+            rule["from"] = [p for p in rule["from"] if p != gateway_peer]
+        plane = find(items, "NetworkPolicy", "allow-gateway-data-plane")
+        plane["spec"]["egress"][0]["to"][0]["podSelector"] = {}  # postgres, redis, ...
+        plane["spec"]["egress"][1]["to"][0]["namespaceSelector"]["matchExpressions"][0][
+            "values"].append("kube-system")
+    assert_reported(problems_after(loaded, mutate),
+                    "query-service's ingress does not admit a Gateway data plane in its own "
+                    "namespace", "may reach only the routed services, not", "postgres",
+                    "may reach only the gateway controllers' namespaces")
+
+    def drop(items):
+        items[:] = [it for it in items if it.name != "allow-gateway-data-plane"]
+    assert_reported(problems_after(loaded, drop), "no NetworkPolicy for a Gateway data plane")
+
+
+def test_redis_runs_with_the_secret_password_and_a_fixed_release(loaded):
+    def mutate(items):
+        c = container(find(items, "Deployment", "redis"))
+        c["image"] = "redis:7.4.2-alpine"
+        c["args"] = ["redis-server", "--protected-mode", "no"]
+        q = container(find(items, "Deployment", "query-service"))
+        url = next(e for e in q["env"] if e["name"] == "LABKIT_REDIS_URL")
+        url.pop("valueFrom")
+        url["value"] = "redis://redis:6379/0"
+    assert_reported(problems_after(loaded, mutate),
+                    "image redis:7.4.2-alpine has CVE-2025-49844, fixed in 7.4.6",
+                    "redis-server must run with --requirepass $(VAR)",
+                    "redis-server must keep --protected-mode yes",
+                    "LABKIT_REDIS_URL must come from the redis-credentials Secret")
+
+
+def test_a_redis_url_with_another_password_is_reported(loaded):
+    def mutate(items):
+        sec = find(items, "Secret", "redis-credentials")
+        sec["stringData"]["url"] = "redis://:stale@redis:6379/0"
+    assert_reported(problems_after(loaded, mutate),
+                    "carries a password other than the Secret's `password` key")
 
 
 def test_cluster_wide_rbac_is_reported(loaded):
@@ -484,8 +571,8 @@ def test_an_unlisted_or_missing_file_in_a_step_is_reported(tmp_path: Path):
 def test_dockerfile_rules(tmp_path: Path):
     root = copy_repo(tmp_path)
     df = tmp_path / "Dockerfile"
-    text = df.read_text().replace("USER 10001:10001", "USER root").replace(
-        "python:3.12.8-slim-bookworm", "python:latest")
+    base = re.search(r"^FROM (\S+) AS build", df.read_text(), re.M).group(1)
+    text = df.read_text().replace("USER 10001:10001", "USER root").replace(base, "python:latest")
     text += "RUN apt-get install -y gcc\n"
     df.write_text(text)
     assert_reported(non_entry(v.validate_all(root=root)), "numeric non-root USER",

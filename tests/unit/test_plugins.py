@@ -1,0 +1,162 @@
+"""ecommerce.plugins: loading student code, saying which line failed, undoing a plugin."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ecommerce import plugins
+from ecommerce.domain import saga as s
+from ecommerce.domain.events import RecordedEvent, upcasters
+from ecommerce.projections import all_projections, get_projections
+from labkit.lab.plugins import PluginError, source_of, users_of
+
+GOOD = '''
+from ecommerce.domain.readmodel import Incr
+from ecommerce.plugins import projection, upcaster
+from ecommerce.projections.base import Projection
+
+def placed(e):
+    return [Incr("per_user", e.data["user_id"], {"orders": 1})]
+
+projection(Projection("per-user", ("per_user",), {"OrderPlaced": placed}))
+upcaster("Legacy", 1, lambda d: {"points": d["pts"]})
+'''
+
+
+@pytest.fixture
+def plugin_dir(tmp_path: Path):
+    yield tmp_path
+    for name in list(plugins.LOADED):
+        plugins.unload(name)
+
+
+def test_a_plugin_registers_a_projection_and_an_upcaster_and_unloading_undoes_both(plugin_dir):
+    (plugin_dir / "good.py").write_text(GOOD)
+    [loaded] = plugins.load_all(plugin_dir)
+    assert loaded.ok and loaded.registered == [("projection", "per-user"), ("upcaster", "Legacy:1")]
+    assert "per-user" in all_projections() and get_projections(["per-user"])[0].name == "per-user"
+    e = RecordedEvent("i", "x-1", 1, 1, "Legacy", 1, {"pts": 3}, {}, "2026-01-01T00:00:00+00:00")
+    assert upcasters.upcast(e).data == {"points": 3} and upcasters.upcast(e).schema_version == 2
+    assert plugins.ready_check() == "ok; plugins: good"
+    assert plugins.unload("good")
+    assert "per-user" not in all_projections() and upcasters.upcast(e).data == {"pts": 3}
+
+
+@pytest.mark.parametrize("source, where", [
+    ("x = 1\ny = (\n", "line 2: SyntaxError"),
+    ("from ecommerce.plugins import saga_step\n\nsaga_step(None, after='x')\n", "line 3: AttributeError"),
+    ("import os\nos.environ['X']\n", "line 2: KeyError"),
+])
+def test_a_failing_plugin_says_file_and_line_in_one_sentence_and_others_still_load(
+        plugin_dir, source, where):
+    (plugin_dir / "a_bad.py").write_text(source)
+    (plugin_dir / "b_good.py").write_text(GOOD)
+    loaded = {p.name: p for p in plugins.load_all(plugin_dir)}
+    assert f"plugin a_bad.py failed at {where}" in loaded["a_bad"].error
+    assert "lab.remove_code('a_bad')" in loaded["a_bad"].error
+    assert loaded["b_good"].ok
+    with pytest.raises(RuntimeError, match=r"a_bad\.py failed"):
+        plugins.ready_check()
+
+
+def test_what_a_plugin_registered_before_failing_is_undone(plugin_dir):
+    (plugin_dir / "half.py").write_text(GOOD + "\nraise ValueError('stop')\n")
+    [p] = plugins.load_all(plugin_dir)
+    assert "failed at line 12: ValueError: stop" in p.error
+    assert "per-user" not in all_projections() and p.registered == []
+
+
+def test_the_plugin_deployed_last_wins_a_name_both_register(plugin_dir):
+    step = '''
+from ecommerce.plugins import handler
+handler("user-service", "notify", lambda ctx, body: {{"by": "{who}"}})
+'''
+    (plugin_dir / "z_first.py").write_text(step.format(who="first"))
+    (plugin_dir / "a_second.py").write_text(step.format(who="second"))
+    os.utime(plugin_dir / "z_first.py", ns=(1, 1))
+    plugins.load_all(plugin_dir)
+    assert plugins.handlers_of("user-service")["notify"](None, {}) == {"by": "second"}
+
+
+def test_a_saga_step_plugin_changes_new_sagas_and_unloads(plugin_dir):
+    (plugin_dir / "step.py").write_text('''
+from ecommerce.domain.saga import StepDef
+from ecommerce.plugins import saga_step
+saga_step(StepDef("notify_customer", "user-service", "notify", "retract_notice",
+                  request=lambda st: ("POST", "/api/plugins/notify", {}),
+                  compensation_request=lambda st: ("POST", "/api/plugins/retract", {})),
+          after="create_order")
+''')
+    [p] = plugins.load_all(plugin_dir)
+    assert p.ok and "notify_customer" in [x.name for x in s.current_steps()]
+    plugins.unload("step")
+    assert s.current_steps() == s.ORDER_SAGA
+
+
+def test_the_lab_side_takes_a_function_body_or_source_and_restarts_only_the_users():
+    def my_plugin():
+        from ecommerce.plugins import upcaster  # noqa: F401
+
+    text, name = source_of(my_plugin)
+    assert name == "my_plugin" and text.startswith("def my_plugin():") and text.endswith("my_plugin()\n")
+    assert source_of("  x = 1\n") == ("x = 1\n", None)
+    with pytest.raises(PluginError, match="takes a function"):
+        source_of(42)  # type: ignore[arg-type]
+    assert users_of([("projection", "v")]) == ["query-service", "event-store-api", "event-processor"]
+    assert users_of([("handler", "user-service:notify")]) == ["user-service"]
+    assert users_of([("saga_step", "n")]) == ["command-service", "event-processor",
+                                             "saga-orchestrator"]
+
+
+def test_cluster_mode_says_plugins_are_not_shipped_to_pods():
+    from types import SimpleNamespace
+
+    from labkit.lab.plugins import NotInCluster, Plugins
+
+    with pytest.raises(NotImplementedError, match=r"local mode only.*ConfigMap"):
+        Plugins(SimpleNamespace(mode="cluster")).deploy("x = 1", name="x")
+    assert issubclass(NotInCluster, PluginError)
+    assert Plugins(SimpleNamespace(mode="cluster")).load_here() == []
+
+
+def test_a_plugin_that_registers_nothing_is_not_deployed_and_not_an_error(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from labkit.lab.plugins import Plugins
+
+    lab = SimpleNamespace(mode="local", runtime=SimpleNamespace(plugins_dir=tmp_path / "plugins"))
+    out = Plugins(lab).deploy("def stub():\n    pass\n", name="stub")
+    assert out["registered"] == [] and "nothing was deployed" in out["note"]
+    assert not (tmp_path / "plugins" / "stub.py").exists() and "stub" not in plugins.LOADED
+    assert "registers nothing" in capsys.readouterr().out
+    with pytest.raises(PluginError, match=r"plugin bad\.py failed at line 2: NameError"):
+        Plugins(lab).deploy("x = 1\nnope\n", name="bad")
+
+
+def test_query_service_serves_a_plugin_view_and_404s_others(tmp_path, plugin_dir):
+    from dataclasses import replace
+
+    from fastapi.testclient import TestClient
+
+    from ecommerce.config import Settings
+    from ecommerce.domain.readmodel import Incr, WriteBuffer
+    from ecommerce.services.query import create_app
+    from ecommerce.store.sqlite_read import SqliteReadStore
+
+    (plugin_dir / "good.py").write_text(GOOD)
+    plugins.load_all(plugin_dir)
+    reads = SqliteReadStore(tmp_path / "read.db")
+    buffer = WriteBuffer()
+    buffer.add(Incr("per_user", "alice", {"orders": 2}))
+    reads.commit(buffer, {"per-user": 7}, {"per-user": 0})
+    app = create_app(replace(Settings.from_env(), data_dir=tmp_path), reads)
+    with TestClient(app) as client:
+        body = client.get("/api/queries/views/per-user").json()
+        assert body["collections"] == {"per_user": [{"key": "alice", "orders": 2}]}
+        assert body["checkpoint"] == 7 and body["total"] == {"per_user": 1}
+        assert client.get("/api/queries/views/per-user/alice").json()["orders"] == 2
+        missing = client.get("/api/queries/views/users")
+        assert missing.status_code == 404 and "added: per-user" in missing.json()["detail"]
