@@ -35,8 +35,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ecommerce.domain import fate
+from ecommerce.domain import orders as dom_orders
+from ecommerce.domain import payments as dom_payments
 from ecommerce.domain import saga as sg
+from ecommerce.domain import stock as dom_stock
 from ecommerce.waiting import WaitTimeout, wait_until
 
 if TYPE_CHECKING:
@@ -565,9 +567,10 @@ def effects() -> dict[str, tuple[str, str]]:
 
 
 #: Who writes a stream, by its prefix (each service appends only to its own streams).
-WRITERS = {"saga-": "saga-orchestrator", "order-": "order-service", "stock-": "inventory-service",
-           "reservation-": "inventory-service", "payment-": "payment-service",
-           "user-": "command-service"}
+WRITERS = {sg.STREAM_PREFIX: "saga-orchestrator", dom_orders.STREAM_PREFIX: "order-service",
+           dom_stock.STOCK_PREFIX: "inventory-service",
+           dom_stock.RESERVATION_PREFIX: "inventory-service",
+           dom_payments.STREAM_PREFIX: "payment-service", "user-": "command-service"}
 _VIEW_META = ("source", "last_updated", "checkpoint", "log_position")
 
 
@@ -630,17 +633,17 @@ def saga_log(lab: Lab, saga_id: str) -> pd.DataFrame:
         if not mine and data.get("order_id") != order_id:
             continue
         if mine:
-            kind = ("compensation" if e["event_type"].startswith("Compensation") or
+            kind = ("compensation" if e["event_type"] in (
+                        sg.COMPENSATION_STARTED, sg.COMPENSATION_RETRIED,
+                        sg.COMPENSATION_SUCCEEDED) or
                     (e["event_type"] == sg.SAGA_FAILED and data.get("step")) else
                     "action" if data.get("step") else "saga")
             step = data.get("step") or ""
-        elif e["event_type"] == fate.ORDER_WITHDRAWN:
-            # The fate claim goes with the first compensation of this writer's step (domain.fate).
-            step = next((s.name for s in sg.current_steps() if s.compensation
-                         and s.service == _writer(e["stream_id"])), "")
-            kind = "compensation"
         else:
-            step, kind = by_effect.get(e["event_type"], ("", ""))
+            # By type and writer: OrderWithdrawn (domain.fate) goes with the first compensation,
+            # release or refund, of the writer's step.
+            step, kind = (sg.effect_of(e["event_type"], _writer(e["stream_id"]))
+                          or by_effect.get(e["event_type"], ("", "")))
         rows.append({"position": e["position"], "writer": _writer(e["stream_id"]),
                      "stream_id": e["stream_id"], "event_type": e["event_type"], "step": step,
                      "kind": kind, "role": "decision" if mine else "effect"})
