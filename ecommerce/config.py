@@ -11,7 +11,7 @@
 | LABKIT_PG_SCHEMA | PostgreSQL schema holding the event tables | labkit |
 | LABKIT_REDIS_PREFIX | prefix of every Redis key the read store writes | labkit |
 | LABKIT_SQLITE_SYNCHRONOUS | SQLite `synchronous` pragma: NORMAL or FULL | NORMAL |
-| LABKIT_PG_SYNCHRONOUS_COMMIT | PostgreSQL `synchronous_commit`: on, off, server (its own) | server |
+| LABKIT_PG_SYNCHRONOUS_COMMIT | PostgreSQL `synchronous_commit`: off, on, server (its own) | off |
 | LABKIT_HOST / LABKIT_PORT | where a service listens | 0.0.0.0 / 8080 |
 | LABKIT_<SERVICE>_URL | a peer's base URL, e.g. LABKIT_PAYMENT_SERVICE_URL | cluster DNS name |
 | LABKIT_FAULTS | `1` enables the /faults endpoints (and place-order's `crash_after`) | 0 |
@@ -66,7 +66,7 @@ class Settings:
     pg_schema: str
     redis_prefix: str
     sqlite_synchronous: str
-    #: "on", "off", or "server": leave the server's setting alone.
+    #: "off" (the lab's default, like SQLite's NORMAL), "on", or "server": leave the server's.
     pg_synchronous_commit: str
     host: str
     port: int
@@ -84,7 +84,7 @@ class Settings:
         sync = (_env("LABKIT_SQLITE_SYNCHRONOUS", "NORMAL") or "NORMAL").upper()
         if sync not in ("NORMAL", "FULL"):
             raise ValueError(f"LABKIT_SQLITE_SYNCHRONOUS must be NORMAL or FULL; got {sync!r}")
-        commit = (_env("LABKIT_PG_SYNCHRONOUS_COMMIT", "server") or "server").lower()
+        commit = (_env("LABKIT_PG_SYNCHRONOUS_COMMIT", "off") or "off").lower()
         if commit not in PG_SYNCHRONOUS_COMMIT:
             raise ValueError(f"LABKIT_PG_SYNCHRONOUS_COMMIT must be one of "
                              f"{', '.join(PG_SYNCHRONOUS_COMMIT)}; got {commit!r}")

@@ -26,6 +26,10 @@ from ecommerce.store.base import EventStore
 from ecommerce.store.read_base import CheckpointConflict, ReadStore, SourceMismatch
 from ecommerce.store.wakeup import Waiter
 
+#: Seconds between polls while events keep coming, without database wake-ups (SQLite): the
+#: interval the processor always polled at, so under load it costs and lags as before.
+BUSY_POLL = 0.02
+
 
 class ProjectionError(Exception):
     """A projection function failed on an event; the batch was not committed. `position`: the
@@ -178,15 +182,16 @@ class Projector:
         return max(0, self.events.last_position() - min(self.checkpoints().values()))
 
     def follow(self, stop: threading.Event, poll_interval: float | None = None,
-               on_error: Callable[[Exception], None] | None = None, *,
+               on_error: Callable[[Exception], None] | None = None, *, busy: float = BUSY_POLL,
                waiter: Waiter | None = None, heartbeat: Heartbeat | None = None) -> None:
         """Keep projecting until `stop` is set.
 
         Between polls it waits the store's way (`EventStore.waiter`): PostgreSQL wakes it at
-        each append; otherwise it backs off, at rest up to `poll_interval` seconds (default
-        250 ms), and polls at once while events keep coming. Each turn beats `heartbeat`.
+        each append; otherwise it polls every `busy` s while events keep coming (at once after
+        a full batch) and backs off at rest, up to `poll_interval` s (default 250 ms). Each
+        turn beats `heartbeat`.
         """
-        waiter = waiter or self.events.waiter(idle_max=poll_interval)
+        waiter = waiter or self.events.waiter(idle_max=poll_interval, busy=busy)
         try:
             while not stop.is_set():
                 try:

@@ -71,6 +71,9 @@ MAX_ATTEMPTS = 5
 #: Seconds before the first retry after an unexpected error (doubling, up to the cap).
 ERROR_BACKOFF = 1.0
 MAX_ERROR_BACKOFF = 30.0
+#: Seconds between polls while sagas keep starting, without database wake-ups (SQLite): the
+#: interval the follower always polled at, so under load it costs and lags as before.
+BUSY_POLL = 0.005
 #: Saga events that make a follower (re)start driving a saga.
 WAKE_EVENTS = (s.SAGA_STARTED, s.SAGA_RESUMED)
 
@@ -445,14 +448,16 @@ class Orchestrator:
         return list(self.pool().map(lambda sid: self.run(sid, stop), ids))
 
     def follow(self, stop: threading.Event, poll: float | None = None, batch: int = 500, *,
-               waiter: Waiter | None = None, heartbeat: Heartbeat | None = None) -> None:
+               busy: float = BUSY_POLL, waiter: Waiter | None = None,
+               heartbeat: Heartbeat | None = None) -> None:
         """Resume unfinished sagas, then drive each new saga as it appears in the log.
 
         Between polls it waits the store's way (`EventStore.waiter`): PostgreSQL wakes it when
-        a SagaStarted or SagaResumed commits; otherwise it backs off, at rest up to `poll`
-        seconds (default 250 ms). Each turn beats `heartbeat` (the liveness/readiness probes).
+        a SagaStarted or SagaResumed commits; otherwise it polls every `busy` s while sagas
+        keep starting and backs off at rest, up to `poll` s (default 250 ms). Each turn beats
+        `heartbeat` (the liveness/readiness probes).
         """
-        waiter = waiter or self.store.waiter(_wakes_orchestrator, idle_max=poll)
+        waiter = waiter or self.store.waiter(_wakes_orchestrator, idle_max=poll, busy=busy)
         try:
             cursor = self.store.last_position()
             for sid in pending_saga_ids(self.store):

@@ -28,6 +28,15 @@ The lock is taken in its own statement: the function is VOLATILE, so in READ COM
 following statement (id check, version check) runs on a fresh snapshot that already includes
 every append committed before the lock was granted.
 
+Durability
+----------
+With `synchronous_commit = on` an append holds that lock through its WAL flush, so the flush
+time bounds the appends per second of the whole lab (with a slow disk, a few hundred). The lab
+therefore sets `synchronous_commit = off` on its sessions by default
+(`LABKIT_PG_SYNCHRONOUS_COMMIT`; README "Settings"): commits return once written to the WAL,
+which the WAL writer flushes within about 0.6 s. Order and consistency are unchanged (a crash of
+the *server* loses a tail of the log, never a hole); `on` or `server` restores the flush.
+
 Each append also sends `NOTIFY` on the channel `<schema>.events` (delivered when it commits),
 so followers wait for appends instead of polling (`waiter`, `ecommerce.store.postgres_notify`).
 The notifying commits are already serialised by the lock above, so this adds no contention.
@@ -456,7 +465,8 @@ class PostgresEventStore(EventStore):
     def _read_all(
         self, after_position: int, limit: int, stream_prefix: str | None, types: Sequence[str] | None
     ) -> list[RecordedEvent]:
-        extra, args = "", [after_position]
+        extra = ""
+        args: list[Any] = [after_position]
         if stream_prefix:
             extra += " AND starts_with(stream_id, %s)"
             args.append(stream_prefix)
@@ -489,7 +499,7 @@ class PostgresEventStore(EventStore):
                 "by_type": by_type, "log_id": self.log_id()}
 
     def waiter(self, interest: Interest | None = None, *, idle_max: float | None = None,
-               fallback: float = FALLBACK_POLL) -> NotifyWaiter:
+               busy: float = 0.0, fallback: float = FALLBACK_POLL) -> NotifyWaiter:
         """LISTEN for this log's appends (see `ecommerce.store.postgres_notify`)."""
         return NotifyWaiter(self.url, self.channel, interest, fallback=fallback)
 

@@ -7,7 +7,9 @@ SagaStarted) and wait for its end, so at most `concurrency` sagas are in flight.
 - `sagas_per_s`: completed sagas / wall seconds from the first placement to the last end;
 - `p50_ms`, `p99_ms`: saga latency from the log, SagaStarted -> SagaCompleted (recorded times:
   includes the orchestrator noticing the saga, five participant calls, six appends);
-- `client_p50_ms`, `client_p99_ms`: what a caller of `place_order` + `wait` saw.
+- `client_p50_ms`, `client_p99_ms`: what a caller of `place_order` + `wait` saw;
+- `phases_ms`: where a saga's time goes, from its stream (`saga_phases`): noticing the saga,
+  then each step (the participant's call and the orchestrator recording its answer).
 
 Each order is one unit of the most plentiful SKU. By default the benchmark runs in a fresh
 temporary lab (never the student's); should the sagas outnumber the units in stock, it runs

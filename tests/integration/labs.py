@@ -44,13 +44,14 @@ def running(settings: Settings, services: list[str] | None = None) -> Iterator[L
 
 
 @contextlib.contextmanager
-def full_lab(data_dir: Path) -> Iterator[Any]:
-    """The whole system (every service) as local processes; reset (stopped, data gone) after."""
+def full_lab(data_dir: Path, *, faults: bool = False) -> Iterator[Any]:
+    """The whole system (every service) as local processes; reset (stopped, data gone) after.
+    `faults`: fault injection (/faults) on, for the failure scenarios."""
     from labkit.lab import Lab
 
     lab = Lab(lab_settings(data_dir))
     try:
-        lab.up(progress=False)
+        lab.up(progress=False, faults=faults)
         yield lab
     finally:
         lab.reset()

@@ -146,3 +146,26 @@ def test_the_orchestrator_follows_new_sagas_through_notifications(
         stop.set()
         t.join(10)
         orch.close()
+
+
+def test_the_event_processor_projects_through_notifications(store: PostgresEventStore,
+                                                            tmp_path) -> None:
+    from ecommerce.projections import get_projections
+    from ecommerce.projections.projector import Projector
+    from ecommerce.store.sqlite_read import SqliteReadStore
+
+    reads = SqliteReadStore(tmp_path / "r.db")
+    projector = Projector(store, reads, get_projections())
+    waiter = store.waiter(fallback=NEVER)
+    stop = threading.Event()
+    t = threading.Thread(target=projector.follow, args=(stop,), kwargs={"waiter": waiter})
+    t.start()
+    try:
+        add_user(store, 10)
+        wait_until(lambda: reads.count("users") == 1, timeout=30, what="the first user projected")
+        add_user(store, 11)  # the processor is waiting now: only a notification can wake it
+        wait_until(lambda: reads.count("users") == 2, timeout=30, what="the second user projected")
+        assert waiter.accepted >= 1
+    finally:
+        stop.set()
+        t.join(10)

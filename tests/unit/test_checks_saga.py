@@ -62,18 +62,20 @@ def test_decisions_first_reports_an_effect_nobody_decided():
 
 
 def test_every_participant_effect_maps_to_a_saga_step():
-    from ecommerce.domain import orders, payments, stock
+    from ecommerce.domain import fate, orders, payments, stock
     from ecommerce.domain.saga import STEPS_BY_NAME
 
     for etype, (step, kind) in checks.effects().items():
         assert step in STEPS_BY_NAME and kind in ("action", "compensation"), etype
         if kind == "compensation":
             assert STEPS_BY_NAME[step].compensation, etype
-    written = {*orders.ORDER_EVENTS, *stock.INVENTORY_EVENTS, *payments.PAYMENT_EVENTS}
+    written = {*orders.ORDER_EVENTS, *stock.INVENTORY_EVENTS, *payments.PAYMENT_EVENTS,
+               *fate.FATE_EVENTS}
     assert set(checks.effects()) <= written
-    # what a saga makes a participant write is in the table (seeding and accounts are not)
+    # what a saga makes a participant write is in the table (seeding, accounts and the admin
+    # commands are not)
     assert written - set(checks.effects()) == {"StockSeeded", "StockCommitted", "ReservationCommitted",
-                                             "AccountOpened"}
+                                             "AccountOpened", "AccountFunded", "StockRestocked"}
 
 
 def test_job_summary_is_the_last_json_line_of_the_job_output():
@@ -105,10 +107,12 @@ def test_saga_notebooks_follow_the_workbook_conventions(name):
     test_notebook_files.test_notebook_conventions(name.removesuffix(".ipynb"), "student")
     nb = nbformat.read(REPO_DIR / "notebooks" / name, as_version=4)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
-    assert code.count(next(c for c in code if "lab.up()" in c)) == 1
+    first_up = next(c for c in code if "lab.up(" in c)
+    assert code.count(first_up) == 1 and "faults=True" in first_up  # failure scenarios need /faults
     if name == "02-saga.ipynb":
         assert 'checks.run(lab, "Saga")' in code[-1]
-        assert sum("widgets." in c for c in code) == 2  # order form + failure buttons, each with a twin
+        for widget in ("widgets.order_form(", "widgets.failure_buttons("):
+            assert sum(widget in c for c in code) == 1
         assert "```mermaid" in "".join(c.source for c in nb.cells if c.cell_type == "markdown")
     else:
         assert "checks.run_all(lab)" in "".join(code) and code[-1] == "checks.assert_ok(results)"
@@ -137,7 +141,7 @@ def real_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """The whole system as local processes in a temporary data directory."""
     from tests.integration.labs import full_lab
 
-    with full_lab(tmp_path_factory.mktemp("saga-checks") / "data") as lab:
+    with full_lab(tmp_path_factory.mktemp("saga-checks") / "data", faults=True) as lab:
         yield lab
 
 
@@ -154,10 +158,11 @@ def test_saga_checks_pass_against_the_running_system(real_lab):
     job, participants, compensation, tracking, invariants = (r.evidence for r in results)
     assert invariants.count("✅") == 5  # over every saga the four checks above ran
     assert '"unfinished": 0' in job and "['completed', 'compensated']" in job
-    assert "CONFIRMED" in participants and "CHARGED" in participants and "RESERVED" in participants
+    # a confirmed order turns its reservation into a sale (COMMITTED)
+    assert "CONFIRMED" in participants and "CHARGED" in participants and "COMMITTED" in participants
     assert "['release_stock', 'cancel_order']" in compensation
     assert "equals lab.saga.status()" in tracking
-    assert _orchestrator(real_lab) == "running"  # the Job check starts the follower again
+    assert _orchestrator(real_lab) == "ready"  # the Job check starts the follower again
 
 
 @pytest.mark.slow
@@ -166,7 +171,7 @@ def test_the_job_check_works_when_the_orchestrator_is_already_stopped(real_lab):
     result = checks.run_one(real_lab, checks.REGISTRY["Saga"][0])
     assert result.ok, result.evidence
     assert "was stopped" in result.evidence
-    assert _orchestrator(real_lab) == "running"
+    assert _orchestrator(real_lab) == "ready"
 
 
 @pytest.mark.slow

@@ -44,6 +44,19 @@ def test_backoff_is_immediate_under_load_and_grows_to_the_cap_at_rest() -> None:
     assert b.delay(0) == pytest.approx(0.001)
 
 
+def test_under_load_a_follower_keeps_its_old_interval_and_backs_off_from_there() -> None:
+    clock = Clock()
+    b = Backoff(minimum=0.001, maximum=0.25, busy=0.02, clock=clock)
+    assert b.delay(4) == 0.02  # events keep coming: the processor's old fixed 20 ms
+    clock.now += 0.01
+    assert b.delay(0) == 0.02  # quiet for a moment: never shorter than under load
+    clock.now += 0.5
+    assert b.delay(0) == pytest.approx(0.1275)
+    clock.now += 5
+    assert b.delay(0) == 0.25
+    assert Backoff(maximum=0.01, busy=0.02).busy == 0.01  # capped by the longest wait
+
+
 def test_poll_waiter_waits_only_when_the_poll_found_nothing() -> None:
     clock = Clock()
     waits: list[float] = []
