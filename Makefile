@@ -71,6 +71,7 @@ lab-instructor: install-lab
 lint: install
 	$(BIN)/ruff check ecommerce labkit tests
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 	$(BIN)/labkit notebooks check
 
 validate: install

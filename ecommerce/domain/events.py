@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-_scan_once = json.JSONDecoder().scan_once
+#: The decoder's C scanner (an attribute `JSONDecoder.__init__` sets; typeshed does not list it).
+_scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def _loads(text: str) -> Any:
@@ -108,7 +109,7 @@ class RecordedEvent:
         return r if isinstance(r, str) else r.isoformat()
 
     def replace(self, **changes: Any) -> RecordedEvent:
-        fields = {
+        fields: dict[str, Any] = {
             "id": self.id, "stream_id": self.stream_id, "version": self.version,
             "position": self.position, "type": self.type, "schema_version": self.schema_version,
             "data": self._data, "metadata": self._metadata, "recorded_at": self._recorded,

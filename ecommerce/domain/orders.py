@@ -11,7 +11,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ecommerce.domain.events import NewEvent, RecordedEvent
-from ecommerce.domain.fate import ORDER_CONFIRMED, fate_id
+
+# ORDER_CONFIRMED is an order event too: re-exported for `orders.ORDER_CONFIRMED`.
+from ecommerce.domain.fate import ORDER_CONFIRMED as ORDER_CONFIRMED
+from ecommerce.domain.fate import fate_id
 
 ORDER_PLACED = "OrderPlaced"
 ORDER_CANCELLED = "OrderCancelled"

@@ -79,30 +79,24 @@ class WriteBuffer:
 
     def add(self, w: Write) -> None:
         ident = (w.collection, w.key)
-        kind = type(w)
-        cur = self.docs.get(ident)
-        if kind is Put:
+        if isinstance(w, Put):
             self.docs[ident] = Folded(w.collection, w.key, w.order, w.doc)
-        elif kind is Delete:
+        elif isinstance(w, Delete):
             self.docs[ident] = Folded(w.collection, w.key, 0, None, True)
-        elif cur is None:
-            if kind is Merge:
-                self.docs[ident] = Folded(w.collection, w.key, w.order, None, False, w.fields)
-            else:
-                self.docs[ident] = Folded(w.collection, w.key, w.order, None, False, None,
-                                          dict(w.by))
-        elif cur.deleted:
-            # The document is gone: a merge or increment starts it again from nothing.
-            doc = w.fields if kind is Merge else dict(w.by)
-            self.docs[ident] = Folded(w.collection, w.key, w.order, doc)
+        elif isinstance(w, Merge):
+            self._merge(ident, w)
+        else:
+            self._incr(ident, w)
+
+    def _merge(self, ident: tuple[str, str], w: Merge) -> None:
+        cur = self.docs.get(ident)
+        if cur is None:
+            self.docs[ident] = Folded(w.collection, w.key, w.order, None, False, w.fields)
+        elif cur.deleted:  # the document is gone: a merge starts it again from nothing
+            self.docs[ident] = Folded(w.collection, w.key, w.order, w.fields)
         elif cur.doc is not None:
-            if kind is Merge:
-                cur.doc.update(w.fields)
-            else:
-                doc = cur.doc
-                for name, by in w.by.items():
-                    doc[name] = (doc.get(name) or 0) + by
-        elif kind is Merge:
+            cur.doc.update(w.fields)
+        else:
             fields = cur.fields
             if fields is None:
                 fields = cur.fields = {}
@@ -110,6 +104,17 @@ class WriteBuffer:
             if cur.incrs:
                 for name in w.fields:
                     cur.incrs.pop(name, None)
+
+    def _incr(self, ident: tuple[str, str], w: Incr) -> None:
+        cur = self.docs.get(ident)
+        if cur is None:
+            self.docs[ident] = Folded(w.collection, w.key, w.order, None, False, None, dict(w.by))
+        elif cur.deleted:  # the document is gone: an increment starts it again from nothing
+            self.docs[ident] = Folded(w.collection, w.key, w.order, dict(w.by))
+        elif cur.doc is not None:
+            doc = cur.doc
+            for name, by in w.by.items():
+                doc[name] = (doc.get(name) or 0) + by
         else:
             fields = cur.fields
             incrs = cur.incrs

@@ -40,9 +40,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, Protocol
 
+from ecommerce.domain import fate, stock
 from ecommerce.domain import orders as o
 from ecommerce.domain import payments as pay
-from ecommerce.domain import stock
 
 SAGA_STARTED: Final = "SagaStarted"
 STEP_STARTED: Final = "StepStarted"
@@ -117,6 +117,10 @@ class StepDef:
     compensation_request: RequestBuilder | None = field(default=None, compare=False, repr=False)
     effects: tuple[str, ...] = ()
     compensation_effects: tuple[str, ...] = ()
+    #: A step's own reading of its participant's answer (status, body) -> a refusal or None
+    #: (then the usual rules of `classify` apply). Used for the action, not the compensation.
+    refuses: Callable[[int, dict[str, Any]], Refused | None] | None = field(
+        default=None, compare=False, repr=False)
 
     def record(self) -> dict[str, Any]:
         """The plain part, as SagaStarted keeps it (the saga's definition travels with it)."""
@@ -134,6 +138,16 @@ class StepDef:
 
 def _validate_user(saga: SagaState) -> RequestSpec:
     return "GET", f"/api/users/{saga.user_id}", None
+
+
+def _user_refuses(status: int, body: dict[str, Any]) -> Refused | None:
+    """validate_user: an unknown user (404) or one that is not active is a business refusal."""
+    if status == 404:
+        return Refused("invalid_user", str(body.get("detail") or "user does not exist")[:300],
+                       status)
+    if 200 <= status < 300 and body.get("status", "active") != "active":
+        return Refused("inactive_user", f"user {body.get('id')} is {body.get('status')}", status)
+    return None
 
 
 def _create_order(saga: SagaState) -> RequestSpec:
@@ -174,18 +188,20 @@ def _confirm_order(saga: SagaState) -> RequestSpec:
 
 
 ORDER_SAGA: Final = (
-    StepDef("validate_user", "user-service", "validate user", request=_validate_user),
+    StepDef("validate_user", "user-service", "validate user", request=_validate_user,
+            refuses=_user_refuses),
     StepDef("create_order", "order-service", "create order (PENDING)", "cancel_order",
             request=_create_order, compensation_request=_cancel_order,
             effects=(o.ORDER_PLACED,), compensation_effects=(o.ORDER_CANCELLED,)),
     StepDef("reserve_stock", "inventory-service", "reserve stock", "release_stock",
             request=_reserve_stock, compensation_request=_release_stock,
             effects=(stock.RESERVATION_MADE, stock.RESERVATION_REJECTED, stock.STOCK_RESERVED),
-            compensation_effects=(stock.RESERVATION_RELEASED, stock.STOCK_RELEASED)),
+            compensation_effects=(stock.RESERVATION_RELEASED, stock.STOCK_RELEASED,
+                                  fate.ORDER_WITHDRAWN)),
     StepDef("charge_payment", "payment-service", "charge payment", "refund_payment",
             request=_charge_payment, compensation_request=_refund_payment,
             effects=(pay.PAYMENT_CHARGED, pay.PAYMENT_DECLINED),
-            compensation_effects=(pay.PAYMENT_REFUNDED, pay.PAYMENT_VOIDED)),
+            compensation_effects=(pay.PAYMENT_REFUNDED, pay.PAYMENT_VOIDED, fate.ORDER_WITHDRAWN)),
     StepDef("confirm_order", "order-service", "confirm order", pivot=True,
             request=_confirm_order, effects=(o.ORDER_CONFIRMED,)),
 )
@@ -264,14 +280,29 @@ def step_named(name: str) -> StepDef | None:
 
 
 def effects_by_type(steps: Iterable[StepDef] | None = None) -> dict[str, tuple[str, Kind]]:
-    """Participant event type -> (step, "action" | "compensation") whose effect it records."""
+    """Participant event type -> (step, "action" | "compensation") whose effect it records.
+
+    An event type two steps may leave (`OrderWithdrawn`: the first release or refund) maps to
+    the first of them; `effect_of` tells them apart by the service that wrote it."""
     out: dict[str, tuple[str, Kind]] = {}
     for step in steps if steps is not None else current_steps():
         for t in step.effects:
-            out[t] = (step.name, "action")
+            out.setdefault(t, (step.name, "action"))
         for t in step.compensation_effects:
-            out[t] = (step.name, "compensation")
+            out.setdefault(t, (step.name, "compensation"))
     return out
+
+
+def effect_of(event_type: str, service: str,
+              steps: Iterable[StepDef] | None = None) -> tuple[str, Kind] | None:
+    """(step, kind) whose effect `event_type`, written by `service`, records; None if none."""
+    steps = tuple(steps if steps is not None else current_steps())
+    for step in steps:
+        if step.service == service and event_type in step.effects:
+            return step.name, "action"
+        if step.service == service and event_type in step.compensation_effects:
+            return step.name, "compensation"
+    return effects_by_type(steps).get(event_type)
 
 
 @dataclass(frozen=True)
@@ -368,13 +399,12 @@ def classify(action: str, kind: Kind, status: int, body: Any) -> Outcome:
             # 404: the thing to undo never happened (the forward call never landed).
             return Succeeded(_small(body_d) if status != 404 else {"noop": "not_found"})
         return Refused(reason or f"http_{status}", detail, status)
+    step = step_named(action)
+    refused = step.refuses(status, body_d) if step is not None and step.refuses else None
+    if refused is not None:
+        return refused
     if 200 <= status < 300:
-        if action == "validate_user" and body_d.get("status", "active") != "active":
-            return Refused("inactive_user", f"user {body_d.get('id')} is {body_d.get('status')}",
-                           status)
         return Succeeded(_small(body_d))
-    if action == "validate_user" and status == 404:
-        return Refused("invalid_user", detail or "user does not exist", status)
     return Refused(reason or f"http_{status}", detail, status)
 
 
@@ -477,7 +507,7 @@ def apply(state: SagaState, etype: str, data: Mapping[str, Any], version: int, a
                        actions=tuple(Progress() for _ in steps),
                        compensations=tuple(Progress() for _ in steps))
     if etype in (STEP_STARTED, STEP_RETRIED, STEP_SUCCEEDED, STEP_FAILED):
-        i = _index(s, step)
+        i = _index(s, d["step"])
         p = s.actions[i]
         if d.get("started_at"):
             p = replace(p, started_at=d["started_at"])
@@ -496,10 +526,10 @@ def apply(state: SagaState, etype: str, data: Mapping[str, Any], version: int, a
             p = replace(p, status="failed", ended_at=at, error=d.get("reason", ""),
                         attempts=d.get("attempt", p.attempts),
                         failure_kind=d.get("kind", "refused"), lease_until=0.0)
-            s = replace(s, status="compensating", failure=d.get("reason", ""), failed_step=step)
+            s = replace(s, status="compensating", failure=d.get("reason", ""), failed_step=d["step"])
         return replace(s, actions=_set(s.actions, i, p))
     if etype in (COMPENSATION_STARTED, COMPENSATION_RETRIED, COMPENSATION_SUCCEEDED):
-        i = _index(s, step)
+        i = _index(s, d["step"])
         p = s.compensations[i]
         if d.get("started_at"):
             p = replace(p, started_at=d["started_at"])

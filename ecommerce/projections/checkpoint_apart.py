@@ -13,6 +13,7 @@ both together, atomically.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from ecommerce.domain.readmodel import WriteBuffer
 from ecommerce.projections.projector import Projector
@@ -28,7 +29,7 @@ class CheckpointApartProjector(Projector):
 
     save_every = SAVE_EVERY
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._memory: dict[str, int] | None = None
         self._saved_at = time.monotonic()

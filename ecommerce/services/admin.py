@@ -28,7 +28,7 @@ from ecommerce.services.app import ApiError
 ADMIN_HEADER = "X-Labkit-Admin-Token"
 ADMIN_PREFIX = "/admin"
 
-AdminToken = Annotated[str | None, Header(alias=ADMIN_HEADER, max_length=200,
+AdminToken = Annotated[str | None, Header(alias=ADMIN_HEADER, max_length=200, pattern=r"^[!-~]+$",
                                           description="the lab's admin token (LABKIT_ADMIN_TOKEN)")]
 
 

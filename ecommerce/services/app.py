@@ -39,8 +39,11 @@ ReadyCheck = Callable[[], object]
 
 # Parameter types shared by the services. They must live at module level: with postponed
 # annotations, FastAPI resolves them by name from the module's globals.
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200,
-                                              description="Same key, same answer, no new change")]
+#: What an HTTP header value may hold here: visible ASCII (the server refuses the rest, 400).
+HEADER_TEXT = r"^[!-~]+$"
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=200, pattern=HEADER_TEXT,
+    description="Same key and same request: the first answer again; another request: 422")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 
@@ -152,6 +155,10 @@ def document_errors(app: FastAPI) -> None:
                     continue
                 for status, text in ERROR_STATUSES.items():
                     responses[str(status)] = {"description": text, **ref}
+                responses["400"] = {
+                    "description": "Malformed HTTP (e.g. a header value that is not visible "
+                                   "ASCII): refused by the HTTP server before the service",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}}
                 params = op.get("parameters", [])
                 if any(p.get("name") == "X-Labkit-Admin-Token" for p in params):
                     responses["403"] = {"description": "Admin token missing or wrong", **ref}

@@ -211,7 +211,7 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
                              prices=prices,
                              faults={"crash_after": body.crash_after} if body.crash_after else None)
         except sd.SagaRuleError as exc:
-            if exc.reason == "already_exists" and idempotency_key:
+            if exc.reason == "already_exists" and idempotency_key and saga_id is not None:
                 sid = saga_id  # the same key again: the saga it started the first time
             else:
                 raise ApiError(409 if exc.reason == "already_exists" else 422, exc.reason,

@@ -31,9 +31,9 @@ class ReplayRequest(BaseModel):
     projections: list[str] | None = Field(None, max_length=50)
 
 
-def create_app(settings: Settings, events: EventStore | None = None,
+def create_app(settings: Settings, event_store: EventStore | None = None,
                reads: ReadStore | None = None) -> FastAPI:
-    es = events or open_event_store(settings)
+    es = event_store or open_event_store(settings)
     rs = reads or open_read_store(settings)
     app = make_app("event-store-api", settings,
                    ready_checks={"event_store": es.last_position,

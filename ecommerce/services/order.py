@@ -8,6 +8,7 @@ once a compensation withdrew the order (`ecommerce.domain.fate`).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -207,7 +208,7 @@ def _body(order: o.Order) -> dict[str, Any]:
     return doc
 
 
-def _placed_reply(oid: str, data: dict[str, Any]) -> dict[str, Any]:
+def _placed_reply(oid: str, data: Mapping[str, Any]) -> dict[str, Any]:
     return {"order_id": oid, "status": o.PENDING, "total": data["total"], "lines": data["lines"],
             "user_id": data["user_id"], "saga_id": data["saga_id"], "reason": None, "version": 1}
 

@@ -31,7 +31,13 @@ from fastapi.responses import JSONResponse
 
 from ecommerce.domain.events import NewEvent, RecordedEvent, encode_event
 from ecommerce.domain.idempotency import KeyReused, Replies, fingerprint, reply_metadata
-from ecommerce.store.base import AppendResult, ConcurrencyError, DuplicateEventError, EventStore
+from ecommerce.store.base import (
+    AppendResult,
+    ConcurrencyError,
+    DuplicateEventError,
+    EventStore,
+    ExpectedVersion,
+)
 
 #: How many times a decision is retried after a concurrent writer moved a stream.
 RETRIES = 20
@@ -122,7 +128,7 @@ class Participant:
             self.replies.observe(e.metadata)
 
     def append(self, stream: str, events: NewEvent | Sequence[NewEvent],
-               expected: int | str) -> AppendResult:
+               expected: ExpectedVersion) -> AppendResult:
         """Append, and fold what was appended exactly once (no round trip to re-read the log,
         unless `read_back`). The expected version guarantees that the state of that stream was
         current, so folding our events ahead of other streams' newer events is safe."""

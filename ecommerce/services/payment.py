@@ -23,7 +23,7 @@ from ecommerce.services.admin import ADMIN_PREFIX, admin_dependencies, admin_ena
 from ecommerce.services.app import ApiError, ErrorBody, IdempotencyKey, make_app, serve
 from ecommerce.services.faults import install_faults
 from ecommerce.services.participant import Key, Participant, install_store_errors
-from ecommerce.store.base import EventStore
+from ecommerce.store.base import EventStore, ExpectedVersion
 from ecommerce.store.factory import open_event_store
 
 SERVICE = "payment-service"
@@ -209,6 +209,7 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
             except OrderFateError as exc:
                 return p.refuse(endpoint, key, 409, exc.reason, str(exc))
             account_id, ev = todo
+            expected: ExpectedVersion
             if ev.type == pay.PAYMENT_VOIDED:
                 # The merchant's stream: its id (the charge's) is the guard, not the version.
                 reply, expected = _refunded(None, oid), "any"

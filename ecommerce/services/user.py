@@ -89,9 +89,9 @@ def create_app(settings: Settings, store: EventStore | None = None,
               summary="Create a user (forwarded to command-service create-user)")
     def create_user(body: NewUser, idempotency_key: IdempotencyKey = None) -> JSONResponse:
         # Bytes as they arrived (headers are latin-1), and ASCII-only JSON: any input forwards.
-        headers: dict[str, str | bytes] = {"Content-Type": "application/json"}
+        headers: dict[bytes, bytes] = {b"Content-Type": b"application/json"}
         if idempotency_key:
-            headers["Idempotency-Key"] = idempotency_key.encode("latin-1")
+            headers[b"Idempotency-Key"] = idempotency_key.encode("latin-1")
         try:
             r = commands.post("/api/commands/create-user", content=json.dumps(body.model_dump()),
                               headers=headers)

@@ -58,7 +58,8 @@ class HttpEventStore(EventStore):
     def _read_all(self, after_position: int, limit: int, stream_prefix: str | None,
                   types: Sequence[str] | None) -> list[RecordedEvent]:
         out: list[RecordedEvent] = []
-        for t in types or [None]:  # the API filters one type per call
+        kinds: list[str | None] = list(types) if types else [None]
+        for t in kinds:  # the API filters one type per call
             params: dict[str, Any] = {"after": after_position, "limit": min(limit, 1000)}
             if stream_prefix:
                 params["category"] = stream_prefix
@@ -98,7 +99,8 @@ class HttpEventStore(EventStore):
     def stats(self) -> dict[str, object]:
         r = self._get("/api/events/stats")
         r.raise_for_status()
-        return r.json()
+        stats: dict[str, object] = r.json()
+        return stats
 
     def wipe(self) -> None:
         raise ReadOnlyStoreError("event-store-api does not delete events: the log is append-only")

@@ -465,7 +465,8 @@ class PostgresEventStore(EventStore):
     def _read_all(
         self, after_position: int, limit: int, stream_prefix: str | None, types: Sequence[str] | None
     ) -> list[RecordedEvent]:
-        extra, args = "", [after_position]
+        extra = ""
+        args: list[Any] = [after_position]
         if stream_prefix:
             extra += " AND starts_with(stream_id, %s)"
             args.append(stream_prefix)

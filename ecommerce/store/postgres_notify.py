@@ -52,8 +52,9 @@ class NotifyWaiter:
     """Wait for appends to one log (see the module docstring)."""
 
     def __init__(self, url: str, channel: str, interest: Interest | None = None, *,
-                 fallback: float = FALLBACK_POLL, connect_timeout: float = 5) -> None:
+                 fallback: float = FALLBACK_POLL, connect_timeout: int = 5) -> None:
         self.url, self.channel, self.interest = url, channel, interest
+        # connect_timeout: whole seconds, as libpq reads it (a fraction would be refused).
         self.fallback, self.connect_timeout = fallback, connect_timeout
         self._conn: psycopg.Connection | None = None
         #: Notifications seen / accepted by `interest` (for tests and logs).

@@ -22,7 +22,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 
@@ -42,6 +42,11 @@ _dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 #: Documents deleted per round trip when a generation is dropped.
 DROP_CHUNK = 1000
 
+
+
+def _text(value: bytes | str) -> str:
+    """A Redis reply as text (the client returns bytes; str if it decodes responses)."""
+    return value.decode() if isinstance(value, bytes) else value
 
 class RedisReadStore(ReadStore):
     backend = "redis"
@@ -91,9 +96,9 @@ class RedisReadStore(ReadStore):
         cp_key, src_key = self._cp_key(gen), self._source_key(gen)
         try:
             with self.client.pipeline(transaction=True) as pipe:
-                pipe.watch(cp_key, src_key, *([self._live_key] if gen is None else []))
+                pipe.watch(cp_key, src_key, *([self._live_key] if gen is None else []))  # type: ignore[no-untyped-call]
                 raw = pipe.hgetall(cp_key)
-                stored = {k.decode(): json.loads(v)["position"] for k, v in raw.items()}
+                stored = {_text(k): json.loads(v)["position"] for k, v in raw.items()}
                 for name, want in expected.items():
                     if stored.get(name, 0) != want:
                         raise CheckpointConflict(
@@ -104,19 +109,19 @@ class RedisReadStore(ReadStore):
                     have = pipe.get(src_key)
                     if have is None:
                         set_source = True
-                    elif have.decode() != source:
-                        raise SourceMismatch(have.decode(), source)
+                    elif _text(have) != source:
+                        raise SourceMismatch(_text(have), source)
                 collections = sorted({f.collection for f in buffer.docs.values()})
                 if gen is not None:
                     phys = {c: physical(c, gen) for c in collections}
                 elif collections:
                     found = pipe.hmget(self._live_key, collections)
-                    phys = {c: (p.decode() if p else c)
+                    phys = {c: (_text(p) if p else c)
                             for c, p in zip(collections, found, strict=True)}
                 else:
                     phys = {}
                 pipe.multi()
-                if set_source:
+                if set_source and source is not None:
                     pipe.set(src_key, source)
                 for f in buffer.docs.values():
                     c = phys[f.collection]
@@ -173,7 +178,7 @@ class RedisReadStore(ReadStore):
 
         staged, touched = self._call(read)
         limit = time.time() - older_than
-        return {g.decode(): json.loads(cols) for g, cols in staged.items()
+        return {_text(g): json.loads(cols) for g, cols in staged.items()
                 if float(touched.get(g, 0)) < limit}
 
     def _swap(self, gen: str, collections: Sequence[str], projections: Sequence[str],
@@ -182,9 +187,9 @@ class RedisReadStore(ReadStore):
         while True:
             try:
                 with self.client.pipeline(transaction=True) as pipe:
-                    pipe.watch(*keys)
+                    pipe.watch(*keys)  # type: ignore[no-untyped-call]
                     found = pipe.hmget(self._live_key, list(collections)) if collections else []
-                    old = [p.decode() if p else c for c, p in zip(collections, found, strict=True)]
+                    old = [_text(p) if p else c for c, p in zip(collections, found, strict=True)]
                     staged = pipe.hgetall(self._cp_key(gen))
                     source = pipe.get(self._source_key(gen))
                     pipe.multi()
@@ -193,7 +198,8 @@ class RedisReadStore(ReadStore):
                                   mapping={c: physical(c, gen) for c in collections})
                     if projections:
                         pipe.hdel(self._cp_key(None), *projections)
-                    mine = {k: v for k, v in staged.items() if k.decode() in projections}
+                    mine: dict[Any, Any] = {k: v for k, v in staged.items()
+                                            if _text(k) in projections}
                     if mine:
                         pipe.hset(self._cp_key(None), mapping=mine)
                     pipe.delete(self._cp_key(gen))
@@ -218,11 +224,11 @@ class RedisReadStore(ReadStore):
             for c in physicals:
                 ik = self._idx_key(c)
                 while True:
-                    keys = self.client.zrange(ik, 0, DROP_CHUNK - 1)
+                    keys = cast(list[bytes], self.client.zrange(ik, 0, DROP_CHUNK - 1))
                     if not keys:
                         break
                     with self.client.pipeline(transaction=False) as pipe:
-                        pipe.delete(*[self._doc_key(c, k.decode()) for k in keys])
+                        pipe.delete(*[self._doc_key(c, _text(k)) for k in keys])
                         pipe.zrem(ik, *keys)
                         pipe.execute()
                 self.client.delete(ik)
@@ -239,12 +245,12 @@ class RedisReadStore(ReadStore):
         out = {}
         for k, v in raw.items():
             data = json.loads(v)
-            out[k.decode()] = Checkpoint(k.decode(), data["position"], data["updated_at"])
+            out[_text(k)] = Checkpoint(_text(k), data["position"], data["updated_at"])
         return out
 
     @staticmethod
     def _decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
-        return {k.decode(): json.loads(v) for k, v in raw.items() if k != b"__empty__"}
+        return {_text(k): json.loads(v) for k, v in raw.items() if k != b"__empty__"}
 
     def _read(self, collection: str, gen: str | None,
               ops: Callable[[Any, str], None]) -> list[Any]:
@@ -261,7 +267,7 @@ class RedisReadStore(ReadStore):
                     pipe.hget(self._live_key, collection)
                     ops(pipe, phys)
                     live, *results = pipe.execute()
-                now = live.decode() if live else collection
+                now = _text(live) if live else collection
                 if now == phys:
                     return results
                 phys = self._seen[collection] = now
@@ -286,7 +292,8 @@ class RedisReadStore(ReadStore):
         # another's documents.
         def ops(pipe: Any, phys: str) -> None:
             keys.clear()
-            keys.extend(k.decode() for k in self.client.zrange(self._idx_key(phys), offset, end))
+            members = cast(list[bytes], self.client.zrange(self._idx_key(phys), offset, end))
+            keys.extend(_text(k) for k in members)
             for k in keys:
                 pipe.hgetall(self._doc_key(phys, k))
 
@@ -299,11 +306,11 @@ class RedisReadStore(ReadStore):
 
     def _source(self, gen: str | None) -> str | None:
         raw = self._call(lambda: self.client.get(self._source_key(gen)))
-        return raw.decode() if raw is not None else None
+        return _text(raw) if raw is not None else None
 
     def note(self) -> str | None:
         raw = self._call(lambda: self.client.get(self._note_key))
-        return raw.decode() if raw is not None else None
+        return _text(raw) if raw is not None else None
 
     def ping(self) -> None:
         try:

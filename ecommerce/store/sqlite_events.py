@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import starmap
 from pathlib import Path
+from typing import cast
 
-from ecommerce.domain.events import NewEvent, RecordedEvent, UpcasterRegistry
+from ecommerce.domain.events import EncodedEvent, NewEvent, RecordedEvent, UpcasterRegistry
 from ecommerce.store.base import (
     ANY,
     NO_STREAM,
@@ -87,7 +88,7 @@ class SqliteEventStore(EventStore):
         conn = self._conns.get()
         now = datetime.now(UTC).isoformat()
         first, rest = encoded[0], encoded[1:]
-        positions = []
+        positions: list[int] = []
         # The happy path is ONE statement for a one-event append (autocommit makes it its own
         # transaction): insert version want+1 only if the stream is at version `want`. The
         # unique indexes turn a taken version or an already-stored event id into an
@@ -102,11 +103,11 @@ class SqliteEventStore(EventStore):
                 if rest:
                     conn.execute("ROLLBACK")
                 raise ConcurrencyError(stream, expected, self.stream_version(stream))
-            positions.append(cur.lastrowid)
+            positions.append(cast(int, cur.lastrowid))  # an INSERT always sets it
             for offset, e in enumerate(rest, start=2):
                 cur = conn.execute(_INSERT, (e.id, stream, want + offset, e.type,
                                              e.schema_version, e.data_json, e.metadata_json, now))
-                positions.append(cur.lastrowid)
+                positions.append(cast(int, cur.lastrowid))  # an INSERT always sets it
             if rest:
                 conn.execute("COMMIT")
         except sqlite3.IntegrityError:
@@ -119,7 +120,7 @@ class SqliteEventStore(EventStore):
             raise
         return AppendResult(stream, tuple(positions), want + len(encoded))
 
-    def _explain_integrity_error(self, stream: str, encoded: list, expected: ExpectedVersion
+    def _explain_integrity_error(self, stream: str, encoded: list[EncodedEvent], expected: ExpectedVersion
                                  ) -> AppendResult:
         """An idempotent retry (ids already stored) returns the originals; else a conflict."""
         ids = [e.id for e in encoded]
@@ -129,13 +130,13 @@ class SqliteEventStore(EventStore):
         raise ConcurrencyError(stream, expected, self.stream_version(stream))
 
     @staticmethod
-    def _find_ids(conn: sqlite3.Connection, ids: list[str]) -> list[tuple]:
+    def _find_ids(conn: sqlite3.Connection, ids: list[str]) -> list[tuple[int, str, int]]:
         marks = ",".join("?" * len(ids))
         return conn.execute(
             f"SELECT position, stream_id, version FROM events WHERE event_id IN ({marks}) "
             "ORDER BY position", ids).fetchall()
 
-    def _append_any(self, stream: str, encoded: list) -> AppendResult:
+    def _append_any(self, stream: str, encoded: list[EncodedEvent]) -> AppendResult:
         """expected_version 'any': read the current version inside the write transaction."""
         conn = self._conns.get()
         ids = [e.id for e in encoded]
@@ -150,11 +151,11 @@ class SqliteEventStore(EventStore):
             ).fetchone()
             current = row[0] or 0
             now = datetime.now(UTC).isoformat()
-            positions = []
+            positions: list[int] = []
             for offset, e in enumerate(encoded, start=1):
                 cur = conn.execute(_INSERT, (e.id, stream, current + offset, e.type,
                                              e.schema_version, e.data_json, e.metadata_json, now))
-                positions.append(cur.lastrowid)
+                positions.append(cast(int, cur.lastrowid))  # an INSERT always sets it
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -200,7 +201,7 @@ class SqliteEventStore(EventStore):
         if upto_position is not None:
             sql += " AND position <= ?"
             args.append(upto_position)
-        return self._conns.get().execute(sql, args).fetchone()[0]
+        return int(self._conns.get().execute(sql, args).fetchone()[0])
 
     def log_id(self) -> str:
         row = self._conns.get().execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()
@@ -233,7 +234,8 @@ class SqliteEventStore(EventStore):
         self._conns.close()
 
 
-def _already_stored(stream: str, ids: list[str], found: list[tuple]) -> AppendResult:
+def _already_stored(stream: str, ids: list[str], found: list[tuple[int, str, int]]
+                    ) -> AppendResult:
     """An idempotent retry: every id stored already, in this stream, returns the originals."""
     if len(found) != len(ids) or any(s != stream for _, s, _ in found):
         raise DuplicateEventError(

@@ -270,8 +270,8 @@ class SqliteReadStore(ReadStore):
 
     def _count(self, collection: str, gen: str | None) -> int:
         where, args = self._where(collection, gen)
-        return self._conns.get().execute(f"SELECT COUNT(*) FROM docs WHERE {where}",
-                                         args).fetchone()[0]
+        return int(self._conns.get().execute(f"SELECT COUNT(*) FROM docs WHERE {where}",
+                                             args).fetchone()[0])
 
     def _source(self, gen: str | None) -> str | None:
         row = self._conns.get().execute("SELECT value FROM meta WHERE key = ?",

@@ -70,7 +70,7 @@ class SqliteConnections:
             )
 
     def get(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             self.check_file()
             return conn

@@ -317,7 +317,8 @@ def _fresh_lab() -> Iterator[Any]:
     from labkit.lab import Lab
 
     with temporary_lab() as rt:
-        rt.up(progress=False, faults=True)  # the failures need /faults
+        # The failures need /faults; a loaded machine may take a while to start ten processes.
+        rt.up(progress=False, faults=True, timeout=120)
         lab = Lab(rt.settings, gateway_port=0)
         try:
             yield lab

@@ -28,7 +28,7 @@ def challenge() -> None:
 @json_option
 def list_(as_json: bool) -> None:
     """Every challenge, and which one is active."""
-    rows = _client().list()
+    rows = _client().challenges()
     if as_json:
         print_json(rows)
     else:

@@ -43,8 +43,15 @@ def append(stream: str, event_type: str, data: str, expected_version: str) -> No
     if not isinstance(payload, dict):
         raise click.BadParameter("DATA must be a JSON object, e.g. '{\"name\": \"Kim\"}'",
                                  param_hint="DATA")
+    from ecommerce.domain.events import EventValidationError
+    from ecommerce.store.base import parse_expected_version
+
+    try:
+        expected = parse_expected_version(expected_version)
+    except EventValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--expected-version") from None
     with open_store() as store:
-        result = store.append(stream, [NewEvent(event_type, payload)], expected_version)
+        result = store.append(stream, [NewEvent(event_type, payload)], expected)
     print_json({"stream_id": result.stream_id, "positions": list(result.positions),
                 "version": result.version, "written": result.written})
 

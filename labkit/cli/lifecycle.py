@@ -42,7 +42,7 @@ def up(step: str | None, quiet: bool, faults: bool | None) -> None:
     steps = up_to(step)
     rows = [r for r in lab.runtime.status() if r.get("step") in steps]
     if lab.mode == "local":
-        rows = lab.runtime.database_rows() + rows
+        rows = lab.local_runtime("labkit up").database_rows() + rows
         click.echo(table(rows, ["step", "service", "url", "pid", "status"]))
     else:
         click.echo(table(rows, ["step", "kind", "name", "state", "detail"]))

@@ -18,6 +18,10 @@ from ecommerce.waiting import WaitTimeout, wait_until
 if TYPE_CHECKING:
     import pandas as pd
 
+    from labkit.runtime.cluster import ClusterRuntime
+    from labkit.runtime.local import LocalRuntime
+    from labkit.runtime.protocol import Runtime
+
 
 class LabError(RuntimeError):
     """A lab operation failed; the message says what to do."""
@@ -33,7 +37,8 @@ class Lab:
         if self.mode == "cluster":
             from labkit.runtime.cluster import ClusterRuntime
 
-            self.runtime: Any = ClusterRuntime(namespace=self.settings.namespace)
+            #: Where the lab runs (`labkit.runtime.protocol.Runtime`): processes or a cluster.
+            self.runtime: Runtime = ClusterRuntime(namespace=self.settings.namespace)
         else:
             from labkit.runtime.local import LocalRuntime
 
@@ -72,19 +77,20 @@ class Lab:
         except UnknownStep as exc:
             raise LabError(str(exc)) from None
         if self.mode == "cluster":
-            self.runtime.progress = progress
+            cluster = self.cluster_runtime("lab.up")
+            cluster.progress = progress
             if faults is not None:
-                self.runtime.faults = faults
-            self.runtime.up(steps if step is not None else None, wait=wait)
+                cluster.faults = faults
+            cluster.up(steps if step is not None else None, wait=wait)
         else:
-            self.runtime.up(wait=wait, progress=progress, step=step, faults=faults)
+            self.local_runtime("lab.up").up(wait=wait, progress=progress, step=step, faults=faults)
         if step is None:
             return self.status()
         import pandas as pd
 
         rows = self.runtime.status()
         if self.mode == "local":  # 00-base's databases: files or servers, no process
-            rows = self.runtime.database_rows() + rows
+            rows = self.local_runtime("lab.up").database_rows() + rows
         df = pd.DataFrame([r for r in rows if r.get("step") in steps])
         return df[["step", *[c for c in df.columns if c != "step"]]] if len(df) else df
 
@@ -96,9 +102,8 @@ class Lab:
     def reset(self) -> None:
         """Stop everything and delete the lab's data (events, read models, logs)."""
         self.close()
-        reset = getattr(self.runtime, "reset", None)
-        if reset is not None:
-            reset()
+        if self.mode == "local":
+            self.local_runtime("lab.reset").reset()
         else:
             self.runtime.down()
 
@@ -150,7 +155,7 @@ class Lab:
         import pandas as pd
 
         self.close()
-        return pd.DataFrame([self.runtime.restart_gateway(target)])
+        return pd.DataFrame([self.local_runtime("lab.rewrite_target").restart_gateway(target)])
 
     def restart(self, name: str) -> pd.DataFrame:
         """Restart one process as it is deployed (the manifests, plus any change deployed on
@@ -161,7 +166,7 @@ class Lab:
             raise LabError(f"cluster mode: `kubectl -n {self.settings.namespace} rollout "
                            f"restart deployment/{name}`")
         self.close()
-        return pd.DataFrame([self.runtime.restart_one(name)])
+        return pd.DataFrame([self.local_runtime("lab.restart").restart_one(name)])
 
     def rollback(self, name: str) -> pd.DataFrame:
         """Undo a change deployed on top of the manifests for one process (`labkit status`
@@ -171,11 +176,12 @@ class Lab:
         if self.mode != "local":
             raise LabError(f"cluster mode: `kubectl -n {self.settings.namespace} rollout undo "
                            f"deployment/{name}`, or apply its manifest again")
-        if not self.runtime.clear_override(name):
+        local = self.local_runtime("lab.rollback")
+        if not local.clear_override(name):
             raise LabError(f"{name} runs as the manifests say already: nothing to roll back "
                            "(`labkit status` shows changes in DETAIL)")
         self.close()
-        return pd.DataFrame([self.runtime.restart_one(name)])
+        return pd.DataFrame([local.restart_one(name)])
 
     def http(self, name: str) -> httpx.Client:
         """An HTTP client whose base URL is the service (same code in both modes); `"gateway"`:
@@ -198,11 +204,29 @@ class Lab:
         """Run a one-shot Job to completion (event-processor, event-replay, saga-orchestrator),
         like `kubectl create job --from=cronjob/<name>`. Returns its output."""
         if self.mode == "cluster":
-            return self.runtime.run_job(name)
-        done = self.runtime.run_task(name)
+            return self.cluster_runtime("lab.run_job").run_job(name)
+        done = self.local_runtime("lab.run_job").run_task(name)
         if done.returncode != 0:
             raise LabError(f"{name} failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
         return done.stdout + done.stderr
+
+    def local_runtime(self, doing: str) -> LocalRuntime:
+        """The runtime as the local one, for what only local mode has."""
+        from labkit.runtime.local import LocalRuntime
+
+        if not isinstance(self.runtime, LocalRuntime):
+            raise LabError(f"{doing} needs local mode (LABKIT_MODE=local); this lab runs on a "
+                           "cluster: use kubectl for it there")
+        return self.runtime
+
+    def cluster_runtime(self, doing: str) -> ClusterRuntime:
+        """The runtime as the cluster one, for what only cluster mode has."""
+        from labkit.runtime.cluster import ClusterRuntime
+
+        if not isinstance(self.runtime, ClusterRuntime):
+            raise LabError(f"{doing} needs cluster mode (LABKIT_MODE=cluster); this lab runs "
+                           "as local processes")
+        return self.runtime
 
     def close(self) -> None:
         for client in self._clients.values():

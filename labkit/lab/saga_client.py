@@ -119,13 +119,16 @@ class SagaClient:
         that event (the crash scenario).
         """
         if self.store.backend == "http":  # cluster mode: the write side starts the saga
+            if self.lab is None:
+                raise TypeError("over an HTTP event store, sagas start through command-service: "
+                                "give SagaClient the Lab (lab.saga), not the store")
             clean = s.normalise_lines(lines, self.prices())
             body: dict[str, Any] = {"user_id": user, "lines": [
                 {"sku": ln["sku"], "quantity": ln["quantity"]} for ln in clean]}
             for k, v in (("order_id", order_id), ("saga_id", saga_id), ("crash_after", crash_after)):
                 if v:
                     body[k] = v
-            return self.lab.command("place-order", **body)["saga_id"]
+            return str(self.lab.command("place-order", **body)["saga_id"])
         faults = {"crash_after": crash_after} if crash_after else None
         return start_saga(self.store, user, lines, order_id=order_id, saga_id=saga_id,
                           prices=self.prices(), faults=faults)
@@ -257,15 +260,6 @@ def _catalogue_prices(lab: Any) -> dict[str, int]:
             return {it["sku"]: it["price"] for it in items}
         except Exception:
             pass
-    try:
-        from ecommerce.domain import stock  # type: ignore[attr-defined]
+    from ecommerce.domain.stock import CATALOGUE
 
-        cat = stock.CATALOGUE
-        out = {}
-        for item in cat.values() if isinstance(cat, Mapping) else cat:
-            sku = getattr(item, "sku", None) or item["sku"]
-            price = getattr(item, "price", None)
-            out[sku] = price if price is not None else item["price"]
-        return out
-    except Exception:
-        return {}
+    return {sku: item.price for sku, item in CATALOGUE.items()}

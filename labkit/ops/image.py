@@ -64,6 +64,20 @@ def explain_failure(cmd: Sequence[str], stderr: str) -> str:
         cluster = cmd[cmd.index("--name") + 1] if "--name" in cmd else "kind"
         return (f"kind has no cluster named {cluster!r}: create it with `kind create cluster "
                 f"--config manifests/kind-config.yaml` or pass the name `kind get clusters` shows.")
+    if cmd[0] == "kind" and "ctr" in low and "images import" in low and (
+            "not found" in low or "content digest" in low):
+        # kubernetes-sigs/kind#3795: Docker's containerd image store (the default from Docker 29
+        # and on Docker Desktop) saves a multi-platform index whose other platforms were never
+        # pulled, and the node's `ctr images import --all-platforms` fails on them.
+        tag = cmd[3] if len(cmd) > 3 else "IMAGE"
+        cluster = cmd[cmd.index("--name") + 1] if "--name" in cmd else "kind"
+        return (f"kind could not import {tag} (Docker's containerd image store, kind issue #3795): "
+                f"load a single-platform archive instead, `docker save --platform \"$(docker "
+                f"image inspect -f '{{{{.Os}}}}/{{{{.Architecture}}}}' {tag})\" -o labkit.tar {tag} "
+                "&& kind load "
+                f"image-archive labkit.tar --name {cluster}`, or turn off \"Use containerd for "
+                "pulling and storing images\" (Docker Desktop) / the containerd-snapshotter "
+                "feature (Docker Engine) and build again.")
     last = text.splitlines()[-1] if text else "no error output"
     return f"`{' '.join(cmd)}` failed: {last}"
 

@@ -175,18 +175,20 @@ def check_state(state: SystemState) -> InvariantReport:
             if not is_charged:
                 v.append(f"order {oid} is CONFIRMED but its payment is "
                          f"{pay_['status'] if pay_ else 'missing'}")
-            elif pay_["amount"] != o["total"] or pay_["account_id"] != o["user_id"]:
+            elif pay_ is not None and (pay_["amount"] != o["total"]
+                                       or pay_["account_id"] != o["user_id"]):
                 v.append(f"order {oid} total {o['total']} of {o['user_id']} was charged "
                          f"{pay_['amount']} to {pay_['account_id']}")
             if not is_reserved:
                 v.append(f"order {oid} is CONFIRMED but its stock is "
                          f"{res.status if res else 'not reserved'}")
-            elif sorted(res.lines) != sorted((ln["sku"], ln["quantity"]) for ln in o["lines"]):
+            elif res is not None and sorted(res.lines) != sorted(
+                    (ln["sku"], ln["quantity"]) for ln in o["lines"]):
                 v.append(f"order {oid} reserved {res.lines}, not its lines")
         elif o["status"] == "CANCELLED":
             if is_charged:
                 v.append(f"order {oid} is CANCELLED but its payment is still CHARGED")
-            if is_reserved:
+            if is_reserved and res is not None:
                 v.append(f"order {oid} is CANCELLED but its stock is still {res.status}")
         else:
             v.append(f"order {oid} is {o['status']} although its saga has ended")

@@ -1,9 +1,10 @@
 """`labkit validate`: strict schemas plus consistency checks for manifests/, without a cluster.
 
-- Every object validates with kubernetes-validate in strict mode (no unknown fields) against a
-  pinned Kubernetes version. Kinds it has no schema for are checked here: Gateway and HTTPRoute
-  (gateway.networking.k8s.io/v1), the kustomization files, the kind cluster config. Any other
-  kind is a problem, so nothing passes unchecked.
+- Every object validates with kubernetes-validate (its public `validate`) in strict mode (no
+  unknown fields) against a pinned Kubernetes version. Gateway and HTTPRoute, which it has no
+  schema for, validate against the Gateway API CRDs vendored in labkit/ops/schemas/
+  (`labkit.ops.crd_schema`); the kustomization files and the kind cluster config are checked
+  here. Any other kind is a problem, so nothing passes unchecked.
 - Consistency with ecommerce/services/registry.py (the contract): every container command is a
   real entrypoint, every environment variable a process reads is set, every Service selector
   and port matches a pod template, routes and NetworkPolicies match the real call paths.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -33,13 +35,13 @@ from ecommerce.services.registry import (
     TASKS,
     ServiceSpec,
 )
+from labkit.ops import crd_schema
 from labkit.runtime import manifests as m
 from labkit.runtime.manifests import IMAGE
 from labkit.runtime.routes import COURSE_ROUTES
 
 DEFAULT_K8S_VERSION = "1.33.0"
 LAB_NAMESPACES = (DEFAULT_NAMESPACE, m.TESTING_NAMESPACE)
-GATEWAY_API = "gateway.networking.k8s.io/v1"
 #: Entrypoints that run in more than one way (Job / CronJob vs --follow Deployment).
 ARG_VARIANTS: dict[str, set[tuple[str, ...]]] = {
     "saga-orchestrator": {("run", "--follow"), ("run", "--pending")},
@@ -163,199 +165,80 @@ def check_kustomization(d: Path, kust: Mapping[str, Any]) -> list[Problem]:
 
 # --- schemas ------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=256)
-def _schema_validator(k8s_version: str, api_version: str, kind: str) -> Any:
-    """kubernetes-validate's strict schema for a kind, compiled once (it reloads 1.4 MB per call).
-
-    Mirrors `kubernetes_validate.validate`; raises SchemaNotFoundError like it does.
-    """
-    import jsonschema
-    import kubernetes_validate
-    from kubernetes_validate import utils
-    from referencing import Registry, Resource
-
-    if utils.major_minor(k8s_version) > utils.latest_version():
-        raise utils.VersionNotSupportedError(version=utils.major_minor(k8s_version))
-    version = [v for v in utils.all_versions()
-               if utils.major_minor(v) <= utils.major_minor(k8s_version)][-1]
-    group = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
-    schema_dir = f"kubernetes-json-schema/v{version}-local-strict"
-    try:
-        schema = utils.schema_contents(f"{schema_dir}/{kind.lower()}-{group}.json", k8s_version)
-    except FileNotFoundError:
-        raise kubernetes_validate.SchemaNotFoundError(
-            version=utils.major_minor(k8s_version), kind=kind, api_version=api_version) from None
-    definitions = utils.schema_contents(f"{schema_dir}/_definitions.json", k8s_version)
-    registry = Resource.from_contents(definitions) @ (Resource.from_contents(schema) @ Registry())
-    return jsonschema.validators.Draft202012Validator(schema, registry=registry), \
-        utils.major_minor(version)
-
-
-def _strict_validate(obj: Mapping[str, Any], k8s_version: str) -> None:
+@functools.lru_cache(maxsize=1024)
+def _strict_verdict(obj_json: str, k8s_version: str) -> tuple[str, str, str] | None:
+    """kubernetes-validate's strict verdict on one object, given as JSON text so that it can be
+    cached (the tests validate the same unchanged objects many times): None when it is valid,
+    else (the schema's Kubernetes version, the path, the message)."""
     import kubernetes_validate
 
     try:
-        validator, version = _schema_validator(k8s_version.lstrip("v"), obj["apiVersion"],
-                                               obj["kind"])
-    except (ImportError, AttributeError):  # kubernetes-validate's internals moved: public API
-        kubernetes_validate.validate(dict(obj), k8s_version, strict=True)
-        return
-    error = next(iter(sorted(validator.iter_errors(obj), key=lambda e: list(e.path))), None)
-    if error is not None:
-        raise kubernetes_validate.ValidationError(error, version=version)
+        kubernetes_validate.validate(json.loads(obj_json), k8s_version, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        return exc.version, ".".join(str(p) for p in exc.path) or "(root)", exc.message
+    return None
 
 
 def check_schemas(items: Iterable[Item], k8s_version: str) -> list[Problem]:
     import kubernetes_validate
 
     out = []
-    custom: dict[tuple[str, str], Callable[[Item], list[Problem]]] = {
-        (GATEWAY_API, "Gateway"): check_gateway_schema,
-        (GATEWAY_API, "HTTPRoute"): check_httproute_schema,
-    }
     for it in items:
-        checker = custom.get((it.obj.get("apiVersion", ""), it.kind))
-        if checker:
-            out += checker(it)
+        if crd_schema.knows(it.obj.get("apiVersion", ""), it.kind):
+            out += check_custom_kind(it)
             continue
         try:
-            _strict_validate(it.obj, k8s_version)
-        except kubernetes_validate.ValidationError as exc:
-            path = ".".join(str(p) for p in exc.path) or "(root)"
-            out.append(Problem(it.where, f"invalid against Kubernetes {exc.version} (strict): "
-                                         f"{path}: {exc.message}", "schema"))
+            verdict = _strict_verdict(json.dumps(it.obj, sort_keys=True, default=str), k8s_version)
         except kubernetes_validate.SchemaNotFoundError:
             out.append(Problem(it.where, f"no schema for {it.obj.get('apiVersion')} {it.kind} in "
-                                         f"Kubernetes {k8s_version} and no check in labkit/ops/validate.py: "
-                                         "add one, an unknown kind must not pass silently", "schema"))
+                                         f"Kubernetes {k8s_version} and no CRD in labkit/ops/schemas/: "
+                                         "vendor its CRD there, an unknown kind must not pass silently",
+                               "schema"))
+            continue
         except Exception as exc:  # a version kubernetes-validate does not ship, a broken schema
             msg = getattr(exc, "message", None) or str(exc)
             out.append(Problem(it.where, f"could not be validated: {msg}", "schema"))
+            continue
+        if verdict is not None:
+            version, path, message = verdict
+            out.append(Problem(it.where, f"invalid against Kubernetes {version} (strict): "
+                                         f"{path}: {message}", "schema"))
     return out
 
 
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_HOSTNAME = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 def _unknown(where: str, obj: Mapping[str, Any], allowed: set[str], path: str) -> list[Problem]:
     extra = sorted(set(obj) - allowed)
-    return [Problem(where, f"{path}: unknown field(s) {', '.join(extra)} (Gateway API v1)", "schema")
-            ] if extra else []
+    return [Problem(where, f"{path}: unknown field(s) {', '.join(extra)}", "schema")] if extra else []
 
 
-def _meta_problems(it: Item) -> list[Problem]:
-    out = _unknown(it.where, it.obj, {"apiVersion", "kind", "metadata", "spec"}, "(root)")
+def check_custom_kind(it: Item) -> list[Problem]:
+    """A Gateway API object: its CRD's schema (vendored, strict), the CRD's CEL rules the lab
+    checks, and what the lab needs beyond the CRD (a DNS name and a namespace; an HTTPRoute
+    attached to a Gateway and routing somewhere)."""
+    where = f"Gateway API {crd_schema.GATEWAY_API_VERSION} CRD"
+    out = [Problem(it.where, f"invalid against the {where}: {path}: {message}", "schema")
+           for path, message in crd_schema.schema_errors(it.obj)]
+    out += [Problem(it.where, f"{path}: {message} (a CEL rule of the {where})", "schema")
+            for path, message in crd_schema.cel_problems(it.obj)]
     meta = it.obj.get("metadata") or {}
     if not isinstance(meta.get("name"), str) or not _DNS1123.match(meta.get("name", "")):
         out.append(Problem(it.where, "metadata.name must be a DNS-1123 name", "schema"))
     if not it.namespace:
         out.append(Problem(it.where, "metadata.namespace is required (namespaced kind)", "schema"))
-    if not isinstance(it.obj.get("spec"), dict):
-        out.append(Problem(it.where, "spec is required", "schema"))
-    return out
-
-
-def check_gateway_schema(it: Item) -> list[Problem]:
-    """Structural check of a gateway.networking.k8s.io/v1 Gateway (the CRD's required fields)."""
-    out = _meta_problems(it)
-    spec = it.obj.get("spec") or {}
-    out += _unknown(it.where, spec, {"gatewayClassName", "listeners", "addresses", "infrastructure",
-                                     "backendTLS", "allowedListeners"}, "spec")
-    if not isinstance(spec.get("gatewayClassName"), str) or not spec.get("gatewayClassName"):
-        out.append(Problem(it.where, "spec.gatewayClassName is required", "schema"))
-    listeners = spec.get("listeners")
-    if not isinstance(listeners, list) or not 1 <= len(listeners) <= 64:
-        return [*out, Problem(it.where, "spec.listeners must list 1-64 listeners", "schema")]
-    names = set()
-    for i, ls in enumerate(listeners):
-        p = f"spec.listeners[{i}]"
-        if not isinstance(ls, dict):
-            out.append(Problem(it.where, f"{p} must be an object", "schema"))
-            continue
-        out += _unknown(it.where, ls, {"name", "hostname", "port", "protocol", "tls",
-                                       "allowedRoutes"}, p)
-        if not isinstance(ls.get("name"), str) or not _DNS1123.match(ls.get("name", "")):
-            out.append(Problem(it.where, f"{p}.name must be a DNS-1123 name", "schema"))
-        elif ls["name"] in names:
-            out.append(Problem(it.where, f"{p}.name {ls['name']!r} is not unique", "schema"))
-        names.add(ls.get("name"))
-        if ls.get("protocol") not in ("HTTP", "HTTPS", "TLS", "TCP", "UDP"):
-            out.append(Problem(it.where, f"{p}.protocol must be HTTP, HTTPS, TLS, TCP or UDP",
-                               "schema"))
-        port = ls.get("port")
-        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-            out.append(Problem(it.where, f"{p}.port must be an integer 1-65535", "schema"))
-        if ls.get("protocol") == "HTTPS" and not ls.get("tls"):
-            out.append(Problem(it.where, f"{p}: an HTTPS listener needs tls", "schema"))
-        ns_from = ((ls.get("allowedRoutes") or {}).get("namespaces") or {}).get("from", "Same")
-        if ns_from not in ("All", "Same", "Selector"):
-            out.append(Problem(it.where, f"{p}.allowedRoutes.namespaces.from must be All, Same "
-                                         "or Selector", "schema"))
-    return out
-
-
-def check_httproute_schema(it: Item) -> list[Problem]:
-    """Structural check of a gateway.networking.k8s.io/v1 HTTPRoute (the CRD's rules)."""
-    out = _meta_problems(it)
-    spec = it.obj.get("spec") or {}
-    out += _unknown(it.where, spec, {"parentRefs", "hostnames", "rules"}, "spec")
-    parents = spec.get("parentRefs")
-    if not isinstance(parents, list) or not 1 <= len(parents) <= 32:
-        out.append(Problem(it.where, "spec.parentRefs must list 1-32 parents", "schema"))
-        parents = []
-    for i, ref in enumerate(parents):
-        p = f"spec.parentRefs[{i}]"
-        if not isinstance(ref, dict) or not ref.get("name"):
-            out.append(Problem(it.where, f"{p}.name is required", "schema"))
-            continue
-        out += _unknown(it.where, ref, {"group", "kind", "namespace", "name", "sectionName", "port"}, p)
-        if ref.get("kind", "Gateway") != "Gateway" or ref.get("group", "gateway.networking.k8s.io") \
-                != "gateway.networking.k8s.io":
-            out.append(Problem(it.where, f"{p} must refer to a Gateway", "schema"))
-    for i, host in enumerate(spec.get("hostnames") or []):
-        if not isinstance(host, str) or not _HOSTNAME.match(host):
-            out.append(Problem(it.where, f"spec.hostnames[{i}] {host!r} is not a valid hostname",
-                               "schema"))
-    rules = spec.get("rules")
-    if not isinstance(rules, list) or not 1 <= len(rules) <= 16:
-        return [*out, Problem(it.where, "spec.rules must list 1-16 rules (Gateway API v1 limit)",
-                              "schema")]
-    for i, rule in enumerate(rules):
-        p = f"spec.rules[{i}]"
-        if not isinstance(rule, dict):
-            out.append(Problem(it.where, f"{p} must be an object", "schema"))
-            continue
-        out += _unknown(it.where, rule, {"name", "matches", "filters", "backendRefs", "timeouts",
-                                         "retry", "sessionPersistence"}, p)
-        for j, match in enumerate(rule.get("matches") or []):
-            q = f"{p}.matches[{j}]"
-            out += _unknown(it.where, match, {"path", "headers", "queryParams", "method"}, q)
-            path = match.get("path")
-            if path is None:
-                continue
-            if path.get("type", "PathPrefix") not in ("Exact", "PathPrefix", "RegularExpression"):
-                out.append(Problem(it.where, f"{q}.path.type must be Exact, PathPrefix or "
-                                             "RegularExpression", "schema"))
-            value = path.get("value", "/")
-            if not isinstance(value, str) or not value.startswith("/"):
-                out.append(Problem(it.where, f"{q}.path.value must start with '/'", "schema"))
-            elif path.get("type", "PathPrefix") == "PathPrefix" and value != "/" and value.endswith("/"):
-                out.append(Problem(it.where, f"{q}.path.value {value!r}: a PathPrefix must not end "
-                                             "with '/'", "schema"))
-        backends = rule.get("backendRefs") or []
-        if not backends:
-            out.append(Problem(it.where, f"{p}.backendRefs is empty: the rule routes nowhere", "schema"))
-        for j, b in enumerate(backends):
-            q = f"{p}.backendRefs[{j}]"
-            if not isinstance(b, dict) or not b.get("name"):
-                out.append(Problem(it.where, f"{q}.name is required", "schema"))
-                continue
-            out += _unknown(it.where, b, {"group", "kind", "name", "namespace", "port", "weight",
-                                          "filters"}, q)
-            if b.get("kind", "Service") == "Service" and b.get("group", "") == "" \
-                    and not isinstance(b.get("port"), int):
-                out.append(Problem(it.where, f"{q}.port is required for a Service backend", "schema"))
+    spec = it.obj.get("spec") if isinstance(it.obj.get("spec"), dict) else {}
+    if it.kind == "HTTPRoute" and isinstance(spec, dict):
+        for i, ref in enumerate(spec.get("parentRefs") or []):
+            if isinstance(ref, dict) and (ref.get("kind", "Gateway"), ref.get(
+                    "group", "gateway.networking.k8s.io")) != ("Gateway", "gateway.networking.k8s.io"):
+                out.append(Problem(it.where, f"spec.parentRefs[{i}] must refer to a Gateway",
+                                   "schema"))
+        for i, rule in enumerate(spec.get("rules") or []):
+            if isinstance(rule, dict) and not rule.get("backendRefs"):
+                out.append(Problem(it.where, f"spec.rules[{i}].backendRefs is empty: the rule "
+                                             "routes nowhere", "schema"))
     return out
 
 
@@ -583,7 +466,7 @@ def check_services(items: list[Item]) -> list[Problem]:
         if it.kind not in ("Deployment", "StatefulSet"):
             continue
         sel = (it.obj.get("spec") or {}).get("selector")
-        labels = (m.pod_template(it.obj).get("metadata") or {}).get("labels") or {}
+        labels = ((m.pod_template(it.obj) or {}).get("metadata") or {}).get("labels") or {}
         if not m.selector_matches(sel, labels):
             out.append(Problem(it.where, "spec.selector does not match its own pod template",
                                "selectors"))
@@ -705,7 +588,10 @@ def check_env(items: list[Item]) -> list[Problem]:
     return out
 
 
-def _service_has_port(svcs: Mapping[tuple[str, str], Item], ns: str, name: str, port: int) -> bool:
+def _service_has_port(svcs: Mapping[tuple[str, str], Item], ns: str, name: str | None,
+                      port: int | None) -> bool:
+    if name is None or port is None:
+        return False
     svc = svcs.get((ns, name))
     return svc is not None and any(p.get("port") == port for p in
                                    (svc.obj.get("spec") or {}).get("ports") or [])
@@ -871,7 +757,7 @@ def check_routing(items: list[Item]) -> list[Problem]:
     routes = [it for it in items if it.kind == "HTTPRoute"]
     if not routes:
         out.append(Problem("manifests/01-networking", "no HTTPRoute (Gateway API)", "routing"))
-    got: dict[str, str] = {}
+    got: dict[str, str | None] = {}
     for it in routes:
         spec = it.obj.get("spec") or {}
         for ref in spec.get("parentRefs") or []:
@@ -926,7 +812,7 @@ def check_routing(items: list[Item]) -> list[Problem]:
     return out
 
 
-def _compare_routes(what: str, got: Mapping[str, str], want: Mapping[str, str]) -> list[Problem]:
+def _compare_routes(what: str, got: Mapping[str, str | None], want: Mapping[str, str]) -> list[Problem]:
     out = []
     for route, svc in want.items():
         if got.get(route) != svc:
@@ -1262,7 +1148,7 @@ def check_kind_config(path: Path, k8s_version: str) -> list[Problem]:
         elif (int(match.group(1)), int(match.group(2))) < want_minor:
             out.append(Problem(where, f"nodes[{i}] runs Kubernetes {match.group(1)}.{match.group(2)}, "
                                       f"older than the validated {k8s_version}", "kind"))
-    cp = next((n for n in nodes if n.get("role") == "control-plane"), {})
+    cp: dict[str, Any] = next((n for n in nodes if n.get("role") == "control-plane"), {})
     host_ports = {p.get("hostPort") for p in cp.get("extraPortMappings") or []}
     if not {80, 443} <= host_ports:
         out.append(Problem(where, "the control-plane must map host ports 80 and 443", "kind"))

@@ -187,7 +187,8 @@ class Gateway:
         has_body = any(k in ("content-length", "transfer-encoding") for k, _ in headers)
         # httpx.Request, not client.build_request: only the client's headers go on, none of
         # httpx's defaults (User-Agent, Accept-Encoding...).
-        request = httpx.Request(scope["method"], url, headers=forward,
+        request = httpx.Request(scope["method"], url,
+                                headers=[(k.encode("latin-1"), v) for k, v in forward],
                                 content=_body(receive) if has_body else None,
                                 extensions={"timeout": TIMEOUT.as_dict()})
         try:

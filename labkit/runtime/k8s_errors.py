@@ -14,7 +14,7 @@ from typing import Any
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 GATEWAY_API_INSTALL = (
     "kubectl apply --server-side -f https://github.com/kubernetes-sigs/gateway-api/releases/"
-    "download/v1.3.0/standard-install.yaml"
+    "download/v1.6.2/standard-install.yaml"
 )
 
 NO_KUBECONFIG = (

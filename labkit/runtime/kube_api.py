@@ -192,7 +192,10 @@ class KubernetesApi:
             api_version="authorization.k8s.io/v1", kind="SelfSubjectAccessReview",
             spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attrs))
         result = client.AuthorizationV1Api(self.api_client).create_self_subject_access_review(review)
-        return bool(result.status.allowed), str(result.status.reason or "")
+        status = result.status
+        if status is None:  # the API server always fills it; an empty answer allows nothing
+            return False, "the access review came back without a status"
+        return bool(status.allowed), str(status.reason or "")
 
     def port_forward(self, pod: str, namespace: str, port: int
                      ) -> tuple[socket.socket, Callable[[], None]]:

@@ -636,7 +636,7 @@ class LocalRuntime:
         if self._steps is None:
             self._steps = process_steps(self.names)
         steps = self._steps
-        out = []
+        out: list[dict[str, Any]] = []
         with httpx.Client(timeout=0.5) as client:
             for name in self.names:
                 rec = records.get(name)

@@ -35,8 +35,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ecommerce.domain import fate
+from ecommerce.domain import orders as dom_orders
+from ecommerce.domain import payments as dom_payments
 from ecommerce.domain import saga as sg
+from ecommerce.domain import stock as dom_stock
 from ecommerce.waiting import WaitTimeout, wait_until
 
 if TYPE_CHECKING:
@@ -408,7 +410,8 @@ def runs_manifest_commands(lab: Lab) -> tuple[bool | None, str]:
     from labkit.runtime.local import launch_specs
 
     specs = launch_specs()
-    seen, wrong = [], []
+    seen: list[str] = []
+    wrong: list[str] = []
     for r in _status_rows(lab):
         name, pid = r["_name"], r.get("pid")
         if name not in specs or pid is None or pid != pid:  # NaN: not running
@@ -481,7 +484,7 @@ def routing_works(lab: Lab) -> tuple[bool, str]:
     if lab.mode == "cluster":
         seen = ", ".join(f"{r['request']}→{r['status']}" for r in rows)
         return True, f"{len(rows)} routes answered through the Gateway (Host: api.local): {seen}"
-    by_host = {}
+    by_host: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_host.setdefault(r["host"], []).append(r)
     parts = [f"Host {host}: " + ", ".join(f"{r['request']}→{r['status']} by {r['answered_by']} "
@@ -564,9 +567,10 @@ def effects() -> dict[str, tuple[str, str]]:
 
 
 #: Who writes a stream, by its prefix (each service appends only to its own streams).
-WRITERS = {"saga-": "saga-orchestrator", "order-": "order-service", "stock-": "inventory-service",
-           "reservation-": "inventory-service", "payment-": "payment-service",
-           "user-": "command-service"}
+WRITERS = {sg.STREAM_PREFIX: "saga-orchestrator", dom_orders.STREAM_PREFIX: "order-service",
+           dom_stock.STOCK_PREFIX: "inventory-service",
+           dom_stock.RESERVATION_PREFIX: "inventory-service",
+           dom_payments.STREAM_PREFIX: "payment-service", "user-": "command-service"}
 _VIEW_META = ("source", "last_updated", "checkpoint", "log_position")
 
 
@@ -596,7 +600,7 @@ def participant_records(lab: Lab, order_id: str, user_id: str) -> list[dict[str,
     rows = []
     for service, path in asks:
         code, body = _get_status(lab, service, path)
-        detail = {k: body[k] for k in ("amount", "total", "account_id") if k in body}
+        detail: dict[str, Any] = {k: body[k] for k in ("amount", "total", "account_id") if k in body}
         if "lines" in body:
             detail["lines"] = ", ".join(f"{ln['sku']}x{ln['quantity']}" for ln in body["lines"])
         rows.append({"service": service, "request": f"GET {path}", "http": code,
@@ -629,17 +633,17 @@ def saga_log(lab: Lab, saga_id: str) -> pd.DataFrame:
         if not mine and data.get("order_id") != order_id:
             continue
         if mine:
-            kind = ("compensation" if e["event_type"].startswith("Compensation") or
+            kind = ("compensation" if e["event_type"] in (
+                        sg.COMPENSATION_STARTED, sg.COMPENSATION_RETRIED,
+                        sg.COMPENSATION_SUCCEEDED) or
                     (e["event_type"] == sg.SAGA_FAILED and data.get("step")) else
                     "action" if data.get("step") else "saga")
             step = data.get("step") or ""
-        elif e["event_type"] == fate.ORDER_WITHDRAWN:
-            # The fate claim goes with the first compensation of this writer's step (domain.fate).
-            step = next((s.name for s in sg.current_steps() if s.compensation
-                         and s.service == _writer(e["stream_id"])), "")
-            kind = "compensation"
         else:
-            step, kind = by_effect.get(e["event_type"], ("", ""))
+            # By type and writer: OrderWithdrawn (domain.fate) goes with the first compensation,
+            # release or refund, of the writer's step.
+            step, kind = (sg.effect_of(e["event_type"], _writer(e["stream_id"]))
+                          or by_effect.get(e["event_type"], ("", "")))
         rows.append({"position": e["position"], "writer": _writer(e["stream_id"]),
                      "stream_id": e["stream_id"], "event_type": e["event_type"], "step": step,
                      "kind": kind, "role": "decision" if mine else "effect"})
@@ -1146,7 +1150,7 @@ def lab_processes(lab: Lab) -> list[dict[str, Any]]:
 def _cluster_leftovers(lab: Lab) -> list[str]:
     from labkit.runtime.manifests import LAB_SELECTOR, TESTING_NAMESPACE, load_all
 
-    api = lab.runtime.api
+    api = lab.cluster_runtime("the cleanup check").api
     kinds = {(o["apiVersion"], o["kind"]) for objs in load_all().values() for o in objs
              if o["kind"] != "Namespace"} | {("batch/v1", "Job"), ("v1", "Pod")}
     left = []
@@ -1188,7 +1192,7 @@ def data_gone(lab: Lab) -> tuple[bool, str]:
         from labkit.runtime.manifests import TESTING_NAMESPACE
 
         left = [ns for ns in (lab.settings.namespace, TESTING_NAMESPACE)
-                if lab.runtime.api.get("v1", "Namespace", ns) is not None]
+                if lab.cluster_runtime("the cleanup check").api.get("v1", "Namespace", ns) is not None]
         return not left, (f"namespaces still there: {left}" if left else
                           f"namespaces {lab.settings.namespace} and {TESTING_NAMESPACE} are gone "
                           "(with the PostgreSQL PVC and Secret in them)")

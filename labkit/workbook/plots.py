@@ -13,10 +13,11 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import matplotlib as mpl
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 with warnings.catch_warnings():  # it uses distutils' LooseVersion, deprecated
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -24,6 +25,7 @@ with warnings.catch_warnings():  # it uses distutils' LooseVersion, deprecated
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.typing import LineStyleType
 
 #: Readable from the back of a classroom.
 STYLE: dict[str, Any] = {
@@ -54,7 +56,7 @@ OUTCOME_COLORS = {
 BEFORE_COLOR, AFTER_COLOR = "#90a4ae", "#1e88e5"
 #: Above this ratio between the largest and smallest positive value, bars use a log axis.
 LOG_RATIO = 1000
-EDGE_STYLES = {  # call_graph kind -> (colour, linestyle, label)
+EDGE_STYLES: dict[str, tuple[str, LineStyleType, str]] = {  # kind -> (colour, linestyle, label)
     "route": ("#ef6c00", "-", "게이트웨이 라우트 (HTTPRoute)"),
     "http": ("#1565c0", "-", "서비스 간 HTTP 호출"),
     "db": ("#6d4c41", "--", "데이터베이스 접근"),
@@ -63,7 +65,7 @@ EDGE_STYLES = {  # call_graph kind -> (colour, linestyle, label)
 
 @contextlib.contextmanager
 def _style() -> Iterator[None]:
-    with mpl.rc_context(STYLE):
+    with mpl.rc_context(cast(Any, STYLE)):  # matplotlib checks the keys (its stubs list them)
         yield
 
 
@@ -391,7 +393,9 @@ def pattern_complexity(complexity: pd.DataFrame,
         # The figure's title in its own row above the panels' titles (constrained layout
         # reserves the space), never on top of them.
         fig.suptitle(title, fontweight="bold")
-        fig.get_layout_engine().set(h_pad=0.12)
+        engine = fig.get_layout_engine()
+        if isinstance(engine, ConstrainedLayoutEngine):
+            engine.set(h_pad=0.12)
     return fig
 
 

@@ -219,10 +219,13 @@ def compensations_undone(log: pd.DataFrame) -> pd.DataFrame:
         total = int(rows["data"].map(lambda d: d.get(field, 0)).sum()) if field else 0
         return len(rows), total
 
-    cancelled, _ = undone("OrderCancelled")
-    released, units = undone("StockReleased", "quantity")
-    refunded, cents = undone("PaymentRefunded", "amount")
-    voided, _ = undone("PaymentVoided")  # refunded before the (late) charge: it is refused
+    from ecommerce.domain import orders, payments, stock
+
+    cancelled, _ = undone(orders.ORDER_CANCELLED)
+    released, units = undone(stock.STOCK_RELEASED, "quantity")
+    refunded, cents = undone(payments.PAYMENT_REFUNDED, "amount")
+    # refunded before the (late) charge: it is refused
+    voided, _ = undone(payments.PAYMENT_VOIDED)
     return pd.DataFrame([
         {"compensation": "cancel_order", "events": cancelled,
          "undid": "orders that would stay PENDING"},

@@ -160,8 +160,11 @@ def order_form(lab: Any) -> w.VBox:
         _guard(out, act)
 
     def reload(_: Any = None) -> None:
-        _guard(out, lambda: (setattr(user, "options", _user_options(lab, search.value)),
-                             setattr(sku, "options", _sku_options(lab))))
+        def refill() -> None:
+            user.options = _user_options(lab, search.value)
+            sku.options = _sku_options(lab)
+
+        _guard(out, refill)
 
     button.on_click(place)
     reload_.on_click(reload)

@@ -54,6 +54,45 @@ handler("user-service", "notify_customer", notify)
 '''
 
 
+def notify_misplaced():  # a wrong answer: the step after reserve_stock, not after create_order
+    from ecommerce.domain.saga import StepDef
+    from ecommerce.plugins import handler, saga_step
+
+    handler("user-service", "notify_customer", lambda ctx, body: {"status": "sent"})
+    saga_step(StepDef("notify_customer", "user-service", "notify customer",
+                      request=lambda saga: ("POST", "/api/plugins/notify_customer", {})),
+              after="reserve_stock")
+
+
+def top_products():
+    from ecommerce.domain.readmodel import Incr
+    from ecommerce.plugins import projection
+    from ecommerce.projections.base import Projection
+
+    def placed(e):
+        return [Incr("top_products", ln["sku"], {"units": int(ln["quantity"])})
+                for ln in e.data["lines"]]
+
+    projection(Projection("top-products", ("top_products",), {"OrderPlaced": placed}))
+
+
+def top_products_wrong():  # counts order lines, not units
+    from ecommerce.domain.readmodel import Incr
+    from ecommerce.plugins import projection
+    from ecommerce.projections.base import Projection
+
+    def placed(e):
+        return [Incr("top_products", ln["sku"], {"units": 1}) for ln in e.data["lines"]]
+
+    projection(Projection("top-products", ("top_products",), {"OrderPlaced": placed}))
+
+
+def loyalty_wrong():  # keeps the old field name
+    from ecommerce.plugins import upcaster
+
+    upcaster("LoyaltyPointsAwarded", 1, lambda d: {**d, "reason": "unknown"})
+
+
 def orders_per_user():
     from ecommerce.domain.readmodel import Incr
     from ecommerce.plugins import projection
@@ -114,6 +153,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 def test_a_saga_step_with_its_compensation_runs_in_the_live_saga(lab) -> None:
     assert ex.saga_step_added(lab).ok is None  # nothing deployed yet: not done, no error
+    lab.deploy_code(notify_misplaced)
+    misplaced = ex.saga_step_added(lab)
+    assert misplaced.ok is False and "reserve_stock → notify_customer" in misplaced.message
+    lab.remove_code("notify_misplaced")
     out = lab.deploy_code(notify_plugin)
     assert "saga_step notify_customer" in out["registered"]
     assert "saga-orchestrator" in out["restarted"] and "user-service" in out["restarted"]
@@ -141,6 +184,13 @@ def test_a_projection_is_served_by_query_service_and_checked_against_the_log(lab
     assert ex.orders_per_user_view(lab).ok is True
     lab.remove_code("orders_per_user")
     assert ex.orders_per_user_view(lab).ok is None
+    lab.fire("happy", lines=[("MOUSE-WL", 3)], wait=True)
+    lab.deploy_code(top_products_wrong, name="top_products")
+    assert ex.top_products_view(lab).ok is False
+    lab.deploy_code(top_products)
+    lab.replay(["top-products"])
+    assert ex.top_products_view(lab).ok is True
+    lab.remove_code("top_products")
 
 
 def test_bad_plugin_code_says_which_line_and_is_not_deployed(lab) -> None:
@@ -157,6 +207,8 @@ def test_bad_plugin_code_says_which_line_and_is_not_deployed(lab) -> None:
 
 def test_upcaster_time_travel_and_concurrency_checks(lab) -> None:
     assert ex.upcaster_applied(lab).ok is None
+    lab.deploy_code(loyalty_wrong, name="loyalty_upcaster", restart=["event-store-api"])
+    assert ex.upcaster_applied(lab).ok is False
     lab.deploy_code(loyalty_upcaster, restart=["event-store-api"])
     assert ex.upcaster_applied(lab).ok is True
     lab.remove_code("loyalty_upcaster", restart=["event-store-api"])

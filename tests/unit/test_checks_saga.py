@@ -62,14 +62,15 @@ def test_decisions_first_reports_an_effect_nobody_decided():
 
 
 def test_every_participant_effect_maps_to_a_saga_step():
-    from ecommerce.domain import orders, payments, stock
+    from ecommerce.domain import fate, orders, payments, stock
     from ecommerce.domain.saga import STEPS_BY_NAME
 
     for etype, (step, kind) in checks.effects().items():
         assert step in STEPS_BY_NAME and kind in ("action", "compensation"), etype
         if kind == "compensation":
             assert STEPS_BY_NAME[step].compensation, etype
-    written = {*orders.ORDER_EVENTS, *stock.INVENTORY_EVENTS, *payments.PAYMENT_EVENTS}
+    written = {*orders.ORDER_EVENTS, *stock.INVENTORY_EVENTS, *payments.PAYMENT_EVENTS,
+               *fate.FATE_EVENTS}
     assert set(checks.effects()) <= written
     # what a saga makes a participant write is in the table (seeding, accounts and the admin
     # commands are not)

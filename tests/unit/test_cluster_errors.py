@@ -156,3 +156,27 @@ current-context: kind-gone
     checks = rt.doctor()
     assert checks[0].check == "kubeconfig" and checks[0].ok
     assert checks[1].check == "api server" and checks[1].ok is False
+
+
+def test_a_missing_current_context_is_not_a_missing_kubeconfig():
+    exc = ConfigException("Invalid kube-config file. Expected object with name gone in "
+                          "/home/me/.kube/config/contexts list")
+    msg = explain(exc)
+    assert msg != NO_KUBECONFIG
+    assert "current context 'gone' is not in its contexts list" in msg
+    assert "kubectl config use-context" in msg
+    empty = explain(ConfigException("Invalid kube-config file. Expected object with name  in "
+                                    "/k/contexts list"))
+    assert "has no current context" in empty
+
+
+def test_a_refused_websocket_upgrade_is_the_rbac_sentence():
+    """kubernetes.stream wraps websocket-client's handshake error as ApiException(status=0)."""
+    exc = ApiException(status=0, reason=(
+        'Handshake status 403 Forbidden -+-+- {"content-type": "application/json"} -+-+- '
+        'b\'{"kind":"Status","message":"pods \\"order-service-1\\" is forbidden: User '
+        '\\"student\\" cannot get resource \\"pods/portforward\\"","code":403}\''))
+    msg = explain(exc, action="port-forward to pod order-service-1", namespace="lab")
+    assert msg.startswith("You are not allowed to port-forward to pod order-service-1 in "
+                          "namespace lab (pods \"order-service-1\" is forbidden")
+    assert "`get` and `create` on pods/portforward" in msg

@@ -193,3 +193,16 @@ def test_every_entrypoint_runs_with_only_the_service_dependencies():
     done = subprocess.run([sys.executable, "-c", PROBE, ",".join(sorted(names)), *modules],
                           capture_output=True, text=True, timeout=120, cwd=REPO_DIR)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_a_containerd_image_store_import_failure_points_at_the_workaround():
+    """kind#3795: `kind load docker-image` under Docker 29's containerd image store."""
+    stderr = ('ERROR: failed to load image: command "docker exec --privileged -i '
+              'labkit-worker ctr --namespace=k8s.io images import --all-platforms --digests '
+              '--snapshotter=overlayfs -" failed with error: exit status 1\n'
+              "Command Output: ctr: content digest sha256:44b2c602: not found")
+    msg = image.explain_failure(["kind", "load", "docker-image", "labkit:0.1.0", "--name",
+                                 "labkit"], stderr)
+    assert "kind issue #3795" in msg
+    assert "kind load image-archive labkit.tar --name labkit" in msg
+    assert "docker save --platform" in msg and "labkit:0.1.0" in msg

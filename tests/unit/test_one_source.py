@@ -108,3 +108,10 @@ def test_a_projections_event_types_are_its_handler_table():
     assert p.project(e) == [Put("per_user", "u", {"n": 1}, 7)] and p.project(other) == []
     with pytest.raises(ValueError, match="needs handlers"):
         Projection("empty", ("x",), {})
+
+
+def test_an_effect_two_steps_may_leave_is_told_apart_by_its_writer():
+    assert s.effect_of("OrderWithdrawn", "inventory-service") == ("reserve_stock", "compensation")
+    assert s.effect_of("OrderWithdrawn", "payment-service") == ("charge_payment", "compensation")
+    assert s.effect_of("OrderPlaced", "?") == ("create_order", "action")
+    assert s.effect_of("UserCreated", "command-service") is None

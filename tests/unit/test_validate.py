@@ -135,22 +135,44 @@ def test_httproute_structure_is_checked(loaded):
         spec["parentRefs"][0]["kind"] = "Service"
         spec["hostnames"] = ["Shop_Local"]
     problems = problems_after(loaded, mutate, schemas=True)
-    assert_reported(problems, "spec.hostnames[0] 'Shop_Local' is not a valid hostname",
+    crd = "invalid against the Gateway API v1.6.1 CRD: "
+    assert_reported(problems, crd + "spec.hostnames[0]: 'Shop_Local' does not match",
                     "hostnames must include the course's api.local",
-                    "path.type must be Exact, PathPrefix or RegularExpression",
-                    "path.value must start with '/'", "port is required for a Service backend",
-                    "unknown field(s) backendRef", "must refer to a Gateway")
+                    crd + "spec.rules[0].matches[0].path.type: 'Prefix' is not one of ['Exact', "
+                    "'PathPrefix', 'RegularExpression']",
+                    "spec.rules[1].matches[0].path: value must be an absolute path and start with '/'",
+                    "spec.rules[2].backendRefs[0]: Must have port for Service reference (a CEL rule",
+                    crd + "spec.rules[3]: Additional properties are not allowed ('backendRef' was "
+                    "unexpected)", "spec.parentRefs[0] must refer to a Gateway")
 
 
 def test_gateway_structure_is_checked(loaded):
     def mutate(items):
         spec = find(items, "Gateway", "labkit-gateway")["spec"]
         spec.pop("gatewayClassName")
-        spec["listeners"][0]["protocol"] = "HTTP2"
+        spec["listeners"][0]["protocol"] = "HTTP 2"
         spec["listeners"][0]["port"] = 0
+        spec["listeners"].append({**spec["listeners"][0], "port": 8080, "protocol": "HTTP"})
+    crd = "invalid against the Gateway API v1.6.1 CRD: "
     assert_reported(problems_after(loaded, mutate, schemas=True),
-                    "spec.gatewayClassName is required", "protocol must be HTTP",
-                    "port must be an integer 1-65535")
+                    crd + "spec: 'gatewayClassName' is a required property",
+                    crd + "spec.listeners[0].protocol: 'HTTP 2' does not match",
+                    crd + "spec.listeners[0].port: 0 is less than the minimum of 1",
+                    "spec.listeners: Listener name must be unique within the Gateway (a CEL rule")
+
+
+def test_the_vendored_gateway_api_crds_are_the_ones_the_readme_names():
+    from labkit.ops import crd_schema
+
+    readme = (crd_schema.SCHEMA_DIR / "README.md").read_text()
+    assert f"**{crd_schema.GATEWAY_API_VERSION}**" in readme
+    for path in crd_schema.SCHEMA_DIR.glob("*.yaml"):
+        crd = yaml.safe_load(path.read_text())
+        assert crd["metadata"]["annotations"]["gateway.networking.k8s.io/bundle-version"] == \
+            crd_schema.GATEWAY_API_VERSION, path.name
+        assert path.name in readme
+    assert crd_schema.knows("gateway.networking.k8s.io/v1", "HTTPRoute")
+    assert not crd_schema.knows("gateway.networking.k8s.io/v1", "TCPRoute")
 
 
 # --- images, probes, security ----------------------------------------------------------------

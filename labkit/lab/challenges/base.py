@@ -68,8 +68,9 @@ class Challenge:
     hints: tuple[str, ...] = ()
     #: The lab's tools that show the cause (for the list and the notebook).
     tools: tuple[str, ...] = ()
-    #: None: works in local mode; else why it is not available in local mode.
-    local_only: bool = True
+    #: Breaks the lab with the participants' fault injection (`lab.faults`): `start` turns it
+    #: on (`lab.up(faults=True)`, which restarts the participants if it was off).
+    needs_faults: bool = False
 
     def start(self, lab: Any) -> dict[str, Any]:
         """Break the running lab; return what `check` and `give_up` need to know."""

@@ -64,7 +64,7 @@ class ChallengeClient:
         return CHALLENGES[state["name"]], state
 
     # ---- the commands --------------------------------------------------------------------
-    def list(self) -> list[dict[str, Any]]:
+    def challenges(self) -> list[dict[str, Any]]:
         """Every challenge: name, topic, title, and whether it is the active one."""
         state = self.active() or {}
         rows = []
@@ -80,7 +80,7 @@ class ChallengeClient:
         """`list()` as a DataFrame (the notebook shows it as a table)."""
         import pandas as pd
 
-        return pd.DataFrame(self.list(), columns=["name", "topic", "title", "status"])
+        return pd.DataFrame(self.challenges(), columns=["name", "topic", "title", "status"])
 
     def start(self, name: str) -> Briefing:
         """Break the running lab as challenge `name` does; returns the story to solve."""
@@ -91,7 +91,8 @@ class ChallengeClient:
                 f"challenge {state['name']!r} is still active: solve it (`labkit challenge "
                 "check`) or give up on it (`labkit challenge give-up`) first")
         if getattr(self.lab, "mode", "local") == "local":
-            self.lab.up(progress=False)  # a challenge breaks a running lab
+            # A challenge breaks a running lab (with fault injection, if it uses it).
+            self.lab.up(progress=False, faults=True if challenge.needs_faults else None)
         context = challenge.start(self.lab)
         self._save({"name": name, "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
                     "hints_shown": 0, "checks": 0, "solved_at": None, "context": context})
@@ -142,6 +143,10 @@ class ChallengeClient:
     def give_up(self) -> Briefing:
         """Repair the lab the model answer's way; the challenge is no longer active."""
         challenge, state = self._require_active()
+        if getattr(self.lab, "mode", "local") == "local":
+            # Start whatever is down (e.g. after `labkit down`) without waiting for readiness:
+            # a broken service may not become ready until the repair below.
+            self.lab.runtime.up(wait=False, progress=False)
         done = challenge.give_up(self.lab, state["context"])
         self._save(None)
         return Briefing(f"gave up on {challenge.name}: {done}. The last hint was the fix: "

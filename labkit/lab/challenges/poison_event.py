@@ -23,6 +23,7 @@ from typing import Any
 from ecommerce.domain import orders as o
 from ecommerce.domain.events import NewEvent
 from ecommerce.projections.parking import park
+from ecommerce.waiting import WaitTimeout, wait_until
 from labkit.lab.challenges.base import (
     Challenge,
     CheckResult,
@@ -45,14 +46,15 @@ class PoisonEvent(Challenge):
     story = (
         "Since a few minutes ago, users who sign up are accepted (create-user answers 202) but "
         "never appear in the user list (query-service), and the order dashboard is frozen too. "
-        "All services say they are ready. Find out why the read side stopped and get it going "
-        "again. The event log is append-only: editing or deleting events is not an option."
+        "Find out why the read side stopped and get it going again. The event log is "
+        "append-only: editing or deleting events is not an option."
     )
     hints = (
         "How far is each projection? lab.checkpoints() (or GET /api/queries/checkpoints) next "
         "to the head of the log: are they moving?",
-        "The event processor says why in its log: `labkit logs event-processor`. Which "
-        "projection fails, on which event (position, type, stream), with which error?",
+        "The event processor says why: `labkit status` (its DETAIL) and its log, "
+        "`labkit logs event-processor`. Which projection fails, on which event (position, "
+        "type, stream), with which error?",
         "Look at that event and its neighbours: `labkit events tail --after {before}` (or "
         "lab.events(after={before}, limit=5)). Who wrote it (metadata), and is it needed at all "
         "(is that order not confirmed already)?",
@@ -97,8 +99,33 @@ class PoisonEvent(Challenge):
             return CheckResult(False, "the new user is visible, but not every projection is "
                                       f"past event #{at}", "every projection caught up",
                                tuple(behind))
+        counted = self._confirmed_counts(lab)
+        if counted is not None:
+            shown, confirmed = counted
+            return CheckResult(False, f"the order dashboard counts {shown} confirmed orders, "
+                                      f"but order-service has {confirmed}",
+                               "each confirmed order counted once (the resent OrderConfirmed "
+                               "is a duplicate)")
         return CheckResult(True, f"the read side follows the log again: a new user is in "
-                                 f"query-service, every projection is past event #{position}")
+                                 f"query-service, every projection is past event #{position}, "
+                                 "and each confirmed order is counted once")
+
+    @staticmethod
+    def _confirmed_counts(lab: Any) -> tuple[int, int] | None:
+        """(dashboard, order-service) confirmed counts while they differ after 10 s, else None."""
+
+        def counts() -> tuple[int, int]:
+            by_status = lab.query("orders", limit=1).get("by_status") or {}
+            orders = lab.http("order-service").get("/api/orders",
+                                                   params={"status": o.CONFIRMED, "limit": 1})
+            return int(by_status.get("confirmed", 0)), int(orders.json()["total"])
+
+        try:
+            wait_until(counts, until=lambda c: c[0] == c[1], timeout=10,
+                       what="the dashboard's confirmed count")
+        except WaitTimeout as exc:
+            return exc.last
+        return None
 
     @staticmethod
     def _behind(lab: Any, position: int) -> list[str]:

@@ -112,6 +112,6 @@ class ReplayingProjector(Challenge):
         lab.close()
         lab.runtime.clear_override(PROCESSOR)
         lab.runtime.restart_one(PROCESSOR)
-        stats = lab.replay()
+        stats = wait_for(lab.replay, timeout=60, what="a replay of the read model")
         return ("rolled the event processor back to the manifests' build and rebuilt the read "
                 f"model from the log ({stats.get('events')} events)")

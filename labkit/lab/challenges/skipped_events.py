@@ -93,5 +93,5 @@ class SkippedEvents(Challenge):
                                  "query-service and user-stats counts exactly them")
 
     def give_up(self, lab: Any, context: dict[str, Any]) -> str:
-        stats = lab.replay()
+        stats = wait_for(lab.replay, timeout=60, what="a replay of the read model")
         return f"rebuilt the read model from the log ({stats.get('events')} events)"

@@ -55,6 +55,7 @@ class StuckSaga(Challenge):
         "lab.saga.wait('{saga_id}').",
     )
     tools = ("labkit saga list", "labkit saga timeline", "labkit status", "labkit logs")
+    needs_faults = True  # order-service's death is an injected crash on one order's confirm
 
     def start(self, lab: Any) -> dict[str, Any]:
         require_local(lab, self)
