@@ -165,7 +165,7 @@ def fire(lab: Any, scenario: str, *, user: str | None = None,
         order = list(lines or [(SCARCE_SKU, available(lab, SCARCE_SKU) + 1)])
     elif scenario != "invalid-user":
         ensure_stock(lab, order)
-    elif scenario == "payment-timeout":
+    if scenario == "payment-timeout":
         # Each charge waits longer than the orchestrator's request timeout, until the step's
         # deadline passes (5 attempts with the default policy); one more delay hits the refund,
         # which is simply retried.
