@@ -303,6 +303,7 @@ class ClusterRuntime:
                       "namespaces)")
         plans = {s: m.plan(self.objects(s)) for s in chosen}
         self.preflight(o for objs in plans.values() for o in objs)
+        self._refuse_foreign_objects(o for objs in plans.values() for o in objs)
         plans = {s: [o for o in objs if not self._foreign_namespace(o)] for s, objs in plans.items()}
         deadline = self._clock() + timeout
         applied: list[str] = []
@@ -315,6 +316,33 @@ class ClusterRuntime:
             if wait:
                 self.wait(objs, timeout=max(1.0, deadline - self._clock()), desc=f"wait {step}")
         return applied
+
+    def _refuse_foreign_objects(self, objects: Iterable[Mapping[str, Any]]) -> None:
+        """Fail before writing anything if an object the steps would apply already exists and is
+        not the lab's (neither labkit's annotation nor its part-of label, which objects of older
+        labkit versions carry): server-side apply with force would take it over."""
+        groups: dict[tuple[str, str, str | None], set[str]] = {}
+        for obj in objects:
+            if obj["kind"] != "Namespace":
+                key = (obj["apiVersion"], obj["kind"], _namespace_of(obj))
+                groups.setdefault(key, set()).add(obj["metadata"]["name"])
+        foreign = []
+        for (api_version, kind, ns), names in groups.items():
+            try:
+                live = self.api.list_objects(api_version, kind, ns)
+            except Exception:  # not allowed to list (or not served): the apply itself will say
+                continue
+            for o in live:
+                meta = o.get("metadata") or {}
+                lab_labelled = (meta.get("labels") or {}).get(m.PART_OF) == m.PART_OF_VALUE
+                if meta.get("name") in names and not m.created_by_labkit(o) and not lab_labelled:
+                    foreign.append(f"{kind} {ns + '/' if ns else ''}{meta['name']}")
+        if foreign:
+            raise ClusterError(
+                f"{len(foreign)} object(s) the lab would apply already exist and were not created "
+                f"by labkit ({', '.join(sorted(foreign)[:6])}{' ...' if len(foreign) > 6 else ''}): "
+                "`labkit up` would take them over, so it stops; rename or delete them, or run the "
+                "lab in another namespace (LABKIT_NAMESPACE).")
 
     def _foreign_namespace(self, obj: Mapping[str, Any]) -> bool:
         """A Namespace that exists without labkit's annotation: used as it is, never applied

@@ -174,6 +174,33 @@ def test_down_keeps_a_namespace_and_objects_labkit_did_not_create(runtime: Clust
                for line in runtime.echoed)  # type: ignore[attr-defined]
 
 
+def test_up_refuses_to_take_over_an_object_labkit_did_not_create(runtime: ClusterRuntime,
+                                                                  server: FakeApiServer) -> None:
+    server.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": NS, "annotations": {m.CREATED_BY: m.CREATED_BY_VALUE}}})
+    server.put({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "order-service", "namespace": NS}, "spec": {}})
+    with pytest.raises(ClusterError) as err:
+        runtime.up()
+    assert err.value.message.startswith(
+        "1 object(s) the lab would apply already exist and were not created by labkit (Service "
+        f"{NS}/order-service): `labkit up` would take them over, so it stops")
+    assert server.calls("PATCH") == []
+
+
+def test_up_adopts_objects_of_an_older_labkit(runtime: ClusterRuntime,
+                                              server: FakeApiServer) -> None:
+    """Objects with the lab's part-of label but no annotation (applied by an older labkit)."""
+    server.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": NS, "annotations": {m.CREATED_BY: m.CREATED_BY_VALUE}}})
+    server.put({"apiVersion": "v1", "kind": "Service", "metadata": {
+        "name": "order-service", "namespace": NS, "labels": {m.PART_OF: m.PART_OF_VALUE}},
+        "spec": {}})
+    runtime.up()
+    svc = server.find("Service", "order-service", NS)
+    assert svc is not None and m.created_by_labkit(svc)
+
+
 # --- doctor ---------------------------------------------------------------------------------------
 
 def access_reviews(server: FakeApiServer) -> set[tuple[str, str, str]]:

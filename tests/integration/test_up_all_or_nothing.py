@@ -94,9 +94,9 @@ def test_up_records_each_process_as_it_spawns_it(tmp_path: Path,
     spawn = rt._spawn
     seen: list[set[str]] = []
 
-    def spawn_and_look(spec, ports):
+    def spawn_and_look(spec, ports, *args, **kwargs):
         seen.append(set(LocalRuntime(rt.settings, SERVICES)._load()))
-        return spawn(spec, ports)
+        return spawn(spec, ports, *args, **kwargs)
 
     monkeypatch.setattr(rt, "_spawn", spawn_and_look)
     monkeypatch.setattr(rt, "_stop", lambda names, timeout=10.0: [])  # `up` cannot clean up
