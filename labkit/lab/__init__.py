@@ -304,10 +304,18 @@ class Lab:
         return self._call("event-store-api", "POST", "/api/events/replay", json=body)
 
     def checkpoints(self) -> pd.DataFrame:
-        """Each projection's checkpoint next to the head of the log: how far behind is it?"""
+        """Each projection's checkpoint next to the head of the log: how far behind is it?
+
+        Only the projections the processor runs now (the lab's own and the deployed plugins'):
+        a removed plugin's checkpoint stays in the read store but nothing advances it any more,
+        so it is not "behind"."""
         import pandas as pd
 
-        cps = self.query("checkpoints")["checkpoints"]
+        from ecommerce.projections import all_projections
+
+        active = set(all_projections())
+        cps = {name: cp for name, cp in self.query("checkpoints")["checkpoints"].items()
+               if name in active}
         head = self._call("event-store-api", "GET", "/api/events",
                           params={"limit": 1})["last_position"]
         rows = [{"projection": name, "position": cp["position"], "head": head,

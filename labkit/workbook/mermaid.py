@@ -35,6 +35,48 @@ def _refs(part: str) -> list[str]:
     return out
 
 
+def direction(source: str) -> str:
+    """`LR`, `RL`, `TB`/`TD` or `BT`: which way a flowchart grows."""
+    for raw in source.splitlines():
+        words = raw.split()
+        if words and words[0] in ("graph", "flowchart"):
+            return words[1].upper() if len(words) > 1 else "TB"
+    return "TB"
+
+
+def longest_chain(source: str) -> int:
+    """The most nodes on one path (`A --> B --> C` is 3): how many boxes stand side by side in
+    a left-to-right diagram."""
+    edges: dict[str, set[str]] = {}
+    for raw in source.splitlines():
+        line = raw.strip().rstrip(";")
+        if not line or line.split()[0] in _SKIP or line.startswith("%%"):
+            continue
+        groups = _groups(line)
+        for left, right in pairwise(groups):
+            for a in left:
+                edges.setdefault(a, set()).update(right)
+
+    def depth(node: str, seen: frozenset[str]) -> int:
+        nxt = [n for n in edges.get(node, ()) if n not in seen]
+        return 1 + max((depth(n, seen | {n}) for n in nxt), default=0)
+
+    nodes = set(edges) | {n for v in edges.values() for n in v}
+    return max((depth(n, frozenset({n})) for n in nodes), default=0)
+
+
+def _groups(line: str) -> list[list[str]]:
+    masked = re.sub(r"\[[^\]]*\]|\([^)]*\)|\{[^}]*\}|\|[^|]*\|",
+                    lambda m: m.group(0)[0] + "_" * (len(m.group(0)) - 2) + m.group(0)[-1], line)
+    cuts = [(m.start(), m.end()) for m in _EDGE.finditer(masked) if m.group(0).strip()]
+    parts, last = [], 0
+    for a, b in cuts:
+        parts.append(line[last:a])
+        last = b
+    parts.append(line[last:])
+    return [_refs(p) for p in parts]
+
+
 def measure(source: str) -> tuple[set[str], int]:
     """(the node ids, the number of edges) a flowchart draws. `A --> B & C` is two edges;
     `A --> B --> C` is two edges; labels inside shapes may hold anything but brackets."""

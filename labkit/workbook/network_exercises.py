@@ -22,10 +22,11 @@ stripped (`None`) gets "⏳ not done yet".
 from __future__ import annotations
 
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ecommerce.waiting import WaitTimeout, wait_until
 
 if TYPE_CHECKING:
     from labkit.lab import Lab
@@ -135,15 +136,15 @@ def check_route(lab: Lab, text: str | None, method: str, path: str, *, service: 
         where = save_route(lab, name, text)
     except Exception as exc:  # the student's YAML: say what is wrong, never raise
         return ExerciseResult(exercise, False, f"규칙을 읽지 못했습니다: {type(exc).__name__}: {exc}")
-    deadline = time.monotonic() + ROUTE_WAIT_S.get(lab.mode, 5.0)
-    while True:
-        try:
-            row = _route_way(lab, method, path, host)
-        except Exception as exc:
-            return ExerciseResult(exercise, False, f"요청이 실패했습니다: {type(exc).__name__}: {exc}")
-        if row["status"] != 404 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    try:  # the gateway picks the saved route up within moments: a 404 until then
+        row = wait_until(lambda: _route_way(lab, method, path, host),
+                         until=lambda r: r["status"] != 404,
+                         timeout=ROUTE_WAIT_S.get(lab.mode, 5.0), interval=0.1,
+                         what="the gateway to pick up the route")
+    except WaitTimeout as late:
+        row = late.last  # still 404: no rule matches (said below)
+    except Exception as exc:
+        return ExerciseResult(exercise, False, f"요청이 실패했습니다: {type(exc).__name__}: {exc}")
     seen_upstream = str(row.get("upstream") or "")
     expected = f"{service} 가 {upstream}... 로 받고 200"
     observed = (f"status {row['status']}, backend {row.get('backend')}, upstream "

@@ -30,7 +30,9 @@ from ecommerce.config import REPO_DIR
 from ecommerce.services.registry import SERVICES
 from tests.waiting import WaitTimeout, wait_until
 
-READY_TIMEOUT = 30.0
+#: A safety net for a service that will never be ready, not a speed limit: on a loaded machine
+#: (two cores, `stress --cpu 2` beside the suite) starting Python + FastAPI alone can take 30 s.
+READY_TIMEOUT = 120.0
 #: The admin token every test service gets (LABKIT_ADMIN_TOKEN).
 ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"X-Labkit-Admin-Token": ADMIN_TOKEN}

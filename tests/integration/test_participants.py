@@ -358,7 +358,7 @@ def test_error_and_delay_faults(services: Services) -> None:
         faults.inject("order", "decline")
     with pytest.raises(FaultError, match="seconds"):
         faults.inject("order", "delay")
-    refused = orders.client.post("/faults", json={"mode": "decline"})
+    refused = orders.client.post("/faults", json={"mode": "decline"}, headers=ADMIN)
     assert (refused.status_code, refused.json()["reason"]) == (422, "unsupported_mode")
 
 
@@ -421,7 +421,7 @@ def test_user_service_reads_the_log_and_forwards_creates(services: Services,
 def test_probes_and_openapi(services: Services) -> None:
     inv = services.start("inventory-service")
     ready = inv.client.get("/readyz").json()
-    assert ready["status"] == "ready" and ready["checks"] == {"event_store": "ok"}
+    assert ready["status"] == "ready" and ready["checks"] == {"event_store": "ok", "plugins": "ok"}
     paths = inv.client.get("/openapi.json").json()["paths"]
     assert "/api/inventory/reservations" in paths and "/faults" in paths
     lines = [ln for ln in inv.log_path.read_text().splitlines() if ln.startswith("{")]

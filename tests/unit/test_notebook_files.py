@@ -324,6 +324,9 @@ def student_sections(nb) -> list[str]:
 #: 14 edges its labels fall under 12 px and its edges start to cross.
 MAX_NODES = 12
 MAX_EDGES = 14
+#: Side by side in a left-to-right diagram: more boxes than this in one row and mermaid shrinks
+#: the labels under 12 px at 1024x768 (seen with notebook-look); draw a longer chain top-down.
+MAX_LR_CHAIN = 5
 
 
 def test_mermaid_measure_counts_nodes_and_edges_in_chains_and_fans():
@@ -331,6 +334,8 @@ def test_mermaid_measure_counts_nodes_and_edges_in_chains_and_fans():
         "graph LR\n  A[a<br/>b] --> B & C\n  B -->|x| D((d)) -.-> E{e}\n  style A fill:#fff\n"
         "  subgraph \"s\"\n  F --> G\n  end")
     assert (len(nodes), edges) == (7, 5)
+    assert mermaid.longest_chain("graph LR\n  A --> B --> C\n  C --> D\n  A --> D") == 4
+    assert mermaid.direction("flowchart TD\n A-->B") == "TD"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -342,3 +347,8 @@ def test_each_mermaid_diagram_is_small_enough_to_read_at_1024x768(name: str):
         assert len(nodes) <= MAX_NODES and edges <= MAX_EDGES, (
             f"{name} diagram {i}: {len(nodes)} nodes, {edges} edges (at most {MAX_NODES} nodes "
             f"and {MAX_EDGES} edges per diagram): split it")
+        if mermaid.direction(source) in ("LR", "RL"):
+            chain = mermaid.longest_chain(source)
+            assert chain <= MAX_LR_CHAIN, (
+                f"{name} diagram {i}: {chain} boxes side by side in a left-to-right diagram (at "
+                f"most {MAX_LR_CHAIN}): draw it top-down (graph TB) or split it")

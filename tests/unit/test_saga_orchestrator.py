@@ -252,7 +252,11 @@ def test_two_orchestrators_on_the_same_sagas_apply_each_effect_once(store: Sqlit
     world.stock["KB"] = 1000
     world.balances["u1"] = 10**9
     ids = [start_saga(store, "u1", [("KB", 1)], prices=PRICES) for _ in range(20)]
-    a, b = orchestrator(store, world, workers=8), orchestrator(store, world, workers=8)
+    # Both are alive: a lease far longer than any pause a loaded machine can cause, so what is
+    # tested is that two live drivers never both act (a takeover after a lease ran out is
+    # another test's subject).
+    live = s.RetryPolicy(request_timeout=5.0, max_backoff=0.05, lease_margin=60.0)
+    a, b = (orchestrator(store, world, workers=8, policy=live) for _ in range(2))
     stop = threading.Event()
     threads = [threading.Thread(target=o.run_pending, args=(stop,)) for o in (a, b)]
     for t in threads:
