@@ -203,7 +203,9 @@ ORDER_SAGA: Final = (
             effects=(pay.PAYMENT_CHARGED, pay.PAYMENT_DECLINED),
             compensation_effects=(pay.PAYMENT_REFUNDED, pay.PAYMENT_VOIDED, fate.ORDER_WITHDRAWN)),
     StepDef("confirm_order", "order-service", "confirm order", pivot=True,
-            request=_confirm_order, effects=(o.ORDER_CONFIRMED,)),
+            request=_confirm_order,
+            # confirming also commits the order's reservation (inventory-service follows it)
+            effects=(o.ORDER_CONFIRMED, stock.RESERVATION_COMMITTED, stock.STOCK_COMMITTED)),
 )
 STEP_NAMES: Final = tuple(s.name for s in ORDER_SAGA)
 #: The services the saga calls, in the order it first calls them.

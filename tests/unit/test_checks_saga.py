@@ -74,8 +74,8 @@ def test_every_participant_effect_maps_to_a_saga_step():
     assert set(checks.effects()) <= written
     # what a saga makes a participant write is in the table (seeding, accounts and the admin
     # commands are not)
-    assert written - set(checks.effects()) == {"StockSeeded", "StockCommitted", "ReservationCommitted",
-                                             "AccountOpened", "AccountFunded", "StockRestocked"}
+    assert written - set(checks.effects()) == {"StockSeeded", "AccountOpened", "AccountFunded",
+                                             "StockRestocked"}
 
 
 def test_job_summary_is_the_last_json_line_of_the_job_output():
