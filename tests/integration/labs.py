@@ -22,10 +22,12 @@ def lab_settings(data_dir: Path, *, pg_url: str | None = None, redis_url: str | 
 
 
 @contextlib.contextmanager
-def running(settings: Settings, services: list[str] | None = None) -> Iterator[LocalRuntime]:
+def running(settings: Settings, services: list[str] | None = None, *,
+            faults: bool = False) -> Iterator[LocalRuntime]:
+    """`faults`: fault injection (/faults) on, for the failure scenarios."""
     runtime = LocalRuntime(settings, services)
     try:
-        runtime.up(progress=False)
+        runtime.up(progress=False, faults=faults)
         yield runtime
     finally:
         runtime.down()

@@ -34,7 +34,7 @@ def lab(request, tmp_path_factory) -> Iterator[Lab]:
         settings = lab_settings(data_dir)
     else:
         settings = lab_settings(data_dir, pg_url=require_postgres(), redis_url=require_redis())
-    with running(settings):
+    with running(settings, faults=True):  # the failure scenarios arm faults
         lab = Lab(settings)
         yield lab
         lab.close()
