@@ -20,7 +20,13 @@ import uuid
 from typing import Any
 
 from ecommerce.domain import saga as s
-from labkit.lab.challenges.base import Challenge, CheckResult, require_local, wait_for
+from labkit.lab.challenges.base import (
+    Challenge,
+    ChallengeError,
+    CheckResult,
+    require_local,
+    wait_for,
+)
 from labkit.lab.scenarios import ALICE, DEFAULT_LINES, ensure_customer
 
 PIVOT = s.STEP_NAMES.index("confirm_order")
@@ -78,6 +84,12 @@ class StuckSaga(Challenge):
             state = lab.saga.state(sid)
         except Exception as exc:
             return CheckResult(False, f"cannot read saga {sid}: {exc}")
+        if not state.terminal and not _down(lab, "order-service"):
+            # order-service is back: the orchestrator's next retry (its backoff is capped at
+            # 30 s) confirms the order. Wait for that retry rather than judge before it came.
+            with contextlib.suppress(ChallengeError):
+                state = wait_for(lambda: (st := lab.saga.state(sid)).terminal and st,
+                                 timeout=45, what=f"saga {sid} to end")
         if state.status != "completed":
             step = state.actions[PIVOT]
             return CheckResult(False, f"saga {sid} is {state.status} (confirm_order: "
