@@ -66,6 +66,8 @@ def longest_chain(source: str) -> int:
 
 
 def _groups(line: str) -> list[list[str]]:
+    """The node ids between a line's edges (`A --> B & C`: [[A], [B, C]])."""
+    # Hide labels so that arrows inside them are not read as edges.
     masked = re.sub(r"\[[^\]]*\]|\([^)]*\)|\{[^}]*\}|\|[^|]*\|",
                     lambda m: m.group(0)[0] + "_" * (len(m.group(0)) - 2) + m.group(0)[-1], line)
     cuts = [(m.start(), m.end()) for m in _EDGE.finditer(masked) if m.group(0).strip()]
@@ -86,17 +88,7 @@ def measure(source: str) -> tuple[set[str], int]:
         line = raw.strip().rstrip(";")
         if not line or line.split()[0] in _SKIP or line.startswith("%%"):
             continue
-        # Hide labels so that arrows inside them are not read as edges.
-        masked = re.sub(r"\[[^\]]*\]|\([^)]*\)|\{[^}]*\}|\|[^|]*\|",
-                        lambda m: m.group(0)[0] + "_" * (len(m.group(0)) - 2) + m.group(0)[-1],
-                        line)
-        cuts = [(m.start(), m.end()) for m in _EDGE.finditer(masked) if m.group(0).strip()]
-        parts, last = [], 0
-        for a, b in cuts:
-            parts.append(line[last:a])
-            last = b
-        parts.append(line[last:])
-        groups = [_refs(p) for p in parts]
+        groups = _groups(line)
         for g in groups:
             nodes.update(g)
         for left, right in pairwise(groups):

@@ -77,20 +77,22 @@ def test_the_student_edition_has_stubs_where_the_solutions_were_and_still_runs(n
 
 def _solution_lines(nb) -> set[str]:
     """Every non-trivial line inside a solution region or a solution cell of an instructor notebook."""
-    lines: set[str] = set()
+    return {ln.strip() for ln, solution in _lines(nb) if solution and len(ln.strip()) > 8}
+
+
+def _lines(nb):
+    """Each line of the instructor edition, with whether it is part of a solution (a cell
+    tagged `solution`, or between the BEGIN/END SOLUTION markers; the markers are neither)."""
     for cell in nb.cells:
-        if "solution" in cell.get("metadata", {}).get("tags", []):
-            lines |= {ln.strip() for ln in cell.source.splitlines()}
-            continue
+        tagged = "solution" in cell.get("metadata", {}).get("tags", [])
         inside = False
         for ln in cell.source.splitlines():
-            if ln.strip() in ("### BEGIN SOLUTION", "<!-- BEGIN SOLUTION -->"):
+            if not tagged and ln.strip() in ("### BEGIN SOLUTION", "<!-- BEGIN SOLUTION -->"):
                 inside = True
-            elif ln.strip() in ("### END SOLUTION", "<!-- END SOLUTION -->"):
+            elif not tagged and ln.strip() in ("### END SOLUTION", "<!-- END SOLUTION -->"):
                 inside = False
-            elif inside:
-                lines.add(ln.strip())
-    return {ln for ln in lines if len(ln) > 8}
+            else:
+                yield ln, tagged or inside
 
 
 def _student_text(nb) -> str:
@@ -100,19 +102,7 @@ def _student_text(nb) -> str:
 def _given_text(nb) -> str:
     """The instructor edition without its solutions: what the student is given anyway (a
     solution may repeat a given line, e.g. the handler it makes idempotent)."""
-    out = []
-    for cell in nb.cells:
-        if "solution" in cell.get("metadata", {}).get("tags", []):
-            continue
-        inside = False
-        for ln in cell.source.splitlines():
-            if ln.strip() in ("### BEGIN SOLUTION", "<!-- BEGIN SOLUTION -->"):
-                inside = True
-            elif ln.strip() in ("### END SOLUTION", "<!-- END SOLUTION -->"):
-                inside = False
-            elif not inside:
-                out.append(ln)
-    return "\n".join(out)
+    return "\n".join(ln for ln, solution in _lines(nb) if not solution)
 
 
 def test_the_fixture_student_edition_contains_no_solution_text(nb_dir: Path):
