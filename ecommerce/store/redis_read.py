@@ -19,6 +19,7 @@ read the live map and the documents in one MULTI, so each answer comes from one 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -60,6 +61,26 @@ class RedisReadStore(ReadStore):
         self._touched_key = f"{prefix}:staging:touched"
         #: The physical name each collection had when last read (a guess, checked each read).
         self._seen: dict[str, str] = {}
+
+    def erase(self) -> int:
+        """Delete every key of this read store (everything under `<prefix>:`), whatever wrote
+        it: documents, checkpoints, generations, projections that are no longer deployed.
+        Other prefixes are not touched. Returns how many keys were deleted."""
+        def erase() -> int:
+            deleted = 0
+            batch: list[bytes] = []
+            literal = re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix)  # glob characters
+            for key in self.client.scan_iter(match=f"{literal}:*", count=DROP_CHUNK):
+                batch.append(key)
+                if len(batch) >= DROP_CHUNK:
+                    deleted += int(self.client.delete(*batch))
+                    batch.clear()
+            if batch:
+                deleted += int(self.client.delete(*batch))
+            return deleted
+
+        self._seen.clear()
+        return self._call(erase)
 
     def _doc_key(self, phys: str, key: str) -> str:
         return f"{self.prefix}:doc:{phys}:{key}"

@@ -509,10 +509,24 @@ class LocalRuntime:
         return sorted(alive)
 
     def reset(self) -> None:
-        """Stop everything and delete the data directory (databases, logs, ports)."""
+        """Stop everything and delete the lab's data: the data directory (databases, logs,
+        ports, deployed code) and, when the lab keeps its stores on servers
+        (`LABKIT_PG_URL` / `LABKIT_REDIS_URL`), its events in that PostgreSQL schema and its
+        read model under that Redis prefix. Other schemas and prefixes are not touched."""
         import shutil
 
         self.down()
+        s = self.settings
+        if s.pg_url:
+            from ecommerce.store.postgres_events import PostgresEventStore
+
+            with contextlib.closing(PostgresEventStore(s.pg_url, schema=s.pg_schema)) as events:
+                events.wipe()
+        if s.redis_url:
+            from ecommerce.store.redis_read import RedisReadStore
+
+            with contextlib.closing(RedisReadStore(s.redis_url, prefix=s.redis_prefix)) as reads:
+                reads.erase()
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
 

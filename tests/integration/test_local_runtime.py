@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 
 import httpx
 import psutil
@@ -112,3 +113,37 @@ def test_the_cli_runs_up_status_down(tmp_path) -> None:
                            (["bench", "saga", "--help"], "--concurrency")):
         helped = run(*argv)
         assert helped.returncode == 0 and expected in helped.stdout, argv
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_reset_erases_the_labs_own_schema_and_prefix_and_nothing_else(
+        tmp_path, pg_schema: tuple[str, str], redis_prefix: tuple[str, str]) -> None:
+    """With its stores on servers, `reset` must empty them too: 06-cleanup promises "nothing
+    left", and a read model left behind keeps checkpoints of projections that are gone."""
+    import redis
+
+    from ecommerce.domain.events import NewEvent
+    from ecommerce.store.postgres_events import PostgresEventStore
+
+    (pg_url, schema), (redis_url, prefix) = pg_schema, redis_prefix
+    settings = replace(lab_settings(tmp_path / "data", pg_url=pg_url, redis_url=redis_url,
+                                    tag=schema), redis_prefix=prefix)
+    settings.data_dir.mkdir()
+    other_prefix = prefix + "x"
+    client = redis.Redis.from_url(redis_url)
+    events = PostgresEventStore(pg_url, schema=schema)
+    try:
+        events.append("user-1", [NewEvent("UserCreated", {"user_id": "1"})], "none")
+        client.hset(f"{prefix}:checkpoints", "orders-per-user", '{"position": 471}')
+        client.set(f"{prefix}:doc:users:1", "{}")
+        client.set(f"{other_prefix}:doc:users:1", "{}")  # another lab's
+
+        LocalRuntime(settings).reset()
+
+        assert events.read_all() == [] and not settings.data_dir.exists()
+        assert list(client.scan_iter(match=f"{prefix}:*")) == []
+        assert client.get(f"{other_prefix}:doc:users:1") == b"{}"
+    finally:
+        client.delete(f"{other_prefix}:doc:users:1")
+        events.close()
