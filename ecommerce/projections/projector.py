@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from ecommerce.domain.readmodel import WriteBuffer
 from ecommerce.health import Heartbeat
-from ecommerce.projections.base import Projection
+from ecommerce.projections.base import Handler, Projection
 from ecommerce.projections.parking import parked_positions
 from ecommerce.store.base import EventStore
 from ecommerce.store.read_base import CheckpointConflict, ReadStore, SourceMismatch
@@ -38,6 +38,11 @@ class ProjectionError(Exception):
     def __init__(self, message: str, position: int | None = None) -> None:
         super().__init__(message)
         self.position = position
+
+
+def _via(p: Projection) -> Handler:
+    """A handler that goes through `p.project` (a Projection subclass that overrides it)."""
+    return p.project
 
 
 class LogReplaced(Exception):
@@ -65,10 +70,15 @@ class Projector:
         #: Parked positions (read when a projection fails), and those already reported.
         self._parked: set[int] = set()
         self._told_parked: set[int] = set()
-        self._by_type: dict[str, list[Projection]] = {}
+        #: Event type -> (projection name, its handler) for each projection reacting to it: the
+        #: per-event loop calls handlers directly (a subclass that overrides `project` is called
+        #: through it).
+        by_type: dict[str, list[tuple[str, Handler]]] = {}
         for p in self.projections:
             for t in p.event_types:
-                self._by_type.setdefault(t, []).append(p)
+                handler = p.handlers[t] if type(p).project is Projection.project else _via(p)
+                by_type.setdefault(t, []).append((p.name, handler))
+        self._by_type = {t: tuple(hs) for t, hs in by_type.items()}
 
     def checkpoints(self) -> dict[str, int]:
         stored = self.reads.checkpoints()
@@ -149,21 +159,21 @@ class Projector:
     def _project(self, batch: list, cps: dict[str, int], skip: set[int] | None = None
                  ) -> WriteBuffer:
         buffer = WriteBuffer()
-        add = buffer.add
-        by_type = self._by_type
+        add_all = buffer.add_all
+        handlers_of = self._by_type.get
         # Every projection at the same checkpoint (the usual case): no per-event check needed.
         aligned = len(set(cps.values())) == 1
         for e in batch:
-            if skip and e.position in skip:
+            handlers = handlers_of(e.type)
+            if handlers is None or (skip and e.position in skip):
                 continue
-            for p in by_type.get(e.type, ()):
-                if aligned or e.position > cps[p.name]:
+            for name, handler in handlers:
+                if aligned or e.position > cps[name]:
                     try:
-                        for w in p.project(e):
-                            add(w)
+                        add_all(handler(e))
                     except Exception as exc:
                         raise ProjectionError(
-                            f"projection {p.name!r} failed on event #{e.position} ({e.type} in "
+                            f"projection {name!r} failed on event #{e.position} ({e.type} in "
                             f"{e.stream_id}): {exc!r}", e.position
                         ) from exc
         return buffer

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ecommerce.domain.events import compact_dumps
 from ecommerce.domain.readmodel import WriteBuffer
 from ecommerce.store.read_base import (
     GEN_SEP,
@@ -62,7 +63,7 @@ _LIVE = "COALESCE((SELECT physical FROM live WHERE collection = ?), ?)"
 #: Rows deleted per transaction when a generation is dropped (writers wait at most that long).
 DROP_CHUNK = 5000
 
-_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+_dumps = compact_dumps
 
 
 def _source_key(gen: str | None) -> str:
