@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -248,6 +248,14 @@ class UpcasterRegistry:
             return events
         up = self.upcast
         return [up(e) if e.type in types else e for e in events]
+
+    def upcast_each(self, events: Iterable[RecordedEvent]) -> Iterator[RecordedEvent]:
+        """`upcast_all` as an iterator: each event is upcast as it is taken."""
+        types = self._types
+        if not types:
+            return iter(events)
+        up = self.upcast
+        return (up(e) if e.type in types else e for e in events)
 
     def latest_version(self, event_type: str, version: int = 1) -> int:
         while (event_type, version) in self._upcasters:

@@ -101,12 +101,11 @@ class Projector:
                     f"the read model was built from event log {built_from[:12]}, but the log is "
                     f"now {log[:12]}: it was replaced, restored or wiped"
                 )
-            batch = self.events.read_all(min(cps.values()), self.batch_size)
-            if not batch:
+            start = min(cps.values())
+            buffer, count, last = self._project_past_parked(start, cps)
+            if not count:
                 self._check_head(cps)
                 return 0
-            buffer = self._project_past_parked(batch, cps)
-            last = batch[-1].position
             new = {name: max(pos, last) for name, pos in cps.items()}
             try:
                 self.reads.commit(buffer, new, cps, source=log)
@@ -115,7 +114,7 @@ class Projector:
             except SourceMismatch as exc:
                 raise LogReplaced(f"{exc}: the log was replaced meanwhile") from None
             self._high = max(self._high, last)
-            return len(batch)
+            return count
 
     def _check_head(self, cps: dict[str, int]) -> None:
         ahead = max(cps.values())
@@ -137,13 +136,14 @@ class Projector:
                 )
             self._high = 0
 
-    def _project_past_parked(self, batch: list, cps: dict[str, int]) -> WriteBuffer:
+    def _project_past_parked(self, start: int, cps: dict[str, int]
+                             ) -> tuple[WriteBuffer, int, int]:
         """`_project`; when it fails on an event an operator parked (`parking`), project the
         batch again without that event (for every projection) and say so once."""
         skip: set[int] = set()
         while True:
             try:
-                return self._project(batch, cps, skip)
+                return self._project(start, cps, skip)
             except ProjectionError as exc:
                 if exc.position is None or exc.position in skip:
                     raise
@@ -156,27 +156,32 @@ class Projector:
                     self._told_parked.add(exc.position)
                     self.on_notice(f"skipping parked event #{exc.position}: {exc}")
 
-    def _project(self, batch: list, cps: dict[str, int], skip: set[int] | None = None
-                 ) -> WriteBuffer:
+    def _project(self, start: int, cps: dict[str, int], skip: set[int] | None = None
+                 ) -> tuple[WriteBuffer, int, int]:
+        """Project the next batch after position `start` into a new buffer, one event at a
+        time as the store streams them (so the batch is never held whole). Returns the
+        buffer, the number of events read and the last one's position."""
         buffer = WriteBuffer()
         add_all = buffer.add_all
         handlers_of = self._by_type.get
         # Every projection at the same checkpoint (the usual case): no per-event check needed.
         aligned = len(set(cps.values())) == 1
-        for e in batch:
+        count, last = 0, start
+        for count, e in enumerate(self.events.stream_all(start, self.batch_size), 1):  # noqa: B007
+            last = e.position
             handlers = handlers_of(e.type)
-            if handlers is None or (skip and e.position in skip):
+            if handlers is None or (skip and last in skip):
                 continue
             for name, handler in handlers:
-                if aligned or e.position > cps[name]:
+                if aligned or last > cps[name]:
                     try:
                         add_all(handler(e))
                     except Exception as exc:
                         raise ProjectionError(
-                            f"projection {name!r} failed on event #{e.position} ({e.type} in "
-                            f"{e.stream_id}): {exc!r}", e.position
+                            f"projection {name!r} failed on event #{last} ({e.type} in "
+                            f"{e.stream_id}): {exc!r}", last
                         ) from exc
-        return buffer
+        return buffer, count, last
 
     def run_once(self, progress: Callable[[int], None] | None = None) -> int:
         """Catch up to the head of the log, then return the number of events read."""
