@@ -251,11 +251,11 @@ class UpcasterRegistry:
 
     def upcast_each(self, events: Iterable[RecordedEvent]) -> Iterator[RecordedEvent]:
         """`upcast_all` as an iterator: each event is upcast as it is taken."""
-        types = self._types
-        if not types:
+        fns = self._upcasters
+        if not fns:
             return iter(events)
         up = self.upcast
-        return (up(e) if e.type in types else e for e in events)
+        return (up(e) if (e.type, e.schema_version) in fns else e for e in events)
 
     def latest_version(self, event_type: str, version: int = 1) -> int:
         while (event_type, version) in self._upcasters:

@@ -166,22 +166,21 @@ class Projector:
         handlers_of = self._by_type.get
         # Every projection at the same checkpoint (the usual case): no per-event check needed.
         aligned = len(set(cps.values())) == 1
-        count, last = 0, start
+        count = 0
         for count, e in enumerate(self.events.stream_all(start, self.batch_size), 1):  # noqa: B007
-            last = e.position
             handlers = handlers_of(e.type)
-            if handlers is None or (skip and last in skip):
+            if handlers is None or (skip and e.position in skip):
                 continue
             for name, handler in handlers:
-                if aligned or last > cps[name]:
+                if aligned or e.position > cps[name]:
                     try:
                         add_all(handler(e))
                     except Exception as exc:
                         raise ProjectionError(
-                            f"projection {name!r} failed on event #{last} ({e.type} in "
-                            f"{e.stream_id}): {exc!r}", last
+                            f"projection {name!r} failed on event #{e.position} ({e.type} in "
+                            f"{e.stream_id}): {exc!r}", e.position
                         ) from exc
-        return buffer, count, last
+        return buffer, count, e.position if count else start
 
     def run_once(self, progress: Callable[[int], None] | None = None) -> int:
         """Catch up to the head of the log, then return the number of events read."""
