@@ -27,7 +27,7 @@ from ecommerce.store.read_base import (
     SourceMismatch,
     physical,
 )
-from ecommerce.store.sqlite_util import SqliteConnections
+from ecommerce.store.sqlite_util import DEFAULT_AUTOCHECKPOINT, SqliteConnections
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (
@@ -60,6 +60,9 @@ CREATE TABLE IF NOT EXISTS staging (
 
 #: The physical name of a live collection, resolved inside the statement that reads it.
 _LIVE = "COALESCE((SELECT physical FROM live WHERE collection = ?), ?)"
+#: WAL pages between checkpoints while a replay builds a generation (16 MiB; SQLite: 4 MiB):
+#: fewer, larger checkpoints, each of which syncs the disk.
+BUILD_AUTOCHECKPOINT = 4096
 #: Rows deleted per transaction when a generation is dropped (writers wait at most that long).
 DROP_CHUNK = 5000
 
@@ -151,6 +154,9 @@ class SqliteReadStore(ReadStore):
             )
             if gen is not None:
                 conn.execute("UPDATE staging SET touched = ? WHERE gen = ?", (time.time(), gen))
+            # A rebuild (a staged generation) checkpoints the WAL every 16 MiB, not every 4.
+            self._conns.autocheckpoint(conn, DEFAULT_AUTOCHECKPOINT if gen is None
+                                       else BUILD_AUTOCHECKPOINT)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
