@@ -105,7 +105,11 @@ class RecordedEvent:
     def data(self) -> dict[str, Any]:
         d = self._data
         if isinstance(d, str):
-            d = self._data = _loads(d)
+            try:  # `_loads`, inline: replay reads this once per event
+                d = _scan_once(d, 0)[0]
+            except StopIteration:
+                d = json.loads(d)
+            self._data = d
         return d
 
     @property

@@ -171,15 +171,16 @@ class Projector:
             handlers = handlers_of(e.type)
             if handlers is None or (skip and e.position in skip):
                 continue
-            for name, handler in handlers:
-                if aligned or e.position > cps[name]:
-                    try:
+            name = ""
+            try:
+                for name, handler in handlers:
+                    if aligned or e.position > cps[name]:
                         add_all(handler(e))
-                    except Exception as exc:
-                        raise ProjectionError(
-                            f"projection {name!r} failed on event #{e.position} ({e.type} in "
-                            f"{e.stream_id}): {exc!r}", e.position
-                        ) from exc
+            except Exception as exc:
+                raise ProjectionError(
+                    f"projection {name!r} failed on event #{e.position} ({e.type} in "
+                    f"{e.stream_id}): {exc!r}", e.position
+                ) from exc
         return buffer, count, e.position if count else start
 
     def run_once(self, progress: Callable[[int], None] | None = None) -> int:

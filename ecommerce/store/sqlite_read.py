@@ -111,16 +111,18 @@ class SqliteReadStore(ReadStore):
                     conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, source))
                 elif row[0] != source:
                     raise SourceMismatch(row[0], source)
-            phys = self._physicals(conn, {f.collection for f in buffer.docs.values()}, gen)
-            puts, deletes, partial = [], [], []
-            for f in buffer.docs.values():
-                c = phys[f.collection]
-                if f.deleted:
-                    deletes.append((c, f.key))
-                elif f.doc is not None:
-                    puts.append((c, f.key, _dumps(f.doc), f.order))
-                else:
-                    partial.append((c, f))
+            folded = buffer.docs.values()
+            phys = self._physicals(conn, {f.collection for f in folded}, gen)
+            # Whole documents (the usual case), each encoded once per batch; then the rest.
+            puts = [(phys[f.collection], f.key, _dumps(f.doc), f.order)
+                    for f in folded if f.doc is not None]
+            deletes, partial = [], []
+            if len(puts) < len(folded):
+                for f in folded:
+                    if f.deleted:
+                        deletes.append((phys[f.collection], f.key))
+                    elif f.doc is None:
+                        partial.append((phys[f.collection], f))
             if deletes:
                 conn.executemany("DELETE FROM docs WHERE collection = ? AND key = ?", deletes)
             if puts:
