@@ -86,13 +86,12 @@ validate: install
 #   2. the whole instructor edition again on that same data: every notebook re-runs on what
 #      earlier runs left (stock sold, balances spent, sagas, events), and every exercise and
 #      challenge check is ✅; the seconds per notebook are printed;
-#   3. the notebooks whose state lives in the stores (02-05) on PostgreSQL + Redis
-#      (LABKIT_PG_URL / LABKIT_REDIS_URL, a fresh schema and key prefix), when the servers
-#      answer; LABKIT_REQUIRE_SERVERS=1 (CI) makes their absence a failure. (Only those four:
-#      the whole run stays well inside CI's 30 minutes on 2 cores.)
+#   3. the whole instructor edition on PostgreSQL + Redis (LABKIT_PG_URL / LABKIT_REDIS_URL, a
+#      fresh schema and key prefix), when the servers answer; LABKIT_REQUIRE_SERVERS=1 (CI)
+#      makes their absence a failure.
 NB_FIRST = $$(ls notebooks/[0-9][0-9]-*.ipynb 2>/dev/null | grep -v -- -cleanup)
 NB_AGAIN = notebooks/instructor
-NB_PG = $$(ls notebooks/instructor/0[2-5]-*.ipynb)
+NB_PG = notebooks/instructor
 test: install lint validate
 	@set +e; export LABKIT_GATEWAY_PORT=0; nb=$$(mktemp -d); tag=nbval_$$$$; start=$$(date +%s); \
 	LABKIT_DATA_DIR=$$nb/data $(BIN)/python -m pytest tests $$([ -n "$(NB_FIRST)" ] && echo "$(NB_FIRST) --nbval-lax") $(PYTEST_ARGS); rc=$$?; \
@@ -106,7 +105,7 @@ test: install lint validate
 	if [ $$rc -eq 0 ]; then \
 		urls=$$($(BIN)/python -m tests.servers); found=$$?; \
 		if [ $$found -eq 0 ]; then \
-			echo "==> the notebooks on PostgreSQL + Redis (schema and prefix $$tag)"; \
+			echo "==> the instructor edition on PostgreSQL + Redis (schema and prefix $$tag)"; \
 			LABKIT_DATA_DIR=$$nb/pg LABKIT_PG_URL=$${urls%% *} LABKIT_REDIS_URL=$${urls##* } \
 			LABKIT_PG_SCHEMA=$$tag LABKIT_REDIS_PREFIX=$$tag \
 			$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax $(NB_PG); rc=$$?; \

@@ -243,9 +243,13 @@ class Orchestrator:
                     stop is not None and stop.is_set()):
                 return state
 
-    def _drive(self, saga_id: str, stop: threading.Event | None) -> s.SagaState:
+    def _drive(self, saga_id: str, stop: threading.Event | None,
+               known: Sequence[Any] = ()) -> s.SagaState:
+        """`known`: the stream's first events, when the caller has just read them (a follower
+        that found the SagaStarted): the saga is folded from them instead of read again. Should
+        the stream hold more, the first append conflicts and the stream is read then."""
         policy, owner = self.policy, self.owner
-        state = self.read(saga_id)
+        state = s.fold(saga_id, known) if known else self.read(saga_id)
         planned: s.Invoke | None = None
         while True:
             if stop is not None and stop.is_set():
@@ -365,24 +369,29 @@ class Orchestrator:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="saga")
         return self._pool
 
-    def submit(self, saga_id: str, stop: threading.Event | None = None) -> bool:
-        """Drive a saga on the worker pool, unless this process already drives it."""
+    def submit(self, saga_id: str, stop: threading.Event | None = None,
+               known: Sequence[Any] = ()) -> bool:
+        """Drive a saga on the worker pool, unless this process already drives it. `known`:
+        its stream's first events, if the caller has them (see `_drive`)."""
         if self._claim(saga_id) is None:
             return False
-        self.pool().submit(self._drive_claimed, saga_id, stop)
+        self.pool().submit(self._drive_claimed, saga_id, stop, known)
         return True
 
-    def _drive_claimed(self, saga_id: str, stop: threading.Event | None) -> None:
+    def _drive_claimed(self, saga_id: str, stop: threading.Event | None,
+                       known: Sequence[Any] = ()) -> None:
         try:
-            self._drive_bounded(saga_id, stop)
+            self._drive_bounded(saga_id, stop, known)
         except Exception as exc:  # only when stopped while the store is away: nothing to do
             logs.event(log, "stopped driving saga", saga=saga_id, error=str(exc)[:300])
         finally:
             self._release(saga_id)
 
-    def _drive_bounded(self, saga_id: str, stop: threading.Event | None) -> s.SagaState:
+    def _drive_bounded(self, saga_id: str, stop: threading.Event | None,
+                       known: Sequence[Any] = ()) -> s.SagaState:
         """`_drive`, retrying unexpected errors with backoff; after `max_attempts` of them the
-        saga is recorded as stuck (see the module docstring). The caller holds the claim."""
+        saga is recorded as stuck (see the module docstring). The caller holds the claim.
+        `known` serves the first attempt only; a retry reads the stream."""
         attempts = unreachable = 0
         error = ""
         while True:
@@ -392,7 +401,8 @@ class Orchestrator:
                     if stuck is not None:
                         return stuck
                     attempts = 0  # another orchestrator moved it: it is not stuck after all
-                return self._drive(saga_id, stop)
+                first, known = known, ()
+                return self._drive(saga_id, stop, first)
             except StoreUnavailableError as exc:  # nothing can be recorded: wait for the store
                 unreachable += 1
                 delay = min(self.error_backoff * 2 ** (unreachable - 1), MAX_ERROR_BACKOFF)
@@ -475,8 +485,9 @@ class Orchestrator:
                     continue
                 if heartbeat is not None:
                     heartbeat.beat()
-                for e in found:
-                    self.submit(s.saga_id_of(e.stream_id), stop)
+                for e in found:  # a new saga's SagaStarted is all its stream holds, usually
+                    first = (e,) if e.type == s.SAGA_STARTED and e.version == 1 else ()
+                    self.submit(s.saga_id_of(e.stream_id), stop, first)
                 if len(found) == batch:
                     cursor = found[-1].position
                     continue

@@ -131,11 +131,16 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
             p.append(st.stock_stream(s.sku), ev, s.version)
 
     def settle() -> int:
-        """Turn the reservations of confirmed orders into sales (idempotent); how many."""
+        """Turn the reservations of confirmed orders into sales (idempotent); how many.
+
+        The lock is taken per order, not for the whole batch: requests wait for one order's
+        two appends at most, never for a backlog of them."""
         done = 0
         with p.lock:
             p.catch_up()
-            for oid in sorted(to_commit):
+            pending = sorted(to_commit)
+        for oid in pending:
+            with p.lock:
                 r = inv.reservations.get(oid)
                 if r is not None and r.status == st.RESERVED:
                     with contextlib.suppress(ConcurrencyError, DuplicateEventError):

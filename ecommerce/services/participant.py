@@ -77,8 +77,9 @@ class Participant:
         types: Sequence[str] | None = None,
         read_back: bool = False,
     ) -> None:
-        """`read_back`: fold this service's own appends as the store recorded them (one read;
-        needed when the state shows `recorded_at`), instead of from the events just written."""
+        """`read_back`: fold this service's own appends with the time the store recorded them
+        (needed when the state shows `recorded_at`): the append's answer carries it, and only
+        a store that does not say is read again."""
         self.store = store
         self._apply = apply
         self.prefix, self.types = stream_prefix, list(types) if types else None
@@ -130,7 +131,7 @@ class Participant:
     def append(self, stream: str, events: NewEvent | Sequence[NewEvent],
                expected: ExpectedVersion) -> AppendResult:
         """Append, and fold what was appended exactly once (no round trip to re-read the log,
-        unless `read_back`). The expected version guarantees that the state of that stream was
+        see `read_back`). The expected version guarantees that the state of that stream was
         current, so folding our events ahead of other streams' newer events is safe."""
         batch = [events] if isinstance(events, NewEvent) else list(events)
         with self.lock:
@@ -151,9 +152,9 @@ class Participant:
     def _recorded(self, stream: str, batch: list[NewEvent],
                   result: AppendResult) -> list[RecordedEvent]:
         first = result.version - len(batch) + 1
-        if self.read_back:
+        if self.read_back and result.recorded_at is None:
             return self.store.read_stream(stream, first)[:len(batch)]
-        now = datetime.now(UTC).isoformat()
+        now = result.recorded_at or datetime.now(UTC).isoformat()
         out = []
         for n, (ev, pos) in enumerate(zip(batch, result.positions, strict=True)):
             enc = encode_event(ev)

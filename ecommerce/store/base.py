@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final, Literal
 
 from ecommerce.domain.events import (
@@ -58,6 +59,9 @@ class AppendResult:
     version: int
     #: False when every event id was already stored: an idempotent retry that wrote nothing.
     written: bool = True
+    #: When the store recorded the events (one time for the whole batch, as `recorded_at` reads
+    #: them back), so a writer can fold them without reading them again; None on a retry.
+    recorded_at: datetime | str | None = None
 
     @property
     def last_position(self) -> int:

@@ -1,7 +1,7 @@
 """The server-backed event store: one PostgreSQL table, appended to by SQL functions.
 
-Each append is ONE round trip: `SELECT * FROM <schema>.append_event(...)` (one event) or
-`append_events(...)` (a batch, as arrays) on an autocommit connection, so the call is its own
+Each append is ONE round trip: `SELECT * FROM <schema>.append_event_v2(...)` (one event) or
+`append_events_v2(...)` (a batch, as arrays) on an autocommit connection, so the call is its own
 transaction. The function checks for already-stored event ids (idempotent retries), checks the
 expected version (raising SQLSTATE LK409, which becomes `ConcurrencyError`) and inserts.
 
@@ -110,7 +110,8 @@ CREATE TABLE IF NOT EXISTS {schema}.meta (key text PRIMARY KEY, value text NOT N
 _CHECK_STORED = """
     IF EXISTS (SELECT 1 FROM {schema}.events AS e WHERE e.event_id = ANY ({ids})) THEN
         RETURN QUERY
-            SELECT e.position, e.stream_id, e.version, false FROM {schema}.events AS e
+            SELECT e.position, e.stream_id, e.version, false, e.recorded_at
+            FROM {schema}.events AS e
             WHERE e.event_id = ANY ({ids}) ORDER BY e.position;
         RETURN;
     END IF;
@@ -126,15 +127,18 @@ _CHECK_VERSION = """
     END IF;
 """
 _RETURNS = """
-RETURNS TABLE (out_position bigint, out_stream_id text, out_version integer, out_written boolean)
+RETURNS TABLE (out_position bigint, out_stream_id text, out_version integer, out_written boolean,
+               out_recorded_at timestamptz)
 LANGUAGE plpgsql AS $fn$
 DECLARE
     v_current bigint;
 BEGIN
     {lock}
 """
-# Rows come back as (position, stream_id, version, written). written=false: some or all ids
-# were stored already, and the caller decides between an idempotent retry and an error.
+# Rows come back as (position, stream_id, version, written, recorded_at). written=false: some or
+# all ids were stored already, and the caller decides between an idempotent retry and an error.
+# (recorded_at came with version 2 of the functions, hence their `_v2` names: PostgreSQL cannot
+# change the result type of a function a long-lived schema already has.)
 _APPEND_ONE_DDL = (
     """
 CREATE OR REPLACE FUNCTION {schema}.{function}(
@@ -147,7 +151,7 @@ CREATE OR REPLACE FUNCTION {schema}.{function}(
     INSERT INTO {schema}.events AS e
         (event_id, stream_id, version, type, schema_version, data, metadata)
         VALUES (p_id, p_stream, v_current + 1, p_type, p_schema_version, p_data, p_metadata)
-        RETURNING e.position INTO out_position;
+        RETURNING e.position, e.recorded_at INTO out_position, out_recorded_at;
     out_stream_id := p_stream;
     out_version := v_current + 1;
     out_written := true;
@@ -173,7 +177,7 @@ CREATE OR REPLACE FUNCTION {schema}.{function}(
         FROM unnest(p_ids, p_types, p_schema_versions, p_data, p_metadata)
             WITH ORDINALITY AS u (id, t, sv, d, m, n)
         ORDER BY u.n
-        RETURNING e.position, e.stream_id, e.version, true;
+        RETURNING e.position, e.stream_id, e.version, true, e.recorded_at;
     PERFORM pg_notify({channel}, left(p_stream || ' ' ||
         array_to_string(ARRAY(SELECT DISTINCT t FROM unnest(p_types) AS t), ','), 7999));
 END
@@ -320,7 +324,8 @@ class PostgresEventStore(EventStore):
         suffix = "" if self._serialise else "_unserialised"
         lock = f"PERFORM pg_advisory_xact_lock({_APPEND_LOCK_CLASS}, {key});"
         schema = sql.Identifier(self.schema)
-        one, many = sql.Identifier("append_event" + suffix), sql.Identifier("append_events" + suffix)
+        one = sql.Identifier("append_event_v2" + suffix)
+        many = sql.Identifier("append_events_v2" + suffix)
 
         def ddl(template: str, function: sql.Identifier) -> sql.Composed:
             text = template.replace("{lock}", lock if self._serialise else "")
@@ -452,9 +457,10 @@ class PostgresEventStore(EventStore):
                 raise
             if not rows[0][3]:
                 ids = [e.id for e in encoded]
-                return _already_stored(stream, ids, [(p, s, v) for p, s, v, _ in rows])
+                return _already_stored(stream, ids, [(p, s, v) for p, s, v, _, _ in rows])
             rows.sort(key=lambda r: r[2])
-            return AppendResult(stream, tuple(r[0] for r in rows), rows[-1][2])
+            return AppendResult(stream, tuple(r[0] for r in rows), rows[-1][2],
+                                recorded_at=rows[-1][4])
         raise ConcurrencyError(stream, expected, self.stream_version(stream))
 
     # -- reading -----------------------------------------------------------------------------

@@ -118,7 +118,7 @@ class SqliteEventStore(EventStore):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        return AppendResult(stream, tuple(positions), want + len(encoded))
+        return AppendResult(stream, tuple(positions), want + len(encoded), recorded_at=now)
 
     def _explain_integrity_error(self, stream: str, encoded: list[EncodedEvent], expected: ExpectedVersion
                                  ) -> AppendResult:
@@ -161,7 +161,7 @@ class SqliteEventStore(EventStore):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        return AppendResult(stream, tuple(positions), current + len(encoded))
+        return AppendResult(stream, tuple(positions), current + len(encoded), recorded_at=now)
 
     def _read_stream(self, stream_id: str, from_version: int) -> list[RecordedEvent]:
         rows = self._conns.get().execute(

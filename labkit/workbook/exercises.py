@@ -240,28 +240,79 @@ def time_travel(lab: Any, fn: Callable[[list[dict[str, Any]], int], str | None] 
                                  else "; ".join(wrong)))
 
 
+class _Lockstep:
+    """Makes the writers read together, so every write races another writer's: each read
+    waits until every other writer still at work has read as often (at most `patience` s, a
+    safety net for an answer that reads in some other way). That is the schedule that loses an
+    update when writes do not name the version they read, so the check does not depend on the
+    machine's timing to catch it."""
+
+    def __init__(self, writers: int, patience: float = 5.0) -> None:
+        self.reads = [0] * writers
+        self.done = [False] * writers
+        self.patience = patience
+        self.cond = threading.Condition()
+
+    def read(self, me: int) -> None:
+        with self.cond:
+            self.reads[me] += 1
+            self.cond.notify_all()
+            self.cond.wait_for(lambda: all(
+                self.done[j] or self.reads[j] >= self.reads[me]
+                for j in range(len(self.reads)) if j != me), timeout=self.patience)
+
+    def finish(self, me: int) -> None:
+        with self.cond:
+            self.done[me] = True
+            self.cond.notify_all()
+
+
+class _SteppedStore:
+    """The real event store, whose reads take their turn in a `_Lockstep`."""
+
+    _READS = ("read_stream", "stream_version", "read_all")
+
+    def __init__(self, store: Any, step: _Lockstep, me: int) -> None:
+        self._store, self._step, self._me = store, step, me
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if name not in self._READS:
+            return attr
+
+        def read(*args: Any, **kwargs: Any) -> Any:
+            result = attr(*args, **kwargs)
+            self._step.read(self._me)
+            return result
+
+        return read
+
+
 @exercise
 def no_lost_updates(lab: Any, fn: Callable[[Any, str], int] | None, writers: int = 2,
                     each: int = 10) -> Verdict:
-    """`fn(store, stream)` adds 1 to a counter stream; two writers at once lose nothing."""
+    """`fn(store, stream)` adds 1 to a counter stream; two writers at once lose nothing. The
+    writers read in lockstep (`_Lockstep`): each write races the other writer's."""
     if fn is None:
         return Verdict(None, "write increment(store, stream)")
     from ecommerce.store.factory import open_event_store
 
     stream = f"counter-{uuid.uuid4().hex[:8]}"
     errors: list[str] = []
+    step = _Lockstep(writers)
 
-    def work() -> None:
+    def work(me: int) -> None:
         store = open_event_store(lab.settings)
         try:
             for _ in range(each):
-                fn(store, stream)
+                fn(_SteppedStore(store, step, me), stream)
         except Exception as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
         finally:
+            step.finish(me)
             store.close()
 
-    threads = [threading.Thread(target=work) for _ in range(writers)]
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(writers)]
     for t in threads:
         t.start()
     for t in threads:

@@ -105,6 +105,24 @@ def test_append_then_read_stream_returns_what_was_written(store: EventStore) -> 
     assert before.timestamp() - 1 <= recorded.timestamp() <= datetime.now(UTC).timestamp() + 1
 
 
+def test_an_append_says_when_it_was_recorded_as_reads_will(store: EventStore) -> None:
+    """A writer folds its own events with the append's `recorded_at` instead of reading them
+    back (order-service shows that time): it must be exactly what reads return, then and after
+    a restart; an idempotent retry says nothing (it recorded nothing)."""
+    from ecommerce.domain.events import RecordedEvent
+
+    batch = [NewEvent("OrderPlaced", {"n": 1}), NewEvent("OrderConfirmed", {"n": 2})]
+    result = store.append("order-7", batch, "none")
+    single = store.append("order-8", [NewEvent("OrderPlaced", {"n": 3})], "none")
+
+    assert result.recorded_at is not None and single.recorded_at is not None
+    for res in (result, single):
+        said = RecordedEvent("x", res.stream_id, 1, 1, "T", 1, "{}", "{}",
+                             res.recorded_at).recorded_at
+        assert {e.recorded_at for e in store.read_stream(res.stream_id)} == {said}
+    assert store.append("order-7", batch, "none").recorded_at is None
+
+
 def test_a_single_event_is_accepted_without_a_list(store: EventStore) -> None:
     event = ev()
     result = store.append("order-1", event, "none")  # type: ignore[arg-type]

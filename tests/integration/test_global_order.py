@@ -182,7 +182,7 @@ def test_postgres_without_the_lock_a_follower_skips_an_event(pg_schema: tuple[st
     store = PostgresEventStore(url, schema=schema, _serialise=False)
     try:
         slow, slow_position = _call_append_in_open_transaction(
-            url, schema, "append_event_unserialised")
+            url, schema, "append_event_v2_unserialised")
         fast = store.append("fast-1", [NewEvent("Fast", {})], "none")
         assert fast.positions[0] > slow_position  # drew its position later, commits first
 
@@ -208,7 +208,7 @@ def test_postgres_with_the_lock_a_later_append_waits_for_the_open_one(
     url, schema = pg_schema
     store = PostgresEventStore(url, schema=schema)
     try:
-        slow, slow_position = _call_append_in_open_transaction(url, schema, "append_event")
+        slow, slow_position = _call_append_in_open_transaction(url, schema, "append_event_v2")
         done = threading.Event()
         fast_positions: list[int] = []
 

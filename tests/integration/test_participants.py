@@ -103,6 +103,14 @@ def test_order_lifecycle_and_replayed_requests(services: Services, backend: Back
     with store_of(services, backend) as es:  # the replays appended nothing
         assert [e.type for e in es.read_stream("order-o-1")] == ["OrderPlaced", "OrderConfirmed"]
         assert [e.type for e in es.read_stream("order-o-2")] == ["OrderPlaced", "OrderCancelled"]
+        placed, confirmed_at = (e.recorded_iso for e in es.read_stream("order-o-1"))
+    # The order shows the times the log recorded (from the appends' answers), as it will after
+    # a restart folds the log again.
+    shown = orders.client.get("/api/orders/o-1").json()
+    assert (shown["created_at"], shown["updated_at"]) == (placed, confirmed_at)
+    orders.restart()
+    again_shown = orders.client.get("/api/orders/o-1").json()
+    assert (again_shown["created_at"], again_shown["updated_at"]) == (placed, confirmed_at)
 
 
 def test_order_without_id_gets_one_per_idempotency_key(services: Services) -> None:

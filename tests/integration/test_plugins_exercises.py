@@ -227,7 +227,7 @@ def test_upcaster_time_travel_and_concurrency_checks(lab) -> None:
     assert ex.time_travel(lab, None).ok is None
 
     assert ex.no_lost_updates(lab, increment).ok is True
-    assert ex.no_lost_updates(lab, blind, each=40).ok is False
+    assert ex.no_lost_updates(lab, blind).ok is False  # the writers race every time
 
 
 def test_read_your_writes(lab) -> None:

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from ecommerce.domain import saga as s
+from ecommerce.health import Heartbeat
 from ecommerce.saga.orchestrator import (
     Orchestrator,
     SimulatedCrash,
@@ -286,6 +287,58 @@ def test_follow_drives_new_sagas_and_resumes_old_ones(store: SqliteEventStore) -
         stop.set()
         t.join(5)
         orch.close()
+
+
+class _CountingReads(SqliteEventStore):
+    """The real store, counting the streams it was asked to read."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.streams_read: Counter = Counter()
+
+    def read_stream(self, stream_id: str, from_version: int = 1) -> Any:
+        self.streams_read[stream_id] += 1
+        return super().read_stream(stream_id, from_version)
+
+
+def test_a_follower_drives_a_new_saga_from_the_saga_started_it_found(tmp_path: Path) -> None:
+    """One round trip less per saga: the SagaStarted the follower just read is the stream."""
+    store = _CountingReads(tmp_path / "events.db")
+    world = World()
+    orch = orchestrator(store, world, workers=4)
+    stop = threading.Event()
+    beat = Heartbeat("saga-orchestrator")
+    t = threading.Thread(target=orch.follow, args=(stop, 0.002), kwargs={"heartbeat": beat})
+    t.start()
+    try:
+        # Sagas started before the follower took its place are found by the start-up scan.
+        wait_until(lambda: beat.readiness()[0] == 200, what="the follower's first turn")
+        ids = [start_saga(store, "u1", [("KB", 1)], prices=PRICES) for _ in range(3)]
+        wait_until(lambda: pending_saga_ids(store) == [], what="every saga to end")
+        assert [store.streams_read[s.stream_id(i)] for i in ids] == [0, 0, 0]
+    finally:
+        stop.set()
+        t.join(5)
+        orch.close()
+    assert {orch.read(i).status for i in ids} == {"completed"}
+    store.close()
+
+
+def test_driving_from_a_stale_first_event_rereads_and_does_each_thing_once(
+        store: SqliteEventStore) -> None:
+    """Another orchestrator moved the saga past what the caller found: the first append
+    conflicts, the stream is read, and the saga ends as if nothing had happened."""
+    world = World()
+    sid = place(store, "happy", world)
+    found = store.read_stream(s.stream_id(sid))[:1]
+    with pytest.raises(SimulatedCrash):
+        orchestrator(store, world, crash_after="reserve_stock:StepSucceeded",
+                     on_crash=raise_crash).run(sid)
+    later = orchestrator(store, world, clock=lambda: time.time() + 60)
+    assert later._drive(sid, None, found).status == "completed"
+    assert all(n == 1 for n in world.effects.values()), world.effects
+    types = Counter((e.type, e.data.get("step")) for e in store.read_stream(s.stream_id(sid)))
+    assert types[(s.STEP_STARTED, "create_order")] == 1
 
 
 def test_find_saga_by_order_id_and_refuse_a_duplicate(store: SqliteEventStore) -> None:
