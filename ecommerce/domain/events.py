@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,6 +27,26 @@ def _loads(text: str) -> Any:
         return _scan_once(text, 0)[0]
     except StopIteration:
         return json.loads(text)  # unusual input: let the full decoder explain the error
+
+#: The encoder's C function, made once (`JSONEncoder.encode` makes a new one at every call);
+#: None where the json module has no C accelerator.
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_encode_c = None if _c_make_encoder is None else _c_make_encoder(
+    None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii, None, ":", ",",
+    False, False, True)
+_encode_py = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
+
+def compact_dumps(value: Any) -> str:
+    """`json.dumps(value, separators=(",", ":"))` for read-model documents, at C speed.
+
+    Calls the C encoder made once (no circular-reference check: documents are trees); a value
+    that is not JSON-serialisable raises TypeError as `json.dumps` does.
+    """
+    if _encode_c is None:
+        return _encode_py(value)
+    return "".join(_encode_c(value, 0))
+
 
 #: Largest encoded size (data + metadata, as UTF-8 JSON) accepted for one event.
 MAX_EVENT_BYTES = 64 * 1024
@@ -85,7 +105,11 @@ class RecordedEvent:
     def data(self) -> dict[str, Any]:
         d = self._data
         if isinstance(d, str):
-            d = self._data = _loads(d)
+            try:  # `_loads`, inline: replay reads this once per event
+                d = _scan_once(d, 0)[0]
+            except StopIteration:
+                d = json.loads(d)
+            self._data = d
         return d
 
     @property
@@ -228,6 +252,14 @@ class UpcasterRegistry:
             return events
         up = self.upcast
         return [up(e) if e.type in types else e for e in events]
+
+    def upcast_each(self, events: Iterable[RecordedEvent]) -> Iterator[RecordedEvent]:
+        """`upcast_all` as an iterator: each event is upcast as it is taken."""
+        fns = self._upcasters
+        if not fns:
+            return iter(events)
+        up = self.upcast
+        return (up(e) if (e.type, e.schema_version) in fns else e for e in events)
 
     def latest_version(self, event_type: str, version: int = 1) -> int:
         while (event_type, version) in self._upcasters:

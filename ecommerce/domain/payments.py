@@ -12,6 +12,11 @@ the order (`charge_id`), and the event store stores an id once: an order is char
 whatever the idempotency keys, replicas or accounts of the retries. A refund of an order that was
 never charged records `PaymentVoided` in the merchant's stream *under that same id*, so a charge
 arriving after its compensation (a slow request) can no longer happen.
+
+A charge pays for an order, and only for one that can still be paid: payment-service folds the
+orders from the shared log (`Payable`) and refuses a new charge unless the order exists, is
+PENDING and not withdrawn, the account is the order's customer's and the amount is the order's
+total (`check_chargeable`), whoever calls.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ecommerce.domain import orders as o
 from ecommerce.domain.events import NewEvent, RecordedEvent
 from ecommerce.domain.idempotency import event_id
 
@@ -205,6 +211,65 @@ def charge(ledger: Ledger, order_id: str, account_id: str, amount: int, *, attem
                                       "merchant": MERCHANT, "amount": amount,
                                       "balance_after": acct.balance - amount, "payment_id": pid},
                     id=pid)
+
+
+#: The order events payment-service folds to know what may be charged (`Payable`).
+ORDER_TERMS_EVENTS = (o.ORDER_PLACED, o.ORDER_CONFIRMED, o.ORDER_CANCELLED)
+
+
+@dataclass
+class OrderTerms:
+    """What a charge must match: the order's customer and total, and whether it is PENDING."""
+
+    order_id: str
+    user_id: str
+    total: int
+    status: str = o.PENDING
+
+
+class Payable:
+    """The orders of the log as payment-service needs them: customer, total, status."""
+
+    def __init__(self) -> None:
+        self.orders: dict[str, OrderTerms] = {}
+
+    def apply(self, event: RecordedEvent) -> None:
+        t = event.type
+        if t not in ORDER_TERMS_EVENTS or not event.stream_id.startswith(o.STREAM_PREFIX):
+            return
+        order_id = event.stream_id[len(o.STREAM_PREFIX):]
+        if t == o.ORDER_PLACED:
+            d = event.data
+            self.orders[order_id] = OrderTerms(order_id, str(d["user_id"]), int(d["total"]))
+        elif (terms := self.orders.get(order_id)) is not None:
+            terms.status = o.CONFIRMED if t == o.ORDER_CONFIRMED else o.CANCELLED
+
+
+def check_chargeable(payable: Payable, order_id: str, account_id: str, amount: int, *,
+                     withdrawn: bool = False) -> None:
+    """Raise `PaymentRuleError` unless a new charge of `amount` from `account_id` may pay for
+    the order: it exists in the log, is PENDING and not withdrawn by a compensation
+    (`withdrawn`), `account_id` is its customer's and `amount` its total.
+
+    Reasons: `order_not_found`, `order_not_pending`, `account_mismatch`, `amount_mismatch`.
+    """
+    terms = payable.orders.get(order_id)
+    if terms is None:
+        raise PaymentRuleError("order_not_found",
+                               f"order {order_id} does not exist: a charge pays for an order "
+                               "placed first (POST /api/orders, the saga's create_order step)")
+    if terms.status != o.PENDING or withdrawn:
+        state = "withdrawn by a compensation" if terms.status == o.PENDING else terms.status
+        raise PaymentRuleError("order_not_pending",
+                               f"order {order_id} is {state}: only a PENDING order is charged")
+    if account_id != terms.user_id:
+        raise PaymentRuleError("account_mismatch",
+                               f"order {order_id} is paid from its customer's account "
+                               f"{terms.user_id!r}, not from {account_id!r}")
+    if amount != terms.total:
+        raise PaymentRuleError("amount_mismatch",
+                               f"order {order_id} costs {terms.total} cents (its total); a "
+                               f"charge of {amount} is refused")
 
 
 def refund(ledger: Ledger, order_id: str) -> tuple[str, NewEvent] | None:

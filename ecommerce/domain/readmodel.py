@@ -8,6 +8,7 @@ result: applying the folded writes equals applying the writes one by one.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -78,15 +79,50 @@ class WriteBuffer:
         return len(self.docs)
 
     def add(self, w: Write) -> None:
-        ident = (w.collection, w.key)
+        self.add_all((w,))
+
+    def add_all(self, writes: Iterable[Write]) -> None:
+        """`add` each write in order: the projector's call, once per handler. The common cases
+        (a merge into a document already in the buffer, an increment of counters that are
+        only being added to) are folded inline."""
+        docs = self.docs
+        for w in writes:
+            kind = type(w)
+            ident = (w.collection, w.key)
+            if kind is Merge:
+                cur = docs.get(ident)
+                if cur is not None and cur.doc is not None:
+                    cur.doc.update(w.fields)  # type: ignore[union-attr]
+                else:
+                    self._merge(ident, w)  # type: ignore[arg-type]
+            elif kind is Incr:
+                cur = docs.get(ident)
+                if cur is not None and cur.fields is None and cur.incrs is not None:
+                    incrs = cur.incrs  # neither deleted nor a whole document: counters only
+                    for name, by in w.by.items():  # type: ignore[union-attr]
+                        incrs[name] = incrs.get(name, 0) + by
+                else:
+                    self._incr(ident, w)  # type: ignore[arg-type]
+            elif kind is Put:
+                docs[ident] = Folded(w.collection, w.key, w.order, w.doc)  # type: ignore[union-attr]
+            elif kind is Delete:
+                docs[ident] = Folded(w.collection, w.key, 0, None, True)
+            else:
+                self._add_subclass(ident, w)
+
+    def _add_subclass(self, ident: tuple[str, str], w: Write) -> None:
+        """A write of a subclass of Put, Merge, Incr or Delete (`add_all` checks exact types)."""
         if isinstance(w, Put):
             self.docs[ident] = Folded(w.collection, w.key, w.order, w.doc)
         elif isinstance(w, Delete):
             self.docs[ident] = Folded(w.collection, w.key, 0, None, True)
         elif isinstance(w, Merge):
             self._merge(ident, w)
-        else:
+        elif isinstance(w, Incr):
             self._incr(ident, w)
+        else:
+            raise TypeError(f"a projection returned {w!r}; a write is a Put, Merge, Incr or "
+                            "Delete (ecommerce.domain.readmodel)")
 
     def _merge(self, ident: tuple[str, str], w: Merge) -> None:
         cur = self.docs.get(ident)
@@ -127,9 +163,7 @@ class WriteBuffer:
                     incrs[name] = incrs.get(name, 0) + by
 
     def extend(self, writes: list[Write]) -> None:
-        add = self.add
-        for w in writes:
-            add(w)
+        self.add_all(writes)
 
     def clear(self) -> None:
         self.docs.clear()

@@ -38,17 +38,16 @@ class CheckpointApartProjector(Projector):
         stored = super().checkpoints()
         if self._memory is None:
             self._memory = dict(stored)
-        batch = self.events.read_all(min(self._memory.values()), self.batch_size)
-        if batch:
-            buffer = self._project_past_parked(batch, self._memory)
+        buffer, count, last = self._project_past_parked(min(self._memory.values()),
+                                                        self._memory)
+        if count:
             # The defect: the writes go in with the *stored* checkpoints, unchanged...
             self.reads.commit(buffer, stored, stored, source=self.events.log_id())
-            last = batch[-1].position
             # ...and the new position lives only in this process's memory until `save`.
             self._memory = {n: max(p, last) for n, p in self._memory.items()}
         if time.monotonic() - self._saved_at > self.save_every:
             self.save()
-        return len(batch)
+        return count
 
     def save(self) -> None:
         """Write the remembered checkpoints (a separate transaction from the writes)."""

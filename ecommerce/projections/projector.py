@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from ecommerce.domain.readmodel import WriteBuffer
 from ecommerce.health import Heartbeat
-from ecommerce.projections.base import Projection
+from ecommerce.projections.base import Handler, Projection
 from ecommerce.projections.parking import parked_positions
 from ecommerce.store.base import EventStore
 from ecommerce.store.read_base import CheckpointConflict, ReadStore, SourceMismatch
@@ -38,6 +38,11 @@ class ProjectionError(Exception):
     def __init__(self, message: str, position: int | None = None) -> None:
         super().__init__(message)
         self.position = position
+
+
+def _via(p: Projection) -> Handler:
+    """A handler that goes through `p.project` (a Projection subclass that overrides it)."""
+    return p.project
 
 
 class LogReplaced(Exception):
@@ -65,10 +70,15 @@ class Projector:
         #: Parked positions (read when a projection fails), and those already reported.
         self._parked: set[int] = set()
         self._told_parked: set[int] = set()
-        self._by_type: dict[str, list[Projection]] = {}
+        #: Event type -> (projection name, its handler) for each projection reacting to it: the
+        #: per-event loop calls handlers directly (a subclass that overrides `project` is called
+        #: through it).
+        by_type: dict[str, list[tuple[str, Handler]]] = {}
         for p in self.projections:
             for t in p.event_types:
-                self._by_type.setdefault(t, []).append(p)
+                handler = p.handlers[t] if type(p).project is Projection.project else _via(p)
+                by_type.setdefault(t, []).append((p.name, handler))
+        self._by_type = {t: tuple(hs) for t, hs in by_type.items()}
 
     def checkpoints(self) -> dict[str, int]:
         stored = self.reads.checkpoints()
@@ -91,12 +101,11 @@ class Projector:
                     f"the read model was built from event log {built_from[:12]}, but the log is "
                     f"now {log[:12]}: it was replaced, restored or wiped"
                 )
-            batch = self.events.read_all(min(cps.values()), self.batch_size)
-            if not batch:
+            start = min(cps.values())
+            buffer, count, last = self._project_past_parked(start, cps)
+            if not count:
                 self._check_head(cps)
                 return 0
-            buffer = self._project_past_parked(batch, cps)
-            last = batch[-1].position
             new = {name: max(pos, last) for name, pos in cps.items()}
             try:
                 self.reads.commit(buffer, new, cps, source=log)
@@ -105,7 +114,7 @@ class Projector:
             except SourceMismatch as exc:
                 raise LogReplaced(f"{exc}: the log was replaced meanwhile") from None
             self._high = max(self._high, last)
-            return len(batch)
+            return count
 
     def _check_head(self, cps: dict[str, int]) -> None:
         ahead = max(cps.values())
@@ -127,13 +136,14 @@ class Projector:
                 )
             self._high = 0
 
-    def _project_past_parked(self, batch: list, cps: dict[str, int]) -> WriteBuffer:
+    def _project_past_parked(self, start: int, cps: dict[str, int]
+                             ) -> tuple[WriteBuffer, int, int]:
         """`_project`; when it fails on an event an operator parked (`parking`), project the
         batch again without that event (for every projection) and say so once."""
         skip: set[int] = set()
         while True:
             try:
-                return self._project(batch, cps, skip)
+                return self._project(start, cps, skip)
             except ProjectionError as exc:
                 if exc.position is None or exc.position in skip:
                     raise
@@ -146,27 +156,32 @@ class Projector:
                     self._told_parked.add(exc.position)
                     self.on_notice(f"skipping parked event #{exc.position}: {exc}")
 
-    def _project(self, batch: list, cps: dict[str, int], skip: set[int] | None = None
-                 ) -> WriteBuffer:
+    def _project(self, start: int, cps: dict[str, int], skip: set[int] | None = None
+                 ) -> tuple[WriteBuffer, int, int]:
+        """Project the next batch after position `start` into a new buffer, one event at a
+        time as the store streams them (so the batch is never held whole). Returns the
+        buffer, the number of events read and the last one's position."""
         buffer = WriteBuffer()
-        add = buffer.add
-        by_type = self._by_type
+        add_all = buffer.add_all
+        handlers_of = self._by_type.get
         # Every projection at the same checkpoint (the usual case): no per-event check needed.
         aligned = len(set(cps.values())) == 1
-        for e in batch:
-            if skip and e.position in skip:
+        count = 0
+        for count, e in enumerate(self.events.stream_all(start, self.batch_size), 1):  # noqa: B007
+            handlers = handlers_of(e.type)
+            if handlers is None or (skip and e.position in skip):
                 continue
-            for p in by_type.get(e.type, ()):
-                if aligned or e.position > cps[p.name]:
-                    try:
-                        for w in p.project(e):
-                            add(w)
-                    except Exception as exc:
-                        raise ProjectionError(
-                            f"projection {p.name!r} failed on event #{e.position} ({e.type} in "
-                            f"{e.stream_id}): {exc!r}", e.position
-                        ) from exc
-        return buffer
+            name = ""
+            try:
+                for name, handler in handlers:
+                    if aligned or e.position > cps[name]:
+                        add_all(handler(e))
+            except Exception as exc:
+                raise ProjectionError(
+                    f"projection {name!r} failed on event #{e.position} ({e.type} in "
+                    f"{e.stream_id}): {exc!r}", e.position
+                ) from exc
+        return buffer, count, e.position if count else start
 
     def run_once(self, progress: Callable[[int], None] | None = None) -> int:
         """Catch up to the head of the log, then return the number of events read."""

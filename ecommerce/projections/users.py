@@ -15,9 +15,9 @@ STATS_KEY = "summary"
 
 
 def _user_created(e: RecordedEvent) -> list[Write]:
-    d, at = e.data, e.recorded_iso
-    return [Put(USERS, _user_id(e), {
-        "id": _user_id(e), "name": d["name"], "email": d["email"], "status": "active",
+    d, at, uid = e.data, e.recorded_iso, e.stream_id[5:]  # "user-<id>"
+    return [Put(USERS, uid, {
+        "id": uid, "name": d["name"], "email": d["email"], "status": "active",
         "tier": d.get("tier", "standard"), "created_at": at, "updated_at": at,
         "version": e.version,
     }, e.position)]
@@ -30,16 +30,12 @@ def _user_updated(e: RecordedEvent) -> list[Write]:
         fields["name"] = d["name"]
     if "email" in d:
         fields["email"] = d["email"]
-    return [Merge(USERS, _user_id(e), fields, e.position)]
+    return [Merge(USERS, e.stream_id[5:], fields, e.position)]
 
 
 def _user_deactivated(e: RecordedEvent) -> list[Write]:
-    return [Merge(USERS, _user_id(e), {"status": "inactive", "updated_at": e.recorded_iso,
-                                        "version": e.version}, e.position)]
-
-
-def _user_id(e: RecordedEvent) -> str:
-    return e.stream_id[5:]  # "user-<id>"
+    return [Merge(USERS, e.stream_id[5:], {"status": "inactive", "updated_at": e.recorded_iso,
+                                           "version": e.version}, e.position)]
 
 
 def _count_created(e: RecordedEvent) -> list[Write]:

@@ -186,7 +186,10 @@ def document_errors(app: FastAPI) -> None:
                     responses.setdefault("503", {"description": "Not ready (readyz)"})
                     continue
                 for status, text in ERROR_STATUSES.items():
-                    responses[str(status)] = {"description": text, **ref}
+                    # An operation's own description of a status (its reasons) is kept;
+                    # FastAPI's own 422 ("Validation Error") is not.
+                    own = responses.get(str(status), {}).get("description") if status != 422 else None
+                    responses[str(status)] = {"description": own or text, **ref}
                 responses["400"] = {
                     "description": "Malformed HTTP (e.g. a header value that is not visible "
                                    "ASCII): refused by the HTTP server before the service",

@@ -4,7 +4,10 @@ Streams `payment-<account_id>`. Money is integer cents and only ever moves betwe
 one event, so the total over all accounts never changes (see `ecommerce.domain.payments`),
 except through the admin command that funds an account (`/admin/...`, off unless
 LABKIT_ADMIN_TOKEN is set; `ecommerce.services.admin`). A refund of a CONFIRMED order is
-refused (409 `order_confirmed`), whoever asks (`ecommerce.domain.fate`).
+refused (409 `order_confirmed`), whoever asks (`ecommerce.domain.fate`). A charge pays for an
+order of the shared log and nothing else: it must exist (404 `order_not_found`), be PENDING
+(409 `order_not_pending`), and the account and amount must be its customer's and its total
+(409 `account_mismatch`, `amount_mismatch`; `ecommerce.domain.payments.check_chargeable`).
 """
 
 from __future__ import annotations
@@ -87,13 +90,16 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
     es = store or open_event_store(settings)
     ledger = pay.Ledger()
     fates = Fates()
+    payable = pay.Payable()
 
     def fold(e: RecordedEvent) -> None:
         fates.apply(e)
+        payable.apply(e)
         if e.stream_id.startswith(pay.STREAM_PREFIX):
             ledger.apply(e)
 
-    p = Participant(es, fold, types=[*pay.PAYMENT_EVENTS, *FATE_EVENTS])
+    p = Participant(es, fold, types=list(dict.fromkeys(
+        [*pay.PAYMENT_EVENTS, *FATE_EVENTS, *pay.ORDER_TERMS_EVENTS])))
     open_merchant(p, ledger)
     app = make_app(SERVICE, settings, ready_checks={"event_store": es.last_position},
                    description="Accounts, charges and refunds. Money in integer cents; the total "
@@ -102,8 +108,8 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
     faults = install_faults(app, SERVICE, settings, decline=True)
 
     def rule(endpoint: str, key: Key, exc: pay.PaymentRuleError) -> JSONResponse:
-        return p.refuse(endpoint, key, 404 if exc.reason == "not_found" else 409, exc.reason,
-                        str(exc))
+        status = 404 if exc.reason in ("not_found", "order_not_found") else 409
+        return p.refuse(endpoint, key, status, exc.reason, str(exc))
 
     @app.post("/api/payments/accounts", status_code=201, tags=["accounts"],
               summary="Open an account (idempotent: 200 when it is open already)",
@@ -155,7 +161,15 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
             return acct.as_dict()
 
     @app.post("/api/payments", status_code=201, tags=["payments"],
-              summary="Charge an order to an account (409 declined when the balance is short)")
+              summary="Charge an order to its customer's account (409 declined when the "
+                      "balance is short)",
+              responses={
+                  404: {"model": ErrorBody, "description": "`order_not_found`: no such order in "
+                        "the log; `not_found`: no such account"},
+                  409: {"model": ErrorBody, "description": "`declined`; `order_not_pending`: "
+                        "the order is confirmed, cancelled or withdrawn; `account_mismatch`: "
+                        "not the order's customer; `amount_mismatch`: not the order's total; "
+                        "`already_charged`, `already_refunded`"}})
     def charge(body: Charge, request: Request,
                idempotency_key: IdempotencyKey = None) -> JSONResponse:
         key, oid = Key.of(idempotency_key, body.model_dump()), body.order_id
@@ -165,6 +179,12 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
         def attempt() -> JSONResponse:
             if (hit := p.replay(endpoint, key)) is not None:
                 return hit
+            if oid not in ledger.payments:  # a new charge: it must pay for the order as placed
+                try:
+                    pay.check_chargeable(payable, oid, body.account_id, body.amount,
+                                         withdrawn=oid in fates.withdrawn)
+                except pay.PaymentRuleError as exc:
+                    return rule(endpoint, key, exc)
             if not injected:  # an armed decline fault is used up by a new charge only
                 fresh = oid not in ledger.payments
                 fired = fresh and faults.take(("decline",), request.url.path) is not None

@@ -8,7 +8,7 @@ it saw never skips an event.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal
@@ -182,6 +182,18 @@ class EventStore(abc.ABC):
         if limit < 1:
             raise EventValidationError("limit must be >= 1")
         return self.upcasters.upcast_all(self._read_all(after_position, limit, stream_prefix, types))
+
+    def stream_all(self, after_position: int = 0, limit: int = 1000) -> Iterator[RecordedEvent]:
+        """`read_all` as an iterator, upcast. A backend may yield the events as its cursor
+        reads them (`_stream_all`), so a consumer that handles one event at a time (the
+        projector) never holds the whole batch."""
+        if limit < 1:
+            raise EventValidationError("limit must be >= 1")
+        return self.upcasters.upcast_each(self._stream_all(after_position, limit))
+
+    def _stream_all(self, after_position: int, limit: int) -> Iterable[RecordedEvent]:
+        """What `stream_all` upcasts; by default the list `_read_all` returns."""
+        return self._read_all(after_position, limit, None, None)
 
     def iter_all(self, after_position: int = 0, batch: int = 1000) -> Iterator[RecordedEvent]:
         """Every event after `after_position`, fetched in batches."""

@@ -28,6 +28,7 @@ from typing import Any, TypeVar, cast
 import redis
 
 from ecommerce.config import redact_url
+from ecommerce.domain.events import compact_dumps
 from ecommerce.domain.readmodel import WriteBuffer
 from ecommerce.store.base import StoreUnavailableError
 from ecommerce.store.read_base import (
@@ -39,7 +40,7 @@ from ecommerce.store.read_base import (
 )
 
 T = TypeVar("T")
-_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+_dumps = compact_dumps
 #: Documents deleted per round trip when a generation is dropped.
 DROP_CHUNK = 1000
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from itertools import starmap
 from pathlib import Path
@@ -184,6 +184,13 @@ class SqliteEventStore(EventStore):
         sql += " ORDER BY position LIMIT ?"
         args.append(limit)
         return list(starmap(RecordedEvent, self._conns.get().execute(sql, args)))
+
+    def _stream_all(self, after_position: int, limit: int) -> Iterator[RecordedEvent]:
+        """The events straight from the cursor: each row becomes an event when it is taken."""
+        rows = self._conns.get().execute(
+            f"SELECT {COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
+            (after_position, limit))
+        return starmap(RecordedEvent, rows)
 
     def stream_version(self, stream_id: str) -> int:
         row = self._conns.get().execute(

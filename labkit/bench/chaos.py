@@ -149,7 +149,7 @@ def attack(lab: Any, kind: str, saga_id: str, order_id: str, state: s.SagaState 
         s.STEP_NAMES.index("charge_payment")].status == "succeeded"
     if kind in ("replayed-key", "reused-key") and state is not None and charged:
         # Only where the saga used its key: an unused key is simply a new request (a charge of
-        # a cancelled or unknown order, which payment-service does not know about; see README).
+        # a cancelled or unknown order, which payment-service refuses: docs/api.md).
         request = s.request_for("charge_payment", state)
         body = dict(request.body or {})
         if kind == "reused-key":

@@ -324,6 +324,12 @@ def test_read_all_pages_through_the_log_in_position_order(store: EventStore) -> 
     assert store.read_all(positions[9], limit=3) == seen[10:13]
     assert [e.id for e in store.iter_all(batch=4)] == ids
     assert [e.id for e in store.iter_all(positions[-3])] == ids[-2:]
+    # stream_all: the same events as read_all, yielded one by one
+    assert list(store.stream_all(positions[9], limit=3)) == seen[10:13]
+    assert list(store.stream_all(0, limit=100)) == seen
+    assert list(store.stream_all(after)) == []
+    with pytest.raises(EventValidationError):
+        store.stream_all(limit=0)
 
 
 def test_read_all_filters_by_stream_prefix_and_type(store: EventStore) -> None:
@@ -411,7 +417,8 @@ def test_old_schema_versions_are_upcast_on_read(make_store: StoreFactory) -> Non
                                      schema_version=3)], 1)
     store.append("user-1", [NewEvent("UserRenamed", {"name": "kim"})], 2)
 
-    for events in (store.read_stream("user-1"), store.read_all(), list(store.iter_all())):
+    for events in (store.read_stream("user-1"), store.read_all(), list(store.iter_all()),
+                   list(store.stream_all())):
         assert [e.schema_version for e in events] == [3, 3, 1]
         assert events[0].data == {"name": "Kim Min", "email": "k@x"}
         assert events[1].data == {"name": "Lee", "email": "l@x"}

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ecommerce.domain import orders as o
 from ecommerce.domain import payments as pay
 from ecommerce.domain import stock as st
 from ecommerce.services.faults import CRASH_EXIT_CODE
@@ -252,6 +253,16 @@ def open_accounts(payments: ServiceProc, balances: dict[str, int]) -> None:
         assert r.status_code == 201, r.text
 
 
+def place_orders(services: Services, orders: dict[str, tuple[str, int]],
+                 backend: Backend = None) -> None:
+    """Place orders in the shared log as order-service does: {order id: (customer, total)}.
+    payment-service charges an order only as placed (its customer, its total)."""
+    with store_of(services, backend) as es:
+        for oid, (user, amount) in orders.items():
+            line = {"sku": "TEST-SKU", "quantity": 1, "price": amount}
+            es.append(o.stream_id(oid), [o.place(o.Order(oid), user, [line])], "none")
+
+
 def total(payments: ServiceProc) -> int:
     return payments.client.get("/api/payments/accounts").json()["total_balance"]
 
@@ -260,6 +271,7 @@ def test_charge_refund_and_conservation(services: Services) -> None:
     payments = services.start("payment-service")
     open_accounts(payments, {"alice": 10_000, "bob": 500})
     assert post(payments, "/api/payments/accounts", {"account_id": "alice"}).status_code == 200
+    place_orders(services, {"o-1": ("alice", 2_999), "o-2": ("bob", 501), "o-3": ("nobody", 1)})
 
     charged = post(payments, "/api/payments", {"order_id": "o-1", "account_id": "alice",
                                                "amount": 2_999}, key="s-1:charge_payment")
@@ -270,7 +282,7 @@ def test_charge_refund_and_conservation(services: Services) -> None:
     assert (declined.status_code, declined.json()["reason"]) == (409, "declined")
     unknown = post(payments, "/api/payments", {"order_id": "o-3", "account_id": "nobody",
                                                "amount": 1})
-    assert unknown.status_code == 404
+    assert (unknown.status_code, unknown.json()["reason"]) == (404, "not_found")
     accounts = {a["account_id"]: a["balance"]
                 for a in payments.client.get("/api/payments/accounts").json()["accounts"]}
     assert accounts == {"alice": 7_001, "bob": 500, pay.MERCHANT: 2_999}
@@ -294,6 +306,8 @@ def test_no_double_charge_under_concurrent_retries(services: Services, backend: 
     a = services.start("payment-service", pg=backend)
     b = services.start("payment-service", pg=backend)
     open_accounts(a, {"alice": 100_000})
+    place_orders(services, {"o-1": ("alice", 4_000),
+                            **{f"c-{n}": ("carol", 3_000) for n in range(10)}}, backend)
     body = {"order_id": "o-1", "account_id": "alice", "amount": 4_000}
     same_key = [lambda svc=svc: post(svc, "/api/payments", body, key="s-1:charge_payment")
                 for svc in [a, b] * 6]
@@ -324,6 +338,7 @@ def test_injected_decline_and_the_first_answer_on_retry(services: Services) -> N
     open_accounts(payments, {"alice": 10_000})
     faults = Faults(lambda name: payments.url, token=ADMIN_TOKEN)
     faults.inject("payment-service", "decline")
+    place_orders(services, {"o-1": ("alice", 1_000)})
     body = {"order_id": "o-1", "account_id": "alice", "amount": 1_000}
     first = post(payments, "/api/payments", body, key="s-1:charge_payment")
     assert first.status_code == 409 and first.json()["reason"] == "declined"
@@ -373,7 +388,10 @@ def test_error_and_delay_faults(services: Services) -> None:
 def test_crash_fault_exits_and_the_state_survives_a_restart(services: Services) -> None:
     payments = services.start("payment-service")
     open_accounts(payments, {"alice": 10_000})
-    post(payments, "/api/payments", {"order_id": "o-1", "account_id": "alice", "amount": 700})
+    place_orders(services, {"o-1": ("alice", 700)})
+    charged = post(payments, "/api/payments", {"order_id": "o-1", "account_id": "alice",
+                                               "amount": 700})
+    assert charged.status_code == 201, charged.text
     Faults(lambda name: payments.url, token=ADMIN_TOKEN).inject("payment", "crash", path="/api/payments")
     with pytest.raises(httpx.HTTPError):
         payments.client.get("/api/payments/accounts")

@@ -111,6 +111,55 @@ def test_a_refund_before_the_confirm_makes_the_confirm_refuse(
     assert [(e.type, e.id) for e in fates] == [(fate.ORDER_WITHDRAWN, fate.fate_id(oid))]
 
 
+def test_a_charge_pays_for_an_order_as_placed_and_nothing_else(
+        svc: dict[str, ServiceProc]) -> None:
+    """The hole: `POST /api/payments` moved any amount from any account to the merchant for a
+    made-up order id. Now only a PENDING order of the log is charged: its total, from its
+    customer's account; anything else is refused with a reason and moves no money."""
+    pay, orders = svc["payment-service"], svc["order-service"]
+    user, victim = new_id("u"), new_id("u")
+    fund(pay, user, 500_000)
+    fund(pay, victim, 500_000)
+
+    def place() -> dict[str, Any]:
+        r = post(orders, "/api/orders", {"order_id": new_id("o"), "user_id": user,
+                                         "lines": [{"sku": "MOUSE-WL", "quantity": 2}]})
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    def balances() -> dict[str, int]:
+        return {a: pay.client.get(f"/api/payments/accounts/{a}").json()["balance"]
+                for a in (user, victim, "merchant")}
+
+    order, cancelled = place(), place()
+    oid, total = order["order_id"], order["total"]
+    assert post(orders, f"/api/orders/{cancelled['order_id']}/cancel",
+                {"reason": "changed my mind"}).status_code == 200
+    before = balances()
+    for body, want in (
+        ({"order_id": new_id("o"), "account_id": victim, "amount": 100_000},
+         (404, "order_not_found")),
+        ({"order_id": oid, "account_id": victim, "amount": total}, (409, "account_mismatch")),
+        ({"order_id": oid, "account_id": user, "amount": total + 1}, (409, "amount_mismatch")),
+        ({"order_id": oid, "account_id": user, "amount": 1}, (409, "amount_mismatch")),
+        ({"order_id": cancelled["order_id"], "account_id": user, "amount": cancelled["total"]},
+         (409, "order_not_pending")),
+    ):
+        key = new_id("k")
+        r = post(pay, "/api/payments", body, key=key)
+        assert (r.status_code, r.json()["reason"]) == want, r.text
+        assert r.json()["detail"] and body["order_id"] in r.json()["detail"]
+        assert post(pay, "/api/payments", body, key=key).json() == r.json()  # its first answer
+    assert balances() == before
+    assert pay.client.get(f"/api/payments/{oid}").status_code == 404  # nothing recorded
+
+    charged = post(pay, "/api/payments", {"order_id": oid, "account_id": user, "amount": total})
+    assert charged.status_code == 201, charged.text
+    after = balances()
+    assert after[user] == before[user] - total and after[victim] == before[victim]
+    assert after["merchant"] == before["merchant"] + total
+
+
 def test_prices_come_from_the_catalogue(svc: dict[str, ServiceProc]) -> None:
     tampered = {"user_id": "mallory", "lines": [{"sku": "LAPTOP-14", "quantity": 1, "price": 1}]}
     for name, path in (("order-service", "/api/orders"),
@@ -171,11 +220,14 @@ def test_a_key_reused_for_another_request_is_refused_never_replayed(
     user = new_id("u")
     fund(pay, user, 10_000)
     key = new_id("k")
-    first = post(pay, "/api/payments", {"order_id": new_id("o"), "account_id": user,
-                                        "amount": 100}, key=key)
-    assert first.status_code == 201
-    oid = first.json()["order_id"]
-    same = post(pay, "/api/payments", {"order_id": oid, "account_id": user, "amount": 100}, key=key)
+    placed = post(orders, "/api/orders", {"order_id": new_id("o"), "user_id": user,
+                                          "lines": [{"sku": "MOUSE-WL", "quantity": 1}]}).json()
+    oid, price = placed["order_id"], placed["total"]
+    first = post(pay, "/api/payments", {"order_id": oid, "account_id": user, "amount": price},
+                 key=key)
+    assert first.status_code == 201, first.text
+    same = post(pay, "/api/payments", {"order_id": oid, "account_id": user, "amount": price},
+                key=key)
     assert (same.status_code, same.json()) == (201, first.json())
     other = post(pay, "/api/payments", {"order_id": oid, "account_id": user, "amount": 1}, key=key)
     assert (other.status_code, other.json()["reason"]) == (422, "idempotency_key_reused")

@@ -166,9 +166,14 @@ def test_the_invariant_check_is_the_saga_checkpoint_and_sees_a_broken_state(lab)
     fine = checks.check_invariants(lab)
     assert fine.ok is True and fine.evidence.count("✅") == 5
     try:
-        # Break the books: money out of nowhere (a charge with no order behind it).
+        # Break the books: an order placed and charged behind the saga's back, never confirmed
+        # (payment-service refuses a charge with no order behind it).
+        placed = lab.http("order-service").post(
+            "/api/orders", json={"user_id": ALICE, "lines": [{"sku": "MOUSE-WL", "quantity": 1}]})
+        assert placed.status_code == 201, placed.text
         charged = lab.http("payment-service").post(
-            "/api/payments", json={"order_id": "no-such-order", "account_id": ALICE, "amount": 100})
+            "/api/payments", json={"order_id": placed.json()["order_id"], "account_id": ALICE,
+                                   "amount": placed.json()["total"]})
         assert charged.status_code == 201, charged.text
         broken = checks.check_invariants(lab)
         registered = next(cp for cp in checks.REGISTRY["Saga"] if cp.item == checks.INVARIANTS_ITEM)

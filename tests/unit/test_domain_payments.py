@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ecommerce.domain import orders as o
 from ecommerce.domain import payments as pay
 from ecommerce.domain.events import NewEvent, RecordedEvent
 from ecommerce.domain.idempotency import Replies, event_id, reply_metadata, request_event_id
@@ -171,3 +172,33 @@ def test_replies_keep_the_first_answer() -> None:
     assert len(replies) == 2 and replies.get("charge/o1", "k1") is None  # oldest forgotten
     replies.observe({"unrelated": True})
     assert len(replies) == 2
+
+
+# -- what a charge may pay for ------------------------------------------------------------------
+
+
+def _order_event(n: int, order_id: str, ev: NewEvent) -> RecordedEvent:
+    return RecordedEvent(ev.id, o.stream_id(order_id), n, n, ev.type, 1, dict(ev.data),
+                         dict(ev.metadata), AT)
+
+
+def test_a_charge_must_match_a_pending_order_of_the_log() -> None:
+    payable = pay.Payable()
+    line = {"sku": "MOUSE-WL", "quantity": 2, "price": 2_500}
+    for n, oid in enumerate(("o-1", "o-2", "o-3"), 1):
+        payable.apply(_order_event(n, oid, o.place(o.Order(oid), "alice", [line])))
+    payable.apply(_order_event(4, "o-2", NewEvent(o.ORDER_CANCELLED, {"order_id": "o-2"})))
+    payable.apply(_order_event(5, "o-3", NewEvent(o.ORDER_CONFIRMED, {"order_id": "o-3"})))
+
+    pay.check_chargeable(payable, "o-1", "alice", 5_000)  # the order as placed: no error
+    for args, kw, reason in (
+        (("nope", "alice", 5_000), {}, "order_not_found"),
+        (("o-2", "alice", 5_000), {}, "order_not_pending"),
+        (("o-3", "alice", 5_000), {}, "order_not_pending"),
+        (("o-1", "alice", 5_000), {"withdrawn": True}, "order_not_pending"),
+        (("o-1", "mallory", 5_000), {}, "account_mismatch"),
+        (("o-1", "alice", 4_999), {}, "amount_mismatch"),
+    ):
+        with pytest.raises(pay.PaymentRuleError) as err:
+            pay.check_chargeable(payable, *args, **kw)
+        assert err.value.reason == reason and args[0] in str(err.value)

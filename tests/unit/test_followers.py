@@ -88,11 +88,18 @@ class Hanging(SqliteEventStore):
         self.release = threading.Event()
         self.stuck = threading.Event()
 
-    def _read_all(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _wait_while_hanging(self) -> None:
         if self.hang.is_set():
             self.stuck.set()
             self.release.wait(60)
+
+    def _read_all(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._wait_while_hanging()
         return super()._read_all(*args, **kwargs)
+
+    def _stream_all(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._wait_while_hanging()
+        return super()._stream_all(*args, **kwargs)
 
 
 def test_a_follower_whose_loop_hangs_is_reported_unhealthy_then_healthy_again(tmp_path: Path
@@ -145,7 +152,7 @@ def test_a_follower_that_cannot_read_the_store_is_alive_but_not_ready(tmp_path: 
     def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise OSError("disk I/O error")
 
-    es._read_all = broken  # type: ignore[method-assign]
+    es._read_all = es._stream_all = broken  # type: ignore[method-assign]
     t = threading.Thread(target=projector.follow, args=(stop, 0.01),
                          kwargs={"heartbeat": beat, "on_error": errors.append})
     t.start()
