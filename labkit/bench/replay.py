@@ -173,21 +173,13 @@ def run_replay_bench(events: int = 200_000, target: str = "sqlite",
 
 
 def _drop_redis_prefix(location: str) -> None:
-    import redis
+    import contextlib
+
+    from ecommerce.store.redis_read import RedisReadStore
 
     url, _, prefix = location.rpartition("#")
-    client = redis.Redis.from_url(url)
-    try:
-        batch = []
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                client.delete(*batch)
-                batch.clear()
-        if batch:
-            client.delete(*batch)
-    finally:
-        client.close()
+    with contextlib.closing(RedisReadStore(url, prefix=prefix)) as reads:
+        reads.erase()
 
 
 if __name__ == "__main__":
