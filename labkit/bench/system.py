@@ -11,6 +11,7 @@ import statistics
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -25,15 +26,39 @@ from labkit.runtime.local import LocalRuntime
 
 @contextlib.contextmanager
 def temporary_lab(services: list[str] | None = None) -> Iterator[LocalRuntime]:
+    """A lab of its own for a benchmark: a temporary data directory and, with the stores on
+    servers (LABKIT_PG_URL / LABKIT_REDIS_URL), a PostgreSQL schema and a Redis prefix of its
+    own, dropped afterwards, so the student's lab and data are never touched."""
     with tempfile.TemporaryDirectory(prefix="labkit-bench-") as tmp:
         base = Settings.from_env()
         d = Path(tmp)
-        settings = replace(base, data_dir=d, events_db=d / "events.db", read_db=d / "read.db")
+        tag = "bench_" + uuid.uuid4().hex[:10]
+        settings = replace(base, data_dir=d, events_db=d / "events.db", read_db=d / "read.db",
+                           pg_schema=tag, redis_prefix=tag)
         runtime = LocalRuntime(settings, services, gateway_port=0)  # never the student's 8080
         try:
             yield runtime
         finally:
             runtime.down()
+            _drop_servers_data(settings)
+
+
+def _drop_servers_data(settings: Settings) -> None:
+    """Drop a temporary lab's PostgreSQL schema and Redis keys (when it used the servers)."""
+    if settings.pg_url:
+        import psycopg
+        from psycopg import sql
+
+        with contextlib.suppress(psycopg.Error), psycopg.connect(
+                settings.pg_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                sql.Identifier(settings.pg_schema)))
+    if settings.redis_url:
+        from ecommerce.store.redis_read import RedisReadStore
+
+        with contextlib.suppress(Exception), contextlib.closing(
+                RedisReadStore(settings.redis_url, prefix=settings.redis_prefix)) as reads:
+            reads.erase()
 
 
 def bench_up() -> dict[str, Any]:

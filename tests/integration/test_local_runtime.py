@@ -3,6 +3,7 @@ restarted and stopped by pid."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -147,3 +148,35 @@ def test_reset_erases_the_labs_own_schema_and_prefix_and_nothing_else(
     finally:
         client.delete(f"{other_prefix}:doc:users:1")
         events.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_benchmarks_lab_keeps_off_the_students_schema_and_prefix(
+        monkeypatch: pytest.MonkeyPatch, pg_schema: tuple[str, str],
+        redis_prefix: tuple[str, str]) -> None:
+    """`labkit bench ...` on PostgreSQL + Redis: its temporary lab gets a schema and a prefix
+    of its own, dropped afterwards; the student's (LABKIT_PG_SCHEMA / _PREFIX) are not used."""
+    import psycopg
+    import redis
+
+    from ecommerce.domain.events import NewEvent
+    from ecommerce.store.postgres_events import PostgresEventStore
+    from labkit.bench.system import temporary_lab
+
+    (pg_url, schema), (redis_url, prefix) = pg_schema, redis_prefix
+    for k, v in {"LABKIT_PG_URL": pg_url, "LABKIT_REDIS_URL": redis_url,
+                 "LABKIT_PG_SCHEMA": schema, "LABKIT_REDIS_PREFIX": prefix}.items():
+        monkeypatch.setenv(k, v)
+    client = redis.Redis.from_url(redis_url)
+    with temporary_lab() as rt:
+        own = rt.settings
+        assert own.pg_schema != schema and own.redis_prefix != prefix
+        with contextlib.closing(PostgresEventStore(pg_url, schema=own.pg_schema)) as events:
+            events.append("user-1", [NewEvent("UserCreated", {"user_id": "1"})], "none")
+        client.set(f"{own.redis_prefix}:doc:users:1", "{}")
+    with psycopg.connect(pg_url) as conn:
+        left = conn.execute("SELECT count(*) FROM information_schema.schemata "
+                            "WHERE schema_name = %s", (own.pg_schema,)).fetchone()
+    assert left == (0,)
+    assert list(client.scan_iter(match=f"{own.redis_prefix}:*")) == []
