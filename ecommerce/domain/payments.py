@@ -217,32 +217,19 @@ def charge(ledger: Ledger, order_id: str, account_id: str, amount: int, *, attem
 ORDER_TERMS_EVENTS = (o.ORDER_PLACED, o.ORDER_CONFIRMED, o.ORDER_CANCELLED)
 
 
-@dataclass
-class OrderTerms:
-    """What a charge must match: the order's customer and total, and whether it is PENDING."""
-
-    order_id: str
-    user_id: str
-    total: int
-    status: str = o.PENDING
-
-
 class Payable:
-    """The orders of the log as payment-service needs them: customer, total, status."""
+    """The orders of the log, folded by the orders domain (`orders.apply`): payment-service
+    needs their customer, total and status."""
 
     def __init__(self) -> None:
-        self.orders: dict[str, OrderTerms] = {}
+        self.orders: dict[str, o.Order] = {}
 
     def apply(self, event: RecordedEvent) -> None:
-        t = event.type
-        if t not in ORDER_TERMS_EVENTS or not event.stream_id.startswith(o.STREAM_PREFIX):
+        if event.type not in ORDER_TERMS_EVENTS or not event.stream_id.startswith(
+                o.STREAM_PREFIX):
             return
         order_id = event.stream_id[len(o.STREAM_PREFIX):]
-        if t == o.ORDER_PLACED:
-            d = event.data
-            self.orders[order_id] = OrderTerms(order_id, str(d["user_id"]), int(d["total"]))
-        elif (terms := self.orders.get(order_id)) is not None:
-            terms.status = o.CONFIRMED if t == o.ORDER_CONFIRMED else o.CANCELLED
+        self.orders[order_id] = o.apply(self.orders.get(order_id) or o.Order(order_id), event)
 
 
 def check_chargeable(payable: Payable, order_id: str, account_id: str, amount: int, *,
@@ -254,7 +241,7 @@ def check_chargeable(payable: Payable, order_id: str, account_id: str, amount: i
     Reasons: `order_not_found`, `order_not_pending`, `account_mismatch`, `amount_mismatch`.
     """
     terms = payable.orders.get(order_id)
-    if terms is None:
+    if terms is None or not terms.exists:
         raise PaymentRuleError("order_not_found",
                                f"order {order_id} does not exist: a charge pays for an order "
                                "placed first (POST /api/orders, the saga's create_order step)")
