@@ -21,7 +21,7 @@ import httpx
 
 from ecommerce.config import Settings
 from ecommerce.waiting import WaitTimeout, wait_until
-from labkit.runtime.local import LocalRuntime
+from labkit.runtime.local import LocalRuntime, drop_server_data
 
 
 @contextlib.contextmanager
@@ -40,25 +40,7 @@ def temporary_lab(services: list[str] | None = None) -> Iterator[LocalRuntime]:
             yield runtime
         finally:
             runtime.down()
-            _drop_servers_data(settings)
-
-
-def _drop_servers_data(settings: Settings) -> None:
-    """Drop a temporary lab's PostgreSQL schema and Redis keys (when it used the servers)."""
-    if settings.pg_url:
-        import psycopg
-        from psycopg import sql
-
-        with contextlib.suppress(psycopg.Error), psycopg.connect(
-                settings.pg_url, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                sql.Identifier(settings.pg_schema)))
-    if settings.redis_url:
-        from ecommerce.store.redis_read import RedisReadStore
-
-        with contextlib.suppress(Exception), contextlib.closing(
-                RedisReadStore(settings.redis_url, prefix=settings.redis_prefix)) as reads:
-            reads.erase()
+            drop_server_data(settings)
 
 
 def bench_up() -> dict[str, Any]:

@@ -174,6 +174,25 @@ class PluginFailed(RuntimeErrorWithHint):
     """A service could not load a plugin (the message: which file, which line, what to do)."""
 
 
+def drop_server_data(settings: Settings) -> None:
+    """Drop a throwaway lab's PostgreSQL schema and Redis keys, when it used the servers
+    (a benchmark's or a test's lab; `LocalRuntime.reset` empties a student's instead)."""
+    if settings.pg_url:
+        import psycopg
+        from psycopg import sql
+
+        with contextlib.suppress(psycopg.Error), psycopg.connect(
+                settings.pg_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                sql.Identifier(settings.pg_schema)))
+    if settings.redis_url:
+        from ecommerce.store.redis_read import RedisReadStore
+
+        with contextlib.suppress(Exception), contextlib.closing(
+                RedisReadStore(settings.redis_url, prefix=settings.redis_prefix)) as reads:
+            reads.erase()
+
+
 class LocalRuntime:
     """Start, watch and stop the lab's processes on this machine."""
 

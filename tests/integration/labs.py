@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ecommerce.config import Settings
-from labkit.runtime.local import LocalRuntime
+from labkit.runtime.local import LocalRuntime, drop_server_data
 
 
 def lab_settings(data_dir: Path, *, pg_url: str | None = None, redis_url: str | None = None,
@@ -31,18 +31,7 @@ def running(settings: Settings, services: list[str] | None = None, *,
         yield runtime
     finally:
         runtime.down()
-        if settings.pg_url:
-            import psycopg
-
-            with psycopg.connect(settings.pg_url, autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{settings.pg_schema}" CASCADE')
-        if settings.redis_url:
-            import redis
-
-            client = redis.Redis.from_url(settings.redis_url)
-            keys = list(client.scan_iter(match=f"{settings.redis_prefix}:*", count=1000))
-            if keys:
-                client.delete(*keys)
+        drop_server_data(settings)
 
 
 @contextlib.contextmanager
