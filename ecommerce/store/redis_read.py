@@ -1,4 +1,4 @@
-"""The server-backed read store: Redis hashes, written with WATCH + MULTI/EXEC.
+"""The server-backed read store: Redis hashes, each commit written by one Lua script.
 
 Layout under a prefix P:
 - `P:doc:<physical>:<key>`  hash, one field per document field, values JSON-encoded
@@ -11,14 +11,17 @@ Layout under a prefix P:
 - `P:note`                  what the last automatic rebuild said;
 - `P:staging`, `P:staging:touched`  staging generations: their collections, last commit time.
 
-A live commit WATCHes the checkpoints, the live map and the source, so it commits only if no
-other projector moved a checkpoint and no replay swapped a generation in meanwhile. Readers
-read the live map and the documents in one MULTI, so each answer comes from one generation.
+A commit is ONE round trip: a Lua script (`COMMIT_LUA`) that checks the checkpoints and the
+source, resolves each collection's physical name through the live map, and applies the writes.
+Redis runs a script atomically, so no other projector's commit and no replay's swap can come in
+between the checks and the writes. Readers read the live map and the documents in one MULTI, so
+each answer comes from one generation; swaps use WATCH + MULTI/EXEC.
 """
 
 from __future__ import annotations
 
 import json
+import operator
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -44,6 +47,114 @@ _dumps = compact_dumps
 #: Documents deleted per round trip when a generation is dropped.
 DROP_CHUNK = 1000
 
+#: The commit, as one Lua script (run with EVALSHA; redis-py falls back to EVAL on NOSCRIPT).
+#: Single-instance Redis (no Cluster): the document and index keys are built in the script from
+#: the prefix, the resolved physical name and the document key, so not all keys are in KEYS.
+#:
+#: KEYS: checkpoints, source, live map, staging:touched.
+#: ARGV, flat (no cjson: every value is passed as the string Python encoded, never re-encoded):
+#:   prefix, resolve ("1": a live commit, names are collections resolved through the live map;
+#:   "0": names are already physical), has_source ("1"/"0"), source, has_gen ("1"/"0"), gen,
+#:   touched time; n_expected, then (projection, position) pairs; n_checkpoints, then
+#:   (projection, JSON) pairs; n_docs, then per document: name, key, kind, and
+#:     kind "D" (deleted):  nothing more;
+#:     kind "F" (full doc): order, n_fields, (field, JSON) pairs (none: `__empty__` 1);
+#:     kind "P" (partial):  order, n_fields, (field, JSON) pairs, n_incrs, (field, by) pairs.
+#: Positions are compared as integer strings (stored: the `"position":n` of the checkpoint's
+#: JSON), so positions beyond 2^53 compare exactly.
+#: Returns 0 when committed; {1, i, stored JSON or nil} when the i-th expected checkpoint (from
+#: 1) differs; {2, stored source} on a source mismatch: then nothing was written. Like EXEC,
+#: a write that fails (e.g. HINCRBY on a field that is not an integer) does not stop the others;
+#: the first error is raised at the end.
+COMMIT_LUA = """
+local cp_key, src_key, live_key, touched_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local prefix, resolve = ARGV[1], ARGV[2] == '1'
+local i = 8
+
+local n = tonumber(ARGV[i]); i = i + 1
+for e = 1, n do
+  local raw = redis.call('HGET', cp_key, ARGV[i])
+  local stored = '0'
+  if raw then stored = string.match(raw, '"position":%s*(%-?%d+)%s*[,}]') end
+  if stored ~= ARGV[i + 1] then return {1, e, raw} end
+  i = i + 2
+end
+
+local set_source = false
+if ARGV[3] == '1' then
+  local have = redis.call('GET', src_key)
+  if not have then set_source = true
+  elseif have ~= ARGV[4] then return {2, have} end
+end
+
+local failed = nil
+local function run(...)
+  local r = redis.pcall(...)
+  if type(r) == 'table' and r.err and not failed then failed = r.err end
+end
+local function hset_pairs(key, first, count)
+  local j = 0
+  while j < count do
+    local m = math.min(count - j, 256)
+    local args = {'HSET', key}
+    for k = 0, m - 1 do
+      args[#args + 1] = ARGV[first + 2 * (j + k)]
+      args[#args + 1] = ARGV[first + 2 * (j + k) + 1]
+    end
+    run(unpack(args))
+    j = j + m
+  end
+end
+
+if set_source then run('SET', src_key, ARGV[4]) end
+
+local n_cps = tonumber(ARGV[i]); local cps_at = i + 1; i = cps_at + 2 * n_cps
+local phys = {}
+local n_docs = tonumber(ARGV[i]); i = i + 1
+for d = 1, n_docs do
+  local name, key, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  i = i + 3
+  local c = phys[name]
+  if not c then
+    c = name
+    if resolve then
+      local p = redis.call('HGET', live_key, name)
+      if p and p ~= '' then c = p end
+    end
+    phys[name] = c
+  end
+  local dk, ik = prefix .. ':doc:' .. c .. ':' .. key, prefix .. ':idx:' .. c
+  if kind == 'D' then
+    run('DEL', dk)
+    run('ZREM', ik, key)
+  elseif kind == 'F' then
+    local order, nf = ARGV[i], tonumber(ARGV[i + 1])
+    i = i + 2
+    run('DEL', dk)
+    if nf > 0 then hset_pairs(dk, i, nf) else run('HSET', dk, '__empty__', '1') end
+    i = i + 2 * nf
+    run('ZADD', ik, order, key)
+  else
+    local order, nf = ARGV[i], tonumber(ARGV[i + 1])
+    i = i + 2
+    if nf > 0 then hset_pairs(dk, i, nf) end
+    i = i + 2 * nf
+    local ni = tonumber(ARGV[i]); i = i + 1
+    for k = 1, ni do
+      run('HINCRBY', dk, ARGV[i], ARGV[i + 1])
+      i = i + 2
+    end
+    if nf == 0 and ni == 0 then run('HSETNX', dk, '__empty__', '1') end
+    run('ZADD', ik, 'NX', order, key)
+  end
+end
+
+if n_cps > 0 then hset_pairs(cp_key, cps_at, n_cps) end
+if ARGV[5] == '1' then run('HSET', touched_key, ARGV[6], ARGV[7]) end
+if failed then return redis.error_reply(failed) end
+return 0
+"""
+
 
 
 def _text(value: bytes | str) -> str:
@@ -60,6 +171,7 @@ class RedisReadStore(ReadStore):
         self._note_key = f"{prefix}:note"
         self._staging_key = f"{prefix}:staging"
         self._touched_key = f"{prefix}:staging:touched"
+        self._commit_script = self.client.register_script(COMMIT_LUA)
         #: The physical name each collection had when last read (a guess, checked each read).
         self._seen: dict[str, str] = {}
 
@@ -115,71 +227,47 @@ class RedisReadStore(ReadStore):
     # ---- writing ------------------------------------------------------------------------------
     def _commit(self, buffer: WriteBuffer, checkpoints: Mapping[str, int],
                 expected: Mapping[str, int], source: str | None, gen: str | None) -> None:
-        cp_key, src_key = self._cp_key(gen), self._source_key(gen)
+        args: list[Any] = [self.prefix, "1" if gen is None else "0",
+                           "0" if source is None else "1", source or "",
+                           "0" if gen is None else "1", gen or "",
+                           time.time() if gen is not None else ""]
+        args.append(len(expected))
+        for name, want in expected.items():
+            args += (name, str(operator.index(want)))
+        now = datetime.now(UTC).isoformat()
+        args.append(len(checkpoints))
+        for name, pos in checkpoints.items():
+            args += (name, _dumps({"position": pos, "updated_at": now}))
+        args.append(len(buffer.docs))
+        for f in buffer.docs.values():
+            args += (f.collection if gen is None else physical(f.collection, gen), f.key)
+            if f.deleted:
+                args.append("D")
+            elif f.doc is not None:
+                args += ("F", f.order, len(f.doc))
+                for k, v in f.doc.items():
+                    args += (k, _dumps(v))
+            else:
+                fields, incrs = f.fields or {}, f.incrs or {}
+                args += ("P", f.order, len(fields))
+                for k, v in fields.items():
+                    args += (k, _dumps(v))
+                args.append(len(incrs))
+                for k, by in incrs.items():
+                    args += (k, by)
+        keys = [self._cp_key(gen), self._source_key(gen), self._live_key, self._touched_key]
         try:
-            with self.client.pipeline(transaction=True) as pipe:
-                pipe.watch(cp_key, src_key, *([self._live_key] if gen is None else []))  # type: ignore[no-untyped-call]
-                raw = pipe.hgetall(cp_key)
-                stored = {_text(k): json.loads(v)["position"] for k, v in raw.items()}
-                for name, want in expected.items():
-                    if stored.get(name, 0) != want:
-                        raise CheckpointConflict(
-                            f"checkpoint of {name!r} is {stored.get(name, 0)}, expected {want}"
-                        )
-                set_source = False
-                if source is not None:
-                    have = pipe.get(src_key)
-                    if have is None:
-                        set_source = True
-                    elif _text(have) != source:
-                        raise SourceMismatch(_text(have), source)
-                collections = sorted({f.collection for f in buffer.docs.values()})
-                if gen is not None:
-                    phys = {c: physical(c, gen) for c in collections}
-                elif collections:
-                    found = pipe.hmget(self._live_key, collections)
-                    phys = {c: (_text(p) if p else c)
-                            for c, p in zip(collections, found, strict=True)}
-                else:
-                    phys = {}
-                pipe.multi()
-                if set_source and source is not None:
-                    pipe.set(src_key, source)
-                for f in buffer.docs.values():
-                    c = phys[f.collection]
-                    dk, ik = self._doc_key(c, f.key), self._idx_key(c)
-                    if f.deleted:
-                        pipe.delete(dk)
-                        pipe.zrem(ik, f.key)
-                        continue
-                    if f.doc is not None:
-                        pipe.delete(dk)
-                        if f.doc:
-                            pipe.hset(dk, mapping={k: _dumps(v) for k, v in f.doc.items()})
-                        else:
-                            pipe.hset(dk, "__empty__", "1")
-                        pipe.zadd(ik, {f.key: f.order})
-                        continue
-                    if f.fields:
-                        pipe.hset(dk, mapping={k: _dumps(v) for k, v in f.fields.items()})
-                    for name, by in (f.incrs or {}).items():
-                        pipe.hincrby(dk, name, by)
-                    if not f.fields and not f.incrs:
-                        pipe.hsetnx(dk, "__empty__", "1")
-                    pipe.zadd(ik, {f.key: f.order}, nx=True)
-                now = datetime.now(UTC).isoformat()
-                if checkpoints:
-                    pipe.hset(cp_key, mapping={
-                        name: _dumps({"position": pos, "updated_at": now})
-                        for name, pos in checkpoints.items()
-                    })
-                if gen is not None:
-                    pipe.hset(self._touched_key, gen, time.time())
-                pipe.execute()
-        except redis.WatchError:
-            raise CheckpointConflict("another projector (or a replay) committed first") from None
+            result = self._commit_script(keys=keys, args=args)
         except redis.ConnectionError as exc:
             raise StoreUnavailableError(self._unreachable(exc)) from None
+        if result == 0:
+            return
+        if result[0] == 1:
+            name, want = list(expected.items())[int(result[1]) - 1]
+            raw = result[2] if len(result) > 2 else None
+            have = json.loads(raw)["position"] if raw is not None else 0
+            raise CheckpointConflict(f"checkpoint of {name!r} is {have}, expected {want}")
+        raise SourceMismatch(_text(result[1]), cast(str, source))
 
     # ---- generations --------------------------------------------------------------------------
     def _stage(self, gen: str, source: str | None, collections: Sequence[str]) -> None:
@@ -263,7 +351,10 @@ class RedisReadStore(ReadStore):
 
     # ---- reading ------------------------------------------------------------------------------
     def _checkpoints(self, gen: str | None) -> dict[str, Checkpoint]:
-        raw = self._call(lambda: self.client.hgetall(self._cp_key(gen)))
+        return self._parse_checkpoints(self._call(lambda: self.client.hgetall(self._cp_key(gen))))
+
+    @staticmethod
+    def _parse_checkpoints(raw: Mapping[Any, Any]) -> dict[str, Checkpoint]:
         out = {}
         for k, v in raw.items():
             data = json.loads(v)
