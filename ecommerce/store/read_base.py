@@ -155,6 +155,11 @@ class ReadStore(abc.ABC):
         """The id of the event log the live model was built from (None: not known yet)."""
         return self._source(None)
 
+    def checkpoints_and_source(self) -> tuple[dict[str, Checkpoint], str | None]:
+        """`(checkpoints(), source())`: what a projector reads before each batch. A backend may
+        read both in one round trip (not atomically: each is as current as a separate call)."""
+        return self.checkpoints(), self.source()
+
     def checkpoint(self, projection: str) -> int:
         cp = self.checkpoints().get(projection)
         return cp.position if cp else 0

@@ -361,6 +361,18 @@ class RedisReadStore(ReadStore):
             out[_text(k)] = Checkpoint(_text(k), data["position"], data["updated_at"])
         return out
 
+    def checkpoints_and_source(self) -> tuple[dict[str, Checkpoint], str | None]:
+        """The live checkpoints and source in one round trip (a pipeline, not a transaction)."""
+        def read() -> tuple[dict[bytes, bytes], bytes | None]:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.hgetall(self._cp_key(None))
+                pipe.get(self._source_key(None))
+                raw, source = pipe.execute()
+            return raw, source
+
+        raw, source = self._call(read)
+        return self._parse_checkpoints(raw), (_text(source) if source is not None else None)
+
     @staticmethod
     def _decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
         return {_text(k): json.loads(v) for k, v in raw.items() if k != b"__empty__"}
