@@ -141,6 +141,10 @@ class ReadStore(abc.ABC):
     def checkpoints(self) -> dict[str, Checkpoint]:
         return self._checkpoints(None)
 
+    def checkpoints_and_source(self) -> tuple[dict[str, Checkpoint], str | None]:
+        """`checkpoints()` and `source()` together (a store may read both in one round trip)."""
+        return self.checkpoints(), self.source()
+
     def get(self, collection: str, key: str) -> dict[str, Any] | None:
         return self._get(collection, key, None)
 
