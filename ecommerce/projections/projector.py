@@ -67,6 +67,9 @@ class Projector:
         #: Told (once per occurrence) when the checkpoints went back to 0 under this projector.
         self.on_notice = on_notice
         self._high = 0
+        #: Every event at or below it was projected when the last step ended (its followers
+        #: need not be woken for those appends).
+        self.seen_upto: int | None = None
         #: Parked positions (read when a projection fails), and those already reported.
         self._parked: set[int] = set()
         self._told_parked: set[int] = set()
@@ -92,19 +95,23 @@ class Projector:
         Raises `LogReplaced` when the log is not the one the model was built from.
         """
         while True:
-            cps = self.checkpoints()
+            stored, built_from = self.reads.checkpoints_and_source()
+            cps = {p.name: stored[p.name].position if p.name in stored else 0
+                   for p in self.projections}
             self._note_reset(cps)
+            start = min(cps.values())
+            buffer, count, last = self._project_past_parked(start, cps)
+            # The log's identity is read after its events: a wipe or a restore before or while
+            # they were read shows here, and the commit refuses a model built from another log.
             log = self.events.log_id()
-            built_from = self.reads.source()
             if built_from is not None and built_from != log:
                 raise LogReplaced(
                     f"the read model was built from event log {built_from[:12]}, but the log is "
                     f"now {log[:12]}: it was replaced, restored or wiped"
                 )
-            start = min(cps.values())
-            buffer, count, last = self._project_past_parked(start, cps)
             if not count:
                 self._check_head(cps)
+                self.seen_upto = start
                 return 0
             new = {name: max(pos, last) for name, pos in cps.items()}
             try:
@@ -114,6 +121,7 @@ class Projector:
             except SourceMismatch as exc:
                 raise LogReplaced(f"{exc}: the log was replaced meanwhile") from None
             self._high = max(self._high, last)
+            self.seen_upto = last
             return count
 
     def _check_head(self, cps: dict[str, int]) -> None:
@@ -222,7 +230,7 @@ class Projector:
                 if heartbeat is not None:
                     heartbeat.beat()
                 if n < self.batch_size:
-                    waiter.wait(stop, n)
+                    waiter.wait(stop, n, self.seen_upto)
         finally:
             waiter.close()
 

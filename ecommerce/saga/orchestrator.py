@@ -74,6 +74,8 @@ MAX_ERROR_BACKOFF = 30.0
 #: Seconds between polls while sagas keep starting, without database wake-ups (SQLite): the
 #: interval the follower always polled at, so under load it costs and lags as before.
 BUSY_POLL = 0.005
+#: Seconds between the follower's reads of the log's head (see `Orchestrator.follow`).
+HEAD_EVERY = 0.25
 #: Saga events that make a follower (re)start driving a saga.
 WAKE_EVENTS = (s.SAGA_STARTED, s.SAGA_RESUMED)
 
@@ -282,15 +284,17 @@ class Orchestrator:
                                   jitter=self._rng.random() * 0.5)
             delay = s.retry_delay(events)
             batch = list(events)
+            folded: tuple[int, s.SagaState] | None = None
             if not delay:
                 # Record the next decision in the same append: one write per step, not two.
                 after = self._apply_local(state, events)
+                folded = (len(batch), after)
                 nxt = s.next_action(after, now, owner, policy)
                 if isinstance(nxt, s.Invoke | s.Finish) and nxt.record:
                     batch += nxt.record
                     if isinstance(nxt, s.Invoke):
                         planned = s.Invoke(nxt.step, nxt.kind, nxt.attempt)
-            recorded = self._record(state, batch)
+            recorded = self._record(state, batch, folded)
             if recorded is None or recorded.version != state.version + len(batch):
                 planned = None  # a conflict (or a crash hook that returned): decide afresh
                 state = self.read(saga_id) if recorded is None else recorded
@@ -305,8 +309,11 @@ class Orchestrator:
             state = s.apply(state, e.type, e.data, state.version + 1, at)
         return state
 
-    def _record(self, state: s.SagaState, events: Sequence[s.NewSagaEvent]) -> s.SagaState | None:
-        """Append the events at the state's version; the new state, or None on a conflict."""
+    def _record(self, state: s.SagaState, events: Sequence[s.NewSagaEvent],
+                folded: tuple[int, s.SagaState] | None = None) -> s.SagaState | None:
+        """Append the events at the state's version; the new state, or None on a conflict.
+        `folded`: (n, the state with the first n events applied already), to apply only the
+        rest."""
         sid = state.saga_id
         meta = {"saga_id": sid, "owner": self.owner}
         spec = state.faults.get("crash_after") or self.crash_after
@@ -319,7 +326,10 @@ class Orchestrator:
         except ConcurrencyError:
             logs.event(log, "another orchestrator advanced this saga; re-reading", saga=sid)
             return None
-        after = self._apply_local(state, events)
+        if folded is not None and folded[0] <= len(events):
+            after = self._apply_local(folded[1], events[folded[0]:])
+        else:
+            after = self._apply_local(state, events)
         self._log(sid, events, after)
         if cut is not None:
             self.on_crash(sid, spec)
@@ -467,14 +477,22 @@ class Orchestrator:
         keep starting and backs off at rest, up to `poll` s (default 250 ms). Each turn beats
         `heartbeat` (the liveness/readiness probes).
         """
-        waiter = waiter or self.store.waiter(_wakes_orchestrator, idle_max=poll, busy=busy)
+        waiter = waiter or self.store.waiter(_wakes_orchestrator, types=WAKE_EVENTS,
+                                             idle_max=poll, busy=busy)
+        head_read = 0.0
         try:
             cursor = self.store.last_position()
             for sid in pending_saga_ids(self.store):
                 self.submit(sid, stop)
             while not stop.is_set():
                 try:
-                    head = self.store.last_position()
+                    # Now and then the head is read first (everything at or below it is visible
+                    # to the query after it), so the cursor can jump past the other services'
+                    # events; in between, the query re-scans those few events: cheaper than a
+                    # second round trip per new saga.
+                    head = 0
+                    if time.monotonic() - head_read > HEAD_EVERY:
+                        head, head_read = self.store.last_position(), time.monotonic()
                     found = self.store.read_all(cursor, batch, stream_prefix=s.STREAM_PREFIX,
                                                 types=list(WAKE_EVENTS))
                 except Exception as exc:  # the database is away: keep trying, do not die
@@ -493,8 +511,8 @@ class Orchestrator:
                     continue
                 # Positions are committed in order (both stores), so nothing below `head` can
                 # still appear: jump there instead of rescanning the other services' events.
-                cursor = max(head, found[-1].position if found else cursor)
-                waiter.wait(stop, len(found))
+                cursor = max(cursor, head, found[-1].position if found else cursor)
+                waiter.wait(stop, len(found), cursor)
         finally:
             waiter.close()
 

@@ -205,13 +205,15 @@ class EventStore(abc.ABC):
             after_position = events[-1].position
 
     def waiter(self, interest: Callable[[str, Sequence[str]], bool] | None = None, *,
-               idle_max: float | None = None, busy: float = 0.0) -> Waiter:
+               types: Sequence[str] | None = None, idle_max: float | None = None,
+               busy: float = 0.0) -> Waiter:
         """How a follower of this log waits between polls (`ecommerce.store.wakeup`).
 
         This default polls every `busy` s while events come, and backs off at rest (up to
         `idle_max`, default 250 ms);
-        PostgreSQL wakes the follower at each append it is interested in: `interest(stream id,
-        event types)` (None: every append).
+        PostgreSQL wakes the follower at each append it is interested in: one carrying one of
+        `types` (None: any type) for which `interest(stream id, event types)` holds (None:
+        every such append).
         """
         return PollWaiter(maximum=idle_max, busy=busy)
 

@@ -71,7 +71,14 @@ from ecommerce.store.base import (
     StoreUnavailableError,
     prepare_append,
 )
-from ecommerce.store.postgres_notify import FALLBACK_POLL, Interest, NotifyWaiter, notify_channel
+from ecommerce.store.postgres_notify import (
+    FALLBACK_POLL,
+    Interest,
+    NotifyWaiter,
+    notify_channel,
+    typed_channel,
+    typed_channel_sql,
+)
 from ecommerce.store.sqlite_events import _already_stored
 
 T = TypeVar("T")
@@ -132,6 +139,8 @@ RETURNS TABLE (out_position bigint, out_stream_id text, out_version integer, out
 LANGUAGE plpgsql AS $fn$
 DECLARE
     v_current bigint;
+    v_last bigint;
+    v_payload text;
 BEGIN
     {lock}
 """
@@ -155,7 +164,8 @@ CREATE OR REPLACE FUNCTION {schema}.{function}(
     out_stream_id := p_stream;
     out_version := v_current + 1;
     out_written := true;
-    PERFORM pg_notify({channel}, p_stream || ' ' || p_type);
+    PERFORM pg_notify({channel}, p_stream || ' ' || p_type || ' ' || out_position);
+    PERFORM pg_notify({typed_one}, p_stream || ' ' || p_type || ' ' || out_position);
     RETURN NEXT;
 END
 $fn$
@@ -178,8 +188,12 @@ CREATE OR REPLACE FUNCTION {schema}.{function}(
             WITH ORDINALITY AS u (id, t, sv, d, m, n)
         ORDER BY u.n
         RETURNING e.position, e.stream_id, e.version, true, e.recorded_at;
-    PERFORM pg_notify({channel}, left(p_stream || ' ' ||
-        array_to_string(ARRAY(SELECT DISTINCT t FROM unnest(p_types) AS t), ','), 7999));
+    SELECT e.position INTO v_last FROM {schema}.events AS e
+        WHERE e.stream_id = p_stream ORDER BY e.version DESC LIMIT 1;
+    v_payload := left(p_stream || ' ' || array_to_string(
+        ARRAY(SELECT DISTINCT t FROM unnest(p_types) AS t), ','), 7950) || ' ' || v_last;
+    PERFORM pg_notify({channel}, v_payload);
+    PERFORM pg_notify({typed_many}, v_payload) FROM (SELECT DISTINCT t FROM unnest(p_types) AS t) AS x;
 END
 $fn$
 """
@@ -331,7 +345,9 @@ class PostgresEventStore(EventStore):
             text = template.replace("{lock}", lock if self._serialise else "")
             text = text.replace("{conflict}", _SQLSTATE_CONFLICT)
             return sql.SQL(text).format(schema=schema, function=function,
-                                        channel=sql.Literal(self.channel))
+                                        channel=sql.Literal(self.channel),
+                                        typed_one=typed_channel_sql(self.schema, "p_type"),
+                                        typed_many=typed_channel_sql(self.schema, "x.t"))
 
         table = sql.SQL("{}.events").format(schema)
         columns = sql.SQL(_COLUMNS)
@@ -504,10 +520,13 @@ class PostgresEventStore(EventStore):
                 "events": int(total), "streams": int(streams), "last_position": int(last),
                 "by_type": by_type, "log_id": self.log_id()}
 
-    def waiter(self, interest: Interest | None = None, *, idle_max: float | None = None,
-               busy: float = 0.0, fallback: float = FALLBACK_POLL) -> NotifyWaiter:
-        """LISTEN for this log's appends (see `ecommerce.store.postgres_notify`)."""
-        return NotifyWaiter(self.url, self.channel, interest, fallback=fallback)
+    def waiter(self, interest: Interest | None = None, *, types: Sequence[str] | None = None,
+               idle_max: float | None = None, busy: float = 0.0,
+               fallback: float = FALLBACK_POLL) -> NotifyWaiter:
+        """LISTEN for this log's appends (see `ecommerce.store.postgres_notify`): all of them,
+        or with `types` only those carrying one of these event types."""
+        channels = [typed_channel(self.schema, t) for t in types] if types else self.channel
+        return NotifyWaiter(self.url, channels, interest, fallback=fallback)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -141,6 +141,10 @@ class ReadStore(abc.ABC):
     def checkpoints(self) -> dict[str, Checkpoint]:
         return self._checkpoints(None)
 
+    def checkpoints_and_source(self) -> tuple[dict[str, Checkpoint], str | None]:
+        """`checkpoints()` and `source()` together (a store may read both in one round trip)."""
+        return self.checkpoints(), self.source()
+
     def get(self, collection: str, key: str) -> dict[str, Any] | None:
         return self._get(collection, key, None)
 
@@ -154,11 +158,6 @@ class ReadStore(abc.ABC):
     def source(self) -> str | None:
         """The id of the event log the live model was built from (None: not known yet)."""
         return self._source(None)
-
-    def checkpoints_and_source(self) -> tuple[dict[str, Checkpoint], str | None]:
-        """`(checkpoints(), source())`: what a projector reads before each batch. A backend may
-        read both in one round trip (not atomically: each is as current as a separate call)."""
-        return self.checkpoints(), self.source()
 
     def checkpoint(self, projection: str) -> int:
         cp = self.checkpoints().get(projection)

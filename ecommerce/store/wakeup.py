@@ -15,8 +15,9 @@ it notices a new event:
   So a new event after a long rest is noticed within 250 ms, and one in a busy period as fast
   as ever.
 
-`Waiter.wait(stop, found)` is called after each poll with the number of events it found, and
-returns when it is time to poll again (or `stop` is set).
+`Waiter.wait(stop, found, upto)` is called after each poll with the number of events it found
+(and, if the follower knows it, the position the poll saw up to), and returns when it is time to
+poll again (or `stop` is set).
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ IDLE_FRACTION = 0.25
 
 
 class Waiter(Protocol):
-    def wait(self, stop: threading.Event, found: int) -> None:
-        """Return when it is time to poll again; `found`: events the last poll found."""
+    def wait(self, stop: threading.Event, found: int, upto: int | None = None) -> None:
+        """Return when it is time to poll again; `found`: events the last poll found; `upto`:
+        the log position the poll saw up to, when the follower knows it (a waiter woken by
+        the database need not wake for appends at or below it)."""
 
     def close(self) -> None: ...
 
@@ -79,7 +82,7 @@ class PollWaiter:
             backoff = Backoff(minimum=min(MIN_IDLE_WAIT, top), maximum=top, busy=busy)
         self.backoff = backoff
 
-    def wait(self, stop: threading.Event, found: int) -> None:
+    def wait(self, stop: threading.Event, found: int, upto: int | None = None) -> None:
         delay = self.backoff.delay(found)
         if delay:
             stop.wait(delay)

@@ -9,7 +9,9 @@ SagaStarted) and wait for its end, so at most `concurrency` sagas are in flight.
   includes the orchestrator noticing the saga, five participant calls, six appends);
 - `client_p50_ms`, `client_p99_ms`: what a caller of `place_order` + `wait` saw;
 - `phases_ms`: where a saga's time goes, from its stream (`saga_phases`): noticing the saga,
-  then each step (the participant's call and the orchestrator recording its answer).
+  then each step (the participant's call and the orchestrator recording its answer);
+- `machine_loop_ms`: how fast this machine runs Python (`labkit.bench.system.machine_speed`),
+  measured first: figures from machines (or days) of different speed compare only with it.
 
 Each order is one unit of the most plentiful SKU. By default the benchmark runs in a fresh
 temporary lab (never the student's); should the sagas outnumber the units in stock, it runs
@@ -26,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ecommerce.domain import saga as s
-from labkit.bench.system import percentile
+from labkit.bench.system import machine_speed, percentile
 
 WARMUP = 10
 
@@ -86,7 +88,7 @@ class _EndWatcher:
 
     def _run(self) -> None:
         # Woken by PostgreSQL's NOTIFY at each saga end; on SQLite, polls every `poll` s.
-        waiter = self.store.waiter(_ends, idle_max=self.poll)
+        waiter = self.store.waiter(_ends, types=list(s.TERMINAL_EVENTS), idle_max=self.poll)
         try:
             while not self.stop.is_set():
                 head = self.store.last_position()
@@ -101,7 +103,7 @@ class _EndWatcher:
                             self.waiting[sid].set()
                 self.cursor = max(head, found[-1].position if found else self.cursor)
                 if len(found) < 1000:
-                    waiter.wait(self.stop, len(found))
+                    waiter.wait(self.stop, len(found), self.cursor)
         finally:
             waiter.close()
 
@@ -203,6 +205,7 @@ def _capacity(lab: Any) -> int:
 
 def bench_saga(sagas: int = 1000, concurrency: int = 8, *, lab: Any = None) -> dict[str, Any]:
     """Run the benchmark; returns the figures (see the module docstring)."""
+    speed = machine_speed()
     rounds: list[dict[str, Any]] = []
     left = sagas
     while left > 0:
@@ -237,4 +240,5 @@ def bench_saga(sagas: int = 1000, concurrency: int = 8, *, lab: Any = None) -> d
         "phases_ms": {name: {"p50": round(percentile(v, 50), 1), "p99": round(percentile(v, 99), 1),
                              "mean": round(statistics.fmean(v), 1)} for name, v in phases.items()},
         "targets": {"sagas_per_s": 100, "p99_ms": 150},
+        "machine_loop_ms": speed,
     }

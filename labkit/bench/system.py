@@ -57,6 +57,24 @@ def bench_up() -> dict[str, Any]:
                 "all_ready": all(s["status"] in ("ready", "running") for s in status)}
 
 
+#: Iterations of `machine_speed`'s loop.
+_SPEED_LOOP = 2_000_000
+
+
+def machine_speed(repeat: int = 3) -> float:
+    """Milliseconds one core of this machine takes for a fixed pure-Python loop (the best of
+    `repeat`), measured before a benchmark: figures from different machines (or one machine on
+    different days) compare only together with it."""
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        total = 0
+        for i in range(_SPEED_LOOP):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000, 1)
+
+
 def percentile(values: Sequence[float], q: int) -> float:
     """The q-th percentile (q a whole number 0-100) of the values, interpolated linearly between
     the two closest ranks: `statistics.quantiles(method="inclusive")`, which is numpy's default

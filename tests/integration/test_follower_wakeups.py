@@ -16,9 +16,9 @@ import pytest
 from ecommerce.domain import saga as s
 from ecommerce.domain import users as u
 from ecommerce.domain.events import NewEvent
-from ecommerce.saga.orchestrator import Orchestrator, _wakes_orchestrator, start_saga
+from ecommerce.saga.orchestrator import WAKE_EVENTS, Orchestrator, _wakes_orchestrator, start_saga
 from ecommerce.store.postgres_events import PostgresEventStore
-from ecommerce.store.postgres_notify import NotifyWaiter
+from ecommerce.store.postgres_notify import NotifyWaiter, parse_notice, typed_channel
 from tests.waiting import wait_until
 
 NEVER = 60.0  # the fallback poll: longer than any wait below
@@ -36,14 +36,14 @@ def store(pg_schema: tuple[str, str]) -> Iterator[PostgresEventStore]:
 class Waiting:
     """One `waiter.wait(stop, 0)` in a thread: `done` once it returned."""
 
-    def __init__(self, waiter: NotifyWaiter) -> None:
+    def __init__(self, waiter: NotifyWaiter, found: int = 0, upto: int | None = None) -> None:
         self.stop = threading.Event()
         self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(waiter,), daemon=True)
+        self.thread = threading.Thread(target=self._run, args=(waiter, found, upto), daemon=True)
         self.thread.start()
 
-    def _run(self, waiter: NotifyWaiter) -> None:
-        waiter.wait(self.stop, 0)
+    def _run(self, waiter: NotifyWaiter, found: int, upto: int | None) -> None:
+        waiter.wait(self.stop, found, upto)
         self.done.set()
 
 
@@ -82,14 +82,62 @@ def test_the_notification_names_the_stream_and_its_types_and_only_commits_notify
         store.append("user-n2", [e], "none")
         seen += [n.payload for n in conn.notifies(timeout=5, stop_after=2)]
         seen += [n.payload for n in conn.notifies(timeout=0.2)]
-    stream, types = seen[0].split(" ")
+    stream, types, last = seen[0].split(" ")
     assert stream == "saga-n1" and sorted(types.split(",")) == ["SagaStarted", "StepStarted"]
-    assert seen[1:] == ["user-n2 UserCreated"]
+    saga = store.read_stream("saga-n1")
+    user = store.read_stream("user-n2")
+    assert int(last) == saga[-1].position  # the append's last position
+    assert seen[1:] == [f"user-n2 UserCreated {user[0].position}"]
+    assert parse_notice(seen[1]) == ("user-n2", ["UserCreated"], user[0].position)
+
+
+def test_typed_channels_carry_only_their_types_appends(
+        store: PostgresEventStore, pg_schema: tuple[str, str]) -> None:
+    url, schema = pg_schema
+    long_type = "A" + "b" * 70  # too long for a channel name: hashed, the same way in SQL
+    channels = {t: typed_channel(schema, t) for t in (s.SAGA_STARTED, "StepStarted", long_type)}
+    assert all(len(c.encode()) <= 63 for c in channels.values())
+    assert channels[s.SAGA_STARTED] == f"{schema}.t.SagaStarted"
+    got: dict[str, list[str]] = {t: [] for t in channels}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for c in channels.values():
+            conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(c)))
+        add_user(store, 20)  # no listener for UserCreated
+        store.append("saga-t1", [NewEvent(s.SAGA_STARTED, {}), NewEvent("StepStarted", {})],
+                     "none")
+        store.append("odd-1", [NewEvent(long_type, {})], "none")
+        by_channel = {c: t for t, c in channels.items()}
+        for n in conn.notifies(timeout=5, stop_after=3):
+            got[by_channel[n.channel]].append(n.payload)
+        for n in conn.notifies(timeout=0.2):
+            got[by_channel[n.channel]].append(n.payload)
+    last = store.read_stream("saga-t1")[-1].position
+    both = f"saga-t1 SagaStarted,StepStarted {last}"
+    assert got[s.SAGA_STARTED] == [both] and got["StepStarted"] == [both]
+    assert got[long_type] == [f"odd-1 {long_type} {last + 1}"]
+
+
+def test_a_waiter_told_how_far_its_poll_got_sleeps_through_appends_it_saw(
+        store: PostgresEventStore) -> None:
+    waiter = store.waiter(fallback=NEVER)
+    try:
+        add_user(store, 30)
+        add_user(store, 31)
+        head = store.last_position()
+        # The poll saw both appends: their pending notifications do not end the wait.
+        w = Waiting(waiter, found=2, upto=head)
+        wait_until(lambda: waiter.notified == 2, timeout=30, what="the two notifications")
+        assert not w.done.is_set()
+        add_user(store, 32)  # one the poll did not see
+        wait_until(w.done.is_set, timeout=30, what="the wait to end on the new append")
+        assert waiter.notified == 3
+    finally:
+        waiter.close()
 
 
 def test_the_orchestrators_waiter_ignores_appends_it_does_not_drive(
         store: PostgresEventStore) -> None:
-    waiter = store.waiter(_wakes_orchestrator, fallback=NEVER)
+    waiter = store.waiter(_wakes_orchestrator, fallback=NEVER)  # every append, then filtered
     try:
         w = Waiting(waiter)
         add_user(store, 2)  # not a saga start: the wait goes on
@@ -98,6 +146,19 @@ def test_the_orchestrators_waiter_ignores_appends_it_does_not_drive(
         start_saga(store, "u1", [("KB", 1)], prices=PRICES)
         wait_until(w.done.is_set, timeout=30, what="the wait to end on SagaStarted")
         assert (waiter.notified, waiter.accepted) == (2, 1)
+    finally:
+        waiter.close()
+
+
+def test_the_orchestrators_typed_waiter_never_receives_other_appends(
+        store: PostgresEventStore) -> None:
+    waiter = store.waiter(_wakes_orchestrator, types=WAKE_EVENTS, fallback=NEVER)
+    try:
+        w = Waiting(waiter)
+        add_user(store, 4)  # committed first: it would be delivered first, were it listened to
+        start_saga(store, "u1", [("KB", 1)], prices=PRICES)
+        wait_until(w.done.is_set, timeout=30, what="the wait to end on SagaStarted")
+        assert (waiter.notified, waiter.accepted) == (1, 1)
     finally:
         waiter.close()
 
