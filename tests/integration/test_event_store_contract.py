@@ -105,6 +105,27 @@ def test_append_then_read_stream_returns_what_was_written(store: EventStore) -> 
     assert before.timestamp() - 1 <= recorded.timestamp() <= datetime.now(UTC).timestamp() + 1
 
 
+def test_any_text_survives_a_batch_and_every_read(store: EventStore) -> None:
+    """Quotes, backslashes, braces, commas, NUL-free control characters and non-ASCII, in data,
+    metadata, types and stream ids, one event and a batch (PostgreSQL sends a batch as array
+    literals: every element must come back byte for byte)."""
+    nasty = 'a "quoted" \\ back\\slash {brace}, comma \t tab \n nl é 漢 🙂 NULL null \'\''
+    stream = 'odd "stream" \\ {1,2} é'
+    batch = [NewEvent('Type "q" \\ {x},y é', {"s": nasty, nasty: [nasty]}, {"m": nasty}),
+             NewEvent("Plain", {"s": "{}"}, {}),
+             NewEvent("NULL", {"s": "NULL"}, {"NULL": None})]
+    store.append(stream, batch, "none")
+    store.append(stream, [NewEvent("One", {"s": nasty}, {"m": nasty})], 3)
+    got = store.read_stream(stream)
+    assert [(e.type, e.data, e.metadata) for e in got] == [
+        (e.type, dict(e.data), dict(e.metadata)) for e in [*batch, NewEvent(
+            "One", {"s": nasty}, {"m": nasty})]]
+    assert [e.id for e in got[:3]] == [e.id for e in batch]
+    assert [e.stream_id for e in store.read_all(0, 100, stream_prefix='odd "stream"',
+                                                types=['Type "q" \\ {x},y é', "One"])] \
+        == [stream, stream]
+
+
 def test_an_append_says_when_it_was_recorded_as_reads_will(store: EventStore) -> None:
     """A writer folds its own events with the append's `recorded_at` instead of reading them
     back (order-service shows that time): it must be exactly what reads return, then and after
