@@ -206,14 +206,15 @@ class EventStore(abc.ABC):
 
     def waiter(self, interest: Callable[[str, Sequence[str]], bool] | None = None, *,
                types: Sequence[str] | None = None, idle_max: float | None = None,
-               busy: float = 0.0) -> Waiter:
+               busy: float = 0.0, gather: float = 0.0) -> Waiter:
         """How a follower of this log waits between polls (`ecommerce.store.wakeup`).
 
         This default polls every `busy` s while events come, and backs off at rest (up to
         `idle_max`, default 250 ms);
         PostgreSQL wakes the follower at each append it is interested in: one carrying one of
         `types` (None: any type) for which `interest(stream id, event types)` holds (None:
-        every such append).
+        every such append), and waits `gather` s more while appends keep coming (polling
+        stores wait `busy` s then anyway).
         """
         return PollWaiter(maximum=idle_max, busy=busy)
 

@@ -93,9 +93,12 @@ class NotifyWaiter:
     """Wait for appends to one log (see the module docstring)."""
 
     def __init__(self, url: str, channels: str | Sequence[str], interest: Interest | None = None,
-                 *, fallback: float = FALLBACK_POLL, connect_timeout: int = 5) -> None:
-        """`channels`: the log's channel, or the typed channels of the follower's event types."""
-        self.url, self.interest = url, interest
+                 *, fallback: float = FALLBACK_POLL, gather: float = 0.0,
+                 connect_timeout: int = 5) -> None:
+        """`channels`: the log's channel, or the typed channels of the follower's event types.
+        `gather`: while events keep coming (the last poll found some), wait this many seconds
+        more once woken, so the next poll takes several appends at once."""
+        self.url, self.interest, self.gather = url, interest, gather
         self.channels = [channels] if isinstance(channels, str) else list(channels)
         # connect_timeout: whole seconds, as libpq reads it (a fraction would be refused).
         self.fallback, self.connect_timeout = fallback, connect_timeout
@@ -149,6 +152,7 @@ class NotifyWaiter:
                 for n in self._conn.notifies(timeout=0):  # already visible to the next poll
                     news = self._news(n.payload, upto) or news
                 if news or upto is None:
+                    self._gather(stop)
                     return
             deadline = time.monotonic() + self.fallback
             while not stop.is_set():
@@ -165,11 +169,17 @@ class NotifyWaiter:
                 finally:
                     gen.close()  # it holds the connection's lock until closed
                 if woken:
+                    if found:
+                        self._gather(stop)
                     for rest in self._conn.notifies(timeout=0):  # these are visible too
                         self._news(rest.payload, upto)
                     return
         except psycopg.Error:
             self.close()  # the next wait reconnects; poll now
+
+    def _gather(self, stop: threading.Event) -> None:
+        if self.gather > 0:
+            stop.wait(self.gather)
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
