@@ -74,8 +74,6 @@ MAX_ERROR_BACKOFF = 30.0
 #: Seconds between polls while sagas keep starting, without database wake-ups (SQLite): the
 #: interval the follower always polled at, so under load it costs and lags as before.
 BUSY_POLL = 0.005
-#: Seconds between the follower's reads of the log's head (see `Orchestrator.follow`).
-HEAD_EVERY = 0.25
 #: Saga events that make a follower (re)start driving a saga.
 WAKE_EVENTS = (s.SAGA_STARTED, s.SAGA_RESUMED)
 
@@ -479,22 +477,15 @@ class Orchestrator:
         """
         waiter = waiter or self.store.waiter(_wakes_orchestrator, types=WAKE_EVENTS,
                                              idle_max=poll, busy=busy)
-        head_read = 0.0
         try:
             cursor = self.store.last_position()
             for sid in pending_saga_ids(self.store):
                 self.submit(sid, stop)
             while not stop.is_set():
                 try:
-                    # Now and then the head is read first (everything at or below it is visible
-                    # to the query after it), so the cursor can jump past the other services'
-                    # events; in between, the query re-scans those few events: cheaper than a
-                    # second round trip per new saga.
-                    head = 0
-                    if time.monotonic() - head_read > HEAD_EVERY:
-                        head, head_read = self.store.last_position(), time.monotonic()
-                    found = self.store.read_all(cursor, batch, stream_prefix=s.STREAM_PREFIX,
-                                                types=list(WAKE_EVENTS))
+                    # With the head the read saw: the cursor can jump past the other events.
+                    found, head = self.store.read_all_and_head(
+                        cursor, batch, stream_prefix=s.STREAM_PREFIX, types=list(WAKE_EVENTS))
                 except Exception as exc:  # the database is away: keep trying, do not die
                     logs.event(log, "cannot read the log; retrying in 1s", error=str(exc)[:300])
                     if heartbeat is not None:

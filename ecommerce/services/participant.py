@@ -1,10 +1,11 @@
 """What the saga participants share: state kept current from the log, and idempotent replies.
 
 Each participant folds the events it owns into memory once, then *catches up* before every
-request: `read_all(after=<last position seen>)` returns only what is new, usually nothing or a
-few events. Decisions are made on that state under one lock per process and appended with an
-expected version, so another replica's concurrent write is a `ConcurrencyError`: catch up and
-decide again (`Participant.run`). What a service appended is folded right away and skipped when
+request: `read_all_and_head(after=<last position seen>)` returns only what is new, usually
+nothing or a few events, and the head of the log, where the next read starts. Decisions are
+made on that state under one lock per process and appended with an expected version, so
+another replica's concurrent write is a `ConcurrencyError`: catch up and decide again
+(`Participant.run`). What a service appended is folded right away and skipped when
 the catch-up meets it in the log (never applied twice). A request thus costs one small query
 plus its appends.
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -42,8 +42,6 @@ from ecommerce.store.base import (
 #: How many times a decision is retried after a concurrent writer moved a stream.
 RETRIES = 20
 BATCH = 2000
-#: Seconds between reads of the log's head (see `Participant.catch_up`).
-HEAD_EVERY = 0.25
 
 
 @dataclass(frozen=True)
@@ -91,24 +89,17 @@ class Participant:
         self.position = 0
         #: Positions of our own appends folded already (ahead of `position`): skip them once.
         self._ahead: set[int] = set()
-        self._head_read = 0.0
 
     def catch_up(self) -> int:
         """Fold every new event of this service; returns how many there were."""
         with self.lock:
             seen = 0
             while True:
-                # Now and then the head is read first: every event at or below it is visible to
-                # the query below, so once that query comes back short the position may jump to
-                # the head, past other services' events, without ever skipping one of ours.
-                # (In between, the query re-scans those few foreign events: cheaper than a
-                # second round trip on every request.)
-                head = 0
-                if time.monotonic() - self._head_read > HEAD_EVERY:
-                    head = self.store.last_position()
-                    self._head_read = time.monotonic()
-                batch = self.store.read_all(self.position, BATCH, stream_prefix=self.prefix,
-                                            types=self.types)
+                # The read says how far the log went (`read_all_and_head`): once it comes back
+                # short, the position jumps there, past the other services' events, so the next
+                # read scans only what was appended since.
+                batch, head = self.store.read_all_and_head(
+                    self.position, BATCH, stream_prefix=self.prefix, types=self.types)
                 ahead = self._ahead
                 for e in batch:
                     if ahead and e.position in ahead:
@@ -117,7 +108,7 @@ class Participant:
                     self._fold(e)
                 seen += len(batch)
                 if len(batch) < BATCH:
-                    self.position = max(self.position, head, batch[-1].position if batch else 0)
+                    self.position = max(self.position, head)
                     if ahead:
                         self._ahead = {p for p in ahead if p > self.position}
                     return seen

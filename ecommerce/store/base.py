@@ -183,6 +183,23 @@ class EventStore(abc.ABC):
             raise EventValidationError("limit must be >= 1")
         return self.upcasters.upcast_all(self._read_all(after_position, limit, stream_prefix, types))
 
+    def read_all_and_head(
+        self,
+        after_position: int = 0,
+        limit: int = 1000,
+        *,
+        stream_prefix: str | None = None,
+        types: Sequence[str] | None = None,
+    ) -> tuple[list[RecordedEvent], int]:
+        """`read_all`, and the log's head as that read saw it: every event at or below the
+        head was visible to it, so a follower whose read came back short (fewer than `limit`)
+        may move its cursor to the head, past the events its filter left out, without ever
+        skipping one it wants (positions are committed in order). This default reads the head
+        first, then the events (two reads); a store may do both in one."""
+        head = self.last_position()
+        events = self.read_all(after_position, limit, stream_prefix=stream_prefix, types=types)
+        return events, max([head, *(e.position for e in events[-1:])])
+
     def stream_all(self, after_position: int = 0, limit: int = 1000) -> Iterator[RecordedEvent]:
         """`read_all` as an iterator, upcast. A backend may yield the events as its cursor
         reads them (`_stream_all`), so a consumer that handles one event at a time (the

@@ -63,7 +63,12 @@ from psycopg import sql
 from psycopg.pq import ConnStatus, ExecStatus, TransactionStatus
 from psycopg.pq.abc import PGconn, PGresult
 
-from ecommerce.domain.events import NewEvent, RecordedEvent, UpcasterRegistry
+from ecommerce.domain.events import (
+    EventValidationError,
+    NewEvent,
+    RecordedEvent,
+    UpcasterRegistry,
+)
 from ecommerce.store.base import (
     AppendResult,
     ConcurrencyError,
@@ -437,6 +442,20 @@ class PostgresEventStore(EventStore):
             "read_all_prefix_types": read_all + sql.SQL(
                 " AND starts_with(stream_id, $2) AND type = ANY($3::text[]) "
                 "ORDER BY position LIMIT $4"),
+            # The same reads with the head of the log in the same snapshot (one statement): a
+            # row with NULL event columns when no event is found.
+            **{f"{name}_head": sql.SQL(
+                "SELECT e.*, h.head FROM (SELECT COALESCE(MAX(position), 0) AS head FROM {}) AS h "
+                "LEFT JOIN LATERAL ({}) AS e ON true ORDER BY e.position"
+            ).format(table, q) for name, q in (
+                ("read_all", read_all + sql.SQL(" ORDER BY position LIMIT $2")),
+                ("read_all_prefix", read_all + sql.SQL(
+                    " AND starts_with(stream_id, $2) ORDER BY position LIMIT $3")),
+                ("read_all_types", read_all + sql.SQL(
+                    " AND type = ANY($2::text[]) ORDER BY position LIMIT $3")),
+                ("read_all_prefix_types", read_all + sql.SQL(
+                    " AND starts_with(stream_id, $2) AND type = ANY($3::text[]) "
+                    "ORDER BY position LIMIT $4")))},
             "last_position": queries["last_position"],
             "log_id": queries["log_id"],
         }
@@ -573,6 +592,12 @@ class PostgresEventStore(EventStore):
     def _read_all(
         self, after_position: int, limit: int, stream_prefix: str | None, types: Sequence[str] | None
     ) -> list[RecordedEvent]:
+        name, args = self._read_all_call(after_position, limit, stream_prefix, types)
+        return _events(self._pq(name, args))
+
+    @staticmethod
+    def _read_all_call(after_position: int, limit: int, stream_prefix: str | None,
+                       types: Sequence[str] | None) -> tuple[str, list[bytes]]:
         name = "read_all"
         args: list[bytes] = [str(after_position).encode()]
         if stream_prefix:
@@ -582,7 +607,21 @@ class PostgresEventStore(EventStore):
             name += "_types"
             args.append(_text_array(list(types)))
         args.append(str(limit).encode())
-        return _events(self._pq(name, args))
+        return name, args
+
+    def read_all_and_head(
+        self, after_position: int = 0, limit: int = 1000, *, stream_prefix: str | None = None,
+        types: Sequence[str] | None = None,
+    ) -> tuple[list[RecordedEvent], int]:
+        """One statement, so one snapshot: the events and the head it saw."""
+        if limit < 1:
+            raise EventValidationError("limit must be >= 1")
+        name, args = self._read_all_call(after_position, limit, stream_prefix, types)
+        res = self._pq(name + "_head", args)
+        head = int(_cells(res)(0, 9))
+        if res.get_value(0, 0) is None:  # the one row of an empty read
+            return [], head
+        return self.upcasters.upcast_all(_events(res)), head
 
     def stream_version(self, stream_id: str) -> int:
         return int(self._query("stream_version", (stream_id,))[0][0])

@@ -91,9 +91,8 @@ class _EndWatcher:
         waiter = self.store.waiter(_ends, types=list(s.TERMINAL_EVENTS), idle_max=self.poll)
         try:
             while not self.stop.is_set():
-                head = self.store.last_position()
-                found = self.store.read_all(self.cursor, 1000, stream_prefix=s.STREAM_PREFIX,
-                                            types=list(s.TERMINAL_EVENTS))
+                found, head = self.store.read_all_and_head(
+                    self.cursor, 1000, stream_prefix=s.STREAM_PREFIX, types=list(s.TERMINAL_EVENTS))
                 now = time.perf_counter()
                 with self.lock:
                     for e in found:

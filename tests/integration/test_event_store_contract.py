@@ -378,6 +378,26 @@ def test_read_all_filters_by_stream_prefix_and_type(store: EventStore) -> None:
     assert all(e.position > both[-1].position for e in after) and len(after) == 3
 
 
+def test_read_all_and_head_says_how_far_the_log_went(store: EventStore) -> None:
+    assert store.read_all_and_head(0, 10) == ([], 0)
+    store.append("user-1", [NewEvent("UserCreated", {"n": 1})], "none")
+    store.append("order-1", [NewEvent("OrderPlaced", {"n": 2}), NewEvent("OrderPaid", {})],
+                 "none")
+    store.append("user-2", [NewEvent("UserCreated", {"n": 3})], "none")
+    head = store.last_position()
+    found, seen = store.read_all_and_head(0, 10, stream_prefix="order-")
+    assert [e.type for e in found] == ["OrderPlaced", "OrderPaid"] and seen == head
+    assert found == store.read_all(0, 10, stream_prefix="order-")
+    found, seen = store.read_all_and_head(0, 10, stream_prefix="user-", types=["UserCreated"])
+    assert [e.data["n"] for e in found] == [1, 3] and seen == head
+    found, seen = store.read_all_and_head(head, 10, types=["UserCreated"])
+    assert (found, seen) == ([], head)  # nothing new: still the head
+    found, seen = store.read_all_and_head(0, 1)
+    assert len(found) == 1 and seen >= found[0].position
+    with pytest.raises(EventValidationError):
+        store.read_all_and_head(0, 0)
+
+
 def test_stats_count_events_streams_and_types(store: EventStore) -> None:
     empty = store.stats()
     assert set(empty) == {"backend", "location", "events", "streams", "last_position", "by_type",
