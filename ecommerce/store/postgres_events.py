@@ -365,7 +365,14 @@ class PostgresEventStore(EventStore):
         if synchronous_commit not in ("server", "on", "off"):
             raise ValueError("synchronous_commit must be 'server', 'on' or 'off'")
         self.synchronous_commit = synchronous_commit
-        setup = "SET TIME ZONE 'UTC'"
+        # enable_seqscan = off: every read of the log is an index range (`position > n`, a
+        # stream's versions), but on a log that grew since it was last analyzed (a new lab, the
+        # first minute of a class: autovacuum analyzes at most once a minute) the planner knows
+        # neither how big the table is nor how few rows follow n, and picks a full scan; the
+        # prepared statement then keeps that plan as the log grows (measured: a catch-up read
+        # on a 15,000-event log took 1.8 ms instead of 0.05). The statistics queries (`stats`)
+        # still scan where no index serves them.
+        setup = "SET TIME ZONE 'UTC'; SET enable_seqscan = off"
         if synchronous_commit != "server":
             setup += f"; SET synchronous_commit = {synchronous_commit}"
         self._conns = _Connections(url, max(1, pool_size), setup)

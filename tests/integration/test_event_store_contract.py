@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -553,3 +554,39 @@ def test_event_ids_are_uuids_in_canonical_form(store: EventStore) -> None:
     store.append("order-1", [event], "none")
     assert store.read_stream("order-1")[0].id == event.id.lower()
     assert store.append("order-1", [event], 1).written is False
+
+
+@pytest.mark.postgres
+def test_postgres_catch_up_reads_scan_the_index_on_a_log_never_analyzed(
+    pg_schema: tuple[str, str],
+) -> None:
+    """A new lab's log grows faster than autovacuum analyzes it: the reads that follow it must
+    still scan only what is new (the index), not the whole table, however it has grown."""
+    from ecommerce.store.postgres_events import PostgresEventStore
+
+    url, schema = pg_schema
+    store = PostgresEventStore(url, schema=schema, pool_size=1)
+    try:
+        for i in range(60):  # grows 3000 events, read as a follower reads after each append
+            store.append(f"saga-{i}", [NewEvent("StepStarted", {"i": i}) for _ in range(50)],
+                         "none")
+            head = store.last_position()
+            store.read_all_and_head(head - 5, 100, stream_prefix="user-")
+            store.read_all(head - 5, 100, types=["UserCreated"])
+
+        def plans(cur: Any) -> list[str]:
+            analyzed = cur.execute(
+                "SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables WHERE "
+                "schemaname = %s AND relname = 'events'", (schema,)).fetchone()
+            assert analyzed == (None, None)  # the case under test: no statistics at all
+            out = []
+            for name, args in (("labkit_read_all_prefix_head", "'user-', 100"),
+                               ("labkit_read_all_types", "'{UserCreated}', 100")):
+                rows = cur.execute(f"EXPLAIN EXECUTE {name}({head - 5}, {args})").fetchall()
+                out.append("\n".join(r[0] for r in rows))
+            return out
+
+        for plan in store._conns.run(plans):  # the connection that prepared them
+            assert "Seq Scan" not in plan and "events_pkey" in plan, plan
+    finally:
+        store.close()
