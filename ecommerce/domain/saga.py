@@ -37,8 +37,8 @@ stream, so every one sees it, and after a restart too) until an operator records
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Final, Literal, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, Protocol, TypeVar
 
 from ecommerce.domain import fate, stock
 from ecommerce.domain import orders as o
@@ -491,6 +491,22 @@ def _index(state: SagaState, step: str) -> int:
         raise KeyError(f"unknown saga step {step!r}") from None
 
 
+_D = TypeVar("_D")
+
+
+def _evolve(obj: _D, **changes: Any) -> _D:
+    """`dataclasses.replace` for the plain frozen dataclasses `apply` folds (no `__post_init__`,
+    no slots, every field in `__init__`), without its per-call introspection of the fields:
+    the orchestrator folds every event it records, and `replace` was most of that."""
+    fields = obj.__dict__
+    if not changes.keys() <= fields.keys():
+        raise TypeError(f"{type(obj).__name__} has no field(s) {sorted(changes.keys() - fields.keys())}")
+    new = object.__new__(type(obj))
+    new.__dict__.update(fields)
+    new.__dict__.update(changes)
+    return new
+
+
 def _set(items: tuple[Progress, ...], i: int, p: Progress) -> tuple[Progress, ...]:
     return (*items[:i], p, *items[i + 1:])
 
@@ -500,10 +516,10 @@ def apply(state: SagaState, etype: str, data: Mapping[str, Any], version: int, a
     d = data
     step = d.get("step")
     seen = state.seen | {f"{step}:{etype}"} if step else state.seen | {etype}
-    s = replace(state, version=version, seen=seen)
+    s = _evolve(state, version=version, seen=seen)
     if etype == SAGA_STARTED:
         steps = steps_of(d)
-        return replace(s, status="running", order_id=d["order_id"], user_id=d["user_id"],
+        return _evolve(s, status="running", order_id=d["order_id"], user_id=d["user_id"],
                        lines=tuple(d["lines"]), amount=d["amount"], started_at=at,
                        faults=d.get("faults") or {}, steps=steps,
                        actions=tuple(Progress() for _ in steps),
@@ -512,62 +528,62 @@ def apply(state: SagaState, etype: str, data: Mapping[str, Any], version: int, a
         i = _index(s, d["step"])
         p = s.actions[i]
         if d.get("started_at"):
-            p = replace(p, started_at=d["started_at"])
+            p = _evolve(p, started_at=d["started_at"])
         if etype == STEP_STARTED:
-            p = replace(p, status="running", attempts=d.get("attempt", p.attempts + 1),
+            p = _evolve(p, status="running", attempts=d.get("attempt", p.attempts + 1),
                         owner=d.get("owner", ""), lease_until=d.get("lease_until", 0.0),
                         deadline_at=d.get("deadline_at", 0.0), started_at=p.started_at or at,
                         error="")
         elif etype == STEP_RETRIED:
-            p = replace(p, attempts=d.get("attempt", p.attempts), owner=d.get("owner", p.owner),
+            p = _evolve(p, attempts=d.get("attempt", p.attempts), owner=d.get("owner", p.owner),
                         error=d.get("error", ""), lease_until=d.get("lease_until", p.lease_until))
         elif etype == STEP_SUCCEEDED:
-            p = replace(p, status="succeeded", ended_at=at, result=d.get("result") or {},
+            p = _evolve(p, status="succeeded", ended_at=at, result=d.get("result") or {},
                         lease_until=0.0, error="", attempts=d.get("attempt", p.attempts))
         else:
-            p = replace(p, status="failed", ended_at=at, error=d.get("reason", ""),
+            p = _evolve(p, status="failed", ended_at=at, error=d.get("reason", ""),
                         attempts=d.get("attempt", p.attempts),
                         failure_kind=d.get("kind", "refused"), lease_until=0.0)
-            s = replace(s, status="compensating", failure=d.get("reason", ""), failed_step=d["step"])
-        return replace(s, actions=_set(s.actions, i, p))
+            s = _evolve(s, status="compensating", failure=d.get("reason", ""), failed_step=d["step"])
+        return _evolve(s, actions=_set(s.actions, i, p))
     if etype in (COMPENSATION_STARTED, COMPENSATION_RETRIED, COMPENSATION_SUCCEEDED):
         i = _index(s, d["step"])
         p = s.compensations[i]
         if d.get("started_at"):
-            p = replace(p, started_at=d["started_at"])
+            p = _evolve(p, started_at=d["started_at"])
         if etype == COMPENSATION_STARTED:
-            p = replace(p, status="running", attempts=d.get("attempt", p.attempts + 1),
+            p = _evolve(p, status="running", attempts=d.get("attempt", p.attempts + 1),
                         owner=d.get("owner", ""), lease_until=d.get("lease_until", 0.0),
                         started_at=p.started_at or at, error="")
         elif etype == COMPENSATION_RETRIED:
-            p = replace(p, attempts=d.get("attempt", p.attempts), owner=d.get("owner", p.owner),
+            p = _evolve(p, attempts=d.get("attempt", p.attempts), owner=d.get("owner", p.owner),
                         error=d.get("error", ""), lease_until=d.get("lease_until", p.lease_until))
         else:
-            p = replace(p, status="succeeded", ended_at=at, result=d.get("result") or {},
+            p = _evolve(p, status="succeeded", ended_at=at, result=d.get("result") or {},
                         lease_until=0.0, error="", attempts=d.get("attempt", p.attempts))
-        return replace(s, compensations=_set(s.compensations, i, p))
+        return _evolve(s, compensations=_set(s.compensations, i, p))
     if etype == SAGA_STUCK:
         if s.terminal or s.status == "stuck":
             return s
-        return replace(s, status="stuck", stuck_error=d.get("error", ""), resume_status=s.status)
+        return _evolve(s, status="stuck", stuck_error=d.get("error", ""), resume_status=s.status)
     if etype == SAGA_RESUMED:
         if s.status != "stuck":
             return s
-        return replace(s, status=s.resume_status or d.get("status") or "running",  # type: ignore[arg-type]
+        return _evolve(s, status=s.resume_status or d.get("status") or "running",
                        stuck_error="", resume_status="")
     if etype == SAGA_COMPLETED:
-        return replace(s, status="completed", ended_at=at)
+        return _evolve(s, status="completed", ended_at=at)
     if etype == SAGA_COMPENSATED:
-        return replace(s, status="compensated", ended_at=at)
+        return _evolve(s, status="compensated", ended_at=at)
     if etype == SAGA_FAILED:
         if d.get("step"):
             i = _index(s, d["step"])
             p = s.compensations[i]
-            p = replace(p, status="failed", ended_at=at, error=d.get("reason", ""),
+            p = _evolve(p, status="failed", ended_at=at, error=d.get("reason", ""),
                         lease_until=0.0, started_at=d.get("step_started_at") or p.started_at,
                         attempts=d.get("attempt", p.attempts))
-            s = replace(s, compensations=_set(s.compensations, i, p))
-        return replace(s, status="failed", ended_at=at, failure=d.get("reason", s.failure),
+            s = _evolve(s, compensations=_set(s.compensations, i, p))
+        return _evolve(s, status="failed", ended_at=at, failure=d.get("reason", s.failure),
                        failed_step=d.get("step", s.failed_step))
     return s
 

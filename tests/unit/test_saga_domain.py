@@ -224,3 +224,19 @@ def test_lines_are_normalised_and_checked() -> None:
             s.normalise_lines(bad, {"KB": 1})
     with pytest.raises(s.SagaRuleError, match="no price"):
         s.normalise_lines([("ZZ", 1)], {})
+
+
+def test_folding_copies_states_exactly_and_refuses_unknown_fields() -> None:
+    """`apply` copies the frozen states without `dataclasses.replace`: the copy must be an equal,
+    separate object of the same class, and a field name that does not exist must fail loudly
+    (replace would have raised; a silent extra attribute would hide a typo)."""
+    from dataclasses import replace as dc_replace
+
+    from ecommerce.domain.saga import _evolve
+
+    state = s.SagaState("x1", status="running", order_id="o1", amount=5)
+    copied = _evolve(state, version=3, status="compensating")
+    assert copied == dc_replace(state, version=3, status="compensating")
+    assert type(copied) is s.SagaState and copied is not state and state.version == 0
+    with pytest.raises(TypeError, match="stauts"):
+        _evolve(state, stauts="completed")
