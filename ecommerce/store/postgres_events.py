@@ -37,9 +37,14 @@ therefore sets `synchronous_commit = off` on its sessions by default
 which the WAL writer flushes within about 0.6 s. Order and consistency are unchanged (a crash of
 the *server* loses a tail of the log, never a hole); `on` or `server` restores the flush.
 
-Each append also sends `NOTIFY` on the channel `<schema>.events` (delivered when it commits),
-so followers wait for appends instead of polling (`waiter`, `ecommerce.store.postgres_notify`).
-The notifying commits are already serialised by the lock above, so this adds no contention.
+Each append also sends `NOTIFY` (delivered when it commits) with its stream, types and last
+position, on the channel `<schema>.events` and on each of its types' channels, so followers
+wait for the appends they care about instead of polling (`waiter`,
+`ecommerce.store.postgres_notify`). The notifying commits are already serialised by the lock
+above, so this adds no contention.
+
+Sessions run with `enable_seqscan = off` (see `__init__`): every read the lab makes is an
+index range, and a log that grew since it was last analyzed must not be scanned whole.
 
 Data and metadata are `json` (not `jsonb`): stored as the exact text labkit encoded, so key
 order survives as it does in SQLite, and reads hand that text to `RecordedEvent` undecoded.
@@ -398,20 +403,8 @@ class PostgresEventStore(EventStore):
 
         table = sql.SQL("{}.events").format(schema)
         columns = sql.SQL(_COLUMNS)
-        # Binary parameters (%b): the JSON texts travel as they are, with no escaping.
+        # The rarer statements, through psycopg cursors.
         queries = {
-            "append_one": sql.SQL(
-                "SELECT * FROM {}.{}(%b::text, %b::text, %b::uuid, %b::text, %b::int, "
-                "%b::json, %b::json)"
-            ).format(schema, one),
-            "append_many": sql.SQL(
-                "SELECT * FROM {}.{}(%b::text, %b::text, %b::text[], %b::text[], %b::int[], "
-                "%b::text[], %b::text[])"
-            ).format(schema, many),
-            "read_stream": sql.SQL(
-                "SELECT {} FROM {} WHERE stream_id = %s AND version >= %s ORDER BY version"
-            ).format(columns, table),
-            "read_all": sql.SQL("SELECT {} FROM {} WHERE position > %s").format(columns, table),
             "stream_version": sql.SQL(
                 "SELECT COALESCE(MAX(version), 0) FROM {} WHERE stream_id = %s"
             ).format(table),
@@ -430,7 +423,23 @@ class PostgresEventStore(EventStore):
                 schema),
         }
         # The hot statements, run at the libpq level (`_pq`): $n parameters, text format.
-        read_all = sql.SQL("SELECT {} FROM {} WHERE position > $1").format(columns, table)
+        after = sql.SQL("SELECT {} FROM {} WHERE position > $1").format(columns, table)
+        reads = {
+            "read_all": after + sql.SQL(" ORDER BY position LIMIT $2"),
+            "read_all_prefix": after + sql.SQL(
+                " AND starts_with(stream_id, $2) ORDER BY position LIMIT $3"),
+            "read_all_types": after + sql.SQL(
+                " AND type = ANY($2::text[]) ORDER BY position LIMIT $3"),
+            "read_all_prefix_types": after + sql.SQL(
+                " AND starts_with(stream_id, $2) AND type = ANY($3::text[]) "
+                "ORDER BY position LIMIT $4"),
+        }
+        # Each read again with the head of the log in the same snapshot (one statement): one row
+        # with NULL event columns when it finds no event.
+        with_head = {f"{name}_head": sql.SQL(
+            "SELECT e.*, h.head FROM (SELECT COALESCE(MAX(position), 0) AS head FROM {}) AS h "
+            "LEFT JOIN LATERAL ({}) AS e ON true ORDER BY e.position").format(table, q)
+            for name, q in reads.items()}
         pq_queries = {
             "append_one": sql.SQL(
                 "SELECT * FROM {}.{}($1::text, $2::text, $3::uuid, $4::text, $5::int, "
@@ -441,28 +450,7 @@ class PostgresEventStore(EventStore):
             "read_stream": sql.SQL(
                 "SELECT {} FROM {} WHERE stream_id = $1 AND version >= $2 ORDER BY version"
             ).format(columns, table),
-            "read_all": read_all + sql.SQL(" ORDER BY position LIMIT $2"),
-            "read_all_prefix": read_all + sql.SQL(
-                " AND starts_with(stream_id, $2) ORDER BY position LIMIT $3"),
-            "read_all_types": read_all + sql.SQL(
-                " AND type = ANY($2::text[]) ORDER BY position LIMIT $3"),
-            "read_all_prefix_types": read_all + sql.SQL(
-                " AND starts_with(stream_id, $2) AND type = ANY($3::text[]) "
-                "ORDER BY position LIMIT $4"),
-            # The same reads with the head of the log in the same snapshot (one statement): a
-            # row with NULL event columns when no event is found.
-            **{f"{name}_head": sql.SQL(
-                "SELECT e.*, h.head FROM (SELECT COALESCE(MAX(position), 0) AS head FROM {}) AS h "
-                "LEFT JOIN LATERAL ({}) AS e ON true ORDER BY e.position"
-            ).format(table, q) for name, q in (
-                ("read_all", read_all + sql.SQL(" ORDER BY position LIMIT $2")),
-                ("read_all_prefix", read_all + sql.SQL(
-                    " AND starts_with(stream_id, $2) ORDER BY position LIMIT $3")),
-                ("read_all_types", read_all + sql.SQL(
-                    " AND type = ANY($2::text[]) ORDER BY position LIMIT $3")),
-                ("read_all_prefix_types", read_all + sql.SQL(
-                    " AND starts_with(stream_id, $2) AND type = ANY($3::text[]) "
-                    "ORDER BY position LIMIT $4")))},
+            **reads, **with_head,
             "last_position": queries["last_position"],
             "log_id": queries["log_id"],
         }
