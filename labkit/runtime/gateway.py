@@ -11,8 +11,9 @@ same for the lab's processes, so the course's curl lines run unchanged against
 - each backend Service's address is `LABKIT_<SERVICE>_URL`, set by the local runtime;
 - request and response bodies are streamed through, never held in memory;
 - each request is logged as one JSON line: method, host, path, route matched, backend, upstream
-  path, status, ms (`labkit logs gateway`); responses carry `X-Labkit-Route` and
-  `X-Labkit-Backend` so a student can see the way a request took (`curl -i`).
+  path, status, ms (`labkit logs gateway`); responses carry `X-Labkit-Route`,
+  `X-Labkit-Backend` and `X-Labkit-Upstream` (the path the service received, percent-encoded
+  where it is not ASCII) so a student can see the way a request took (`curl -i`).
 
 Students add rules of their own (notebook 01's exercises) as HTTPRoute YAML files in
 `<data dir>/routes/` (`labkit.runtime.routes.STUDENT_ROUTES_DIRNAME`): the gateway re-reads that
@@ -36,6 +37,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -48,6 +50,8 @@ REWRITE_ENV = "LABKIT_GATEWAY_REWRITE_TARGET"
 #: Another manifests folder to route by (what a challenge "applied"; default: the repo's).
 MANIFESTS_ENV = "LABKIT_GATEWAY_MANIFESTS"
 #: Headers that belong to one connection and are never forwarded (RFC 9110 7.6.1).
+#: Characters an upstream path keeps as they are in `X-Labkit-Upstream` (RFC 3986 pchar and /).
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "proxy-connection", "te", "trailer", "trailers", "transfer-encoding",
                         "upgrade"})
@@ -201,7 +205,8 @@ class Gateway:
             out = [(k.encode("latin-1"), v.encode("latin-1"))
                    for k, v in response.headers.multi_items() if k.lower() not in HOP_BY_HOP]
             out += [(b"x-labkit-route", route.label.encode()),
-                    (b"x-labkit-backend", route.backend.encode())]
+                    (b"x-labkit-backend", route.backend.encode()),
+                    (b"x-labkit-upstream", quote(upstream_path, safe=_PATH_SAFE).encode())]
             await send({"type": "http.response.start", "status": response.status_code,
                         "headers": out})
             async for chunk in response.aiter_raw():

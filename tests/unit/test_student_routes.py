@@ -60,6 +60,11 @@ def test_a_route_written_while_the_gateway_runs_is_served_at_once(tmp_path: Path
     sent = _call(gw, "GET", "/shop/stock/MOUSE-WL")
     assert sent.status == 200 and seen[-1] == "inventory-service.test/api/inventory/MOUSE-WL"
     assert sent.headers["x-labkit-route"] == "HTTPRoute shop-stock /shop/stock"
+    # the answer itself says the path the service got (lab.trace reads it, not the log)
+    assert sent.headers["x-labkit-upstream"] == "/api/inventory/MOUSE-WL"
+    sent = _call(gw, "GET", "/shop/stock/é 1")
+    assert seen[-1] == "inventory-service.test/api/inventory/é 1"
+    assert sent.headers["x-labkit-upstream"] == "/api/inventory/%C3%A9%201"
     # the manifests' rules still win for their own paths, and the probe counts both kinds
     assert _call(gw, "GET", "/api/users").headers["x-labkit-backend"] == "user-service"
     ready = json.loads(_call(gw, "GET", "/readyz").body)
