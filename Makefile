@@ -79,30 +79,36 @@ validate: install
 
 # pytest exits 5 when it collected no test at all: that must fail, never pass silently.
 # LABKIT_GATEWAY_PORT=0: a lab the tests or notebooks start takes any free port, never 8080.
-# The notebooks run on a temporary data directory (never .labkit/: 06-cleanup resets the lab),
-# three times:
-#   1. the student edition, all but 06-cleanup (its reset would leave run 2 nothing to re-run on),
-#      with the tests;
-#   2. the whole instructor edition again on that same data: every notebook re-runs on what
-#      earlier runs left (stock sold, balances spent, sagas, events), and every exercise and
-#      challenge check is ✅; the seconds per notebook are printed;
-#   3. the whole instructor edition on PostgreSQL + Redis (LABKIT_PG_URL / LABKIT_REDIS_URL, a
-#      fresh schema and key prefix), when the servers answer; LABKIT_REQUIRE_SERVERS=1 (CI)
-#      makes their absence a failure.
+# Two lanes run side by side (the machine has two cores; each lane is mostly one process at a
+# time), each in a temporary data directory of its own (never .labkit/: 06-cleanup resets the lab):
+#   - the tests (pytest tests/);
+#   - the notebooks with nbval, three times in a row:
+#     1. the student edition, all but 06-cleanup (its reset would leave run 2 nothing to re-run on);
+#     2. the whole instructor edition again on that same data: every notebook re-runs on what
+#        earlier runs left (stock sold, balances spent, sagas, events), and every exercise and
+#        challenge check is ✅; the seconds per notebook are printed;
+#     3. the whole instructor edition on PostgreSQL + Redis (LABKIT_PG_URL / LABKIT_REDIS_URL, a
+#        fresh schema and key prefix), when the servers answer; LABKIT_REQUIRE_SERVERS=1 (CI)
+#        makes their absence a failure.
+#   The notebooks lane's output is printed when both lanes are done.
 NB_FIRST = $$(ls notebooks/[0-9][0-9]-*.ipynb 2>/dev/null | grep -v -- -cleanup)
 NB_AGAIN = notebooks/instructor
 NB_PG = notebooks/instructor
 test: install lint validate
 	@set +e; export LABKIT_GATEWAY_PORT=0; nb=$$(mktemp -d); tag=nbval_$$$$; start=$$(date +%s); \
-	LABKIT_DATA_DIR=$$nb/data $(BIN)/python -m pytest tests $$([ -n "$(NB_FIRST)" ] && echo "$(NB_FIRST) --nbval-lax") $(PYTEST_ARGS); rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests"; rc=1; fi; \
-	if [ $$rc -eq 0 ]; then \
+	( rc=0; first="$(NB_FIRST)"; \
+	  if [ -n "$$first" ]; then \
+		echo "==> the student edition (all but 06-cleanup)"; \
+		LABKIT_DATA_DIR=$$nb/data $(BIN)/python -m pytest -p no:cacheprovider --nbval-lax $$first; rc=$$?; \
+		if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no notebook"; rc=1; fi; \
+	  fi; \
+	  if [ $$rc -eq 0 ]; then \
 		echo "==> the instructor edition, on the same data ($$nb/data)"; \
 		LABKIT_DATA_DIR=$$nb/data $(BIN)/python -m pytest -p no:cacheprovider --nbval-lax \
 			--junitxml=$$nb/again.xml $(NB_AGAIN); rc=$$?; \
 		echo "==> seconds per notebook (instructor edition):"; $(BIN)/python -m tests.nbval_times $$nb/again.xml; \
-	fi; \
-	if [ $$rc -eq 0 ]; then \
+	  fi; \
+	  if [ $$rc -eq 0 ]; then \
 		urls=$$($(BIN)/python -m tests.servers); found=$$?; \
 		if [ $$found -eq 0 ]; then \
 			echo "==> the instructor edition on PostgreSQL + Redis (schema and prefix $$tag)"; \
@@ -111,9 +117,19 @@ test: install lint validate
 			$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax $(NB_PG); rc=$$?; \
 			$(BIN)/python -m tests.servers --drop $$tag $$tag; \
 		elif [ $$found -ne 3 ]; then rc=1; fi; \
-	fi; \
-	LABKIT_DATA_DIR=$$nb/data $(BIN)/labkit down >/dev/null 2>&1; \
-	LABKIT_DATA_DIR=$$nb/pg $(BIN)/labkit down >/dev/null 2>&1; \
+	  fi; \
+	  LABKIT_DATA_DIR=$$nb/data $(BIN)/labkit down >/dev/null 2>&1; \
+	  LABKIT_DATA_DIR=$$nb/pg $(BIN)/labkit down >/dev/null 2>&1; \
+	  echo "==> the notebooks: $$(( $$(date +%s) - start )) s, exit code $$rc"; exit $$rc \
+	) > $$nb/notebooks.log 2>&1 & lane=$$!; \
+	echo "==> the tests (the notebooks run beside them; their output follows the tests')"; \
+	LABKIT_DATA_DIR=$$nb/tests $(BIN)/python -m pytest tests $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests"; rc=1; fi; \
+	echo "==> the tests: $$(( $$(date +%s) - start )) s, exit code $$rc"; \
+	wait $$lane; nbrc=$$?; \
+	echo "==> the notebooks' lane:"; cat $$nb/notebooks.log; \
+	if [ $$rc -eq 0 ]; then rc=$$nbrc; fi; \
+	LABKIT_DATA_DIR=$$nb/tests $(BIN)/labkit down >/dev/null 2>&1; \
 	echo "==> make test: $$(( $$(date +%s) - start )) s of tests, exit code $$rc"; \
 	rm -rf $$nb; exit $$rc
 
