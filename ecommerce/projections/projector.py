@@ -16,14 +16,14 @@ model from the new log (`ecommerce.projections.processor`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ecommerce.domain.readmodel import WriteBuffer
 from ecommerce.health import Heartbeat
 from ecommerce.projections.base import Handler, Projection
 from ecommerce.projections.parking import parked_positions
 from ecommerce.store.base import EventStore
-from ecommerce.store.read_base import CheckpointConflict, ReadStore, SourceMismatch
+from ecommerce.store.read_base import Checkpoint, CheckpointConflict, ReadStore, SourceMismatch
 from ecommerce.store.wakeup import Waiter
 
 #: Seconds between polls while events keep coming, without database wake-ups (SQLite): the
@@ -87,7 +87,10 @@ class Projector:
         self._by_type = {t: tuple(hs) for t, hs in by_type.items()}
 
     def checkpoints(self) -> dict[str, int]:
-        stored = self.reads.checkpoints()
+        return self._positions(self.reads.checkpoints())
+
+    def _positions(self, stored: Mapping[str, Checkpoint]) -> dict[str, int]:
+        """Each projection's checkpoint position (0: none stored yet)."""
         return {p.name: stored[p.name].position if p.name in stored else 0 for p in self.projections}
 
     def step(self) -> int:
@@ -99,8 +102,7 @@ class Projector:
         """
         while True:
             stored, built_from = self.reads.checkpoints_and_source()
-            cps = {p.name: stored[p.name].position if p.name in stored else 0
-                   for p in self.projections}
+            cps = self._positions(stored)
             self._note_reset(cps)
             start = min(cps.values())
             buffer, count, last = self._project_past_parked(start, cps)

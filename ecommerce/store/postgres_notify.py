@@ -107,10 +107,6 @@ class NotifyWaiter:
         self.notified = self.accepted = 0
         self.listen()
 
-    @property
-    def channel(self) -> str:
-        return self.channels[0]
-
     def listen(self) -> bool:
         """(Re)connect and LISTEN; False when the server cannot be reached (polls go on)."""
         self.close()
