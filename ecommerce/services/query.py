@@ -15,6 +15,7 @@ from fastapi import FastAPI, Query
 
 from ecommerce import plugins
 from ecommerce.config import Settings
+from ecommerce.projections import all_projections
 from ecommerce.projections import users as pu
 from ecommerce.services.app import (
     ApiError,
@@ -133,8 +134,16 @@ def create_app(settings: Settings, store: ReadStore | None = None) -> FastAPI:
     @app.get("/api/queries/checkpoints", tags=["queries"],
              summary="Every projection's checkpoint: how far the read side has caught up")
     def checkpoints() -> dict[str, Any]:
-        return {"checkpoints": {name: {"position": cp.position, "last_updated": cp.updated_at}
-                                for name, cp in reads.checkpoints().items()}}
+        """`checkpoints`: the projections the lab runs (its own and the deployed plugins').
+        `paused`: those of removed plugins. Their checkpoints and documents stay in the read
+        store, so a plugin deployed again goes on from where it stopped, but nothing advances
+        them now: they are not "behind"."""
+        running = all_projections()
+        out: dict[str, Any] = {"checkpoints": {}, "paused": {}}
+        for name, cp in reads.checkpoints().items():
+            out["checkpoints" if name in running else "paused"][name] = {
+                "position": cp.position, "last_updated": cp.updated_at}
+        return out
 
     return app
 

@@ -8,10 +8,12 @@ from collections.abc import Iterator
 import pytest
 
 from labkit.lab import Lab
+from labkit.lab.challenges.skipped_events import caught_up
 from labkit.lab.plugins import PluginError
 from labkit.runtime.local import PluginFailed
 from labkit.workbook import exercises as ex
 from tests.integration.labs import full_lab
+from tests.waiting import wait_until
 
 
 def notify_plugin():  # the 02 exercise's solution (naive handler: not idempotent)
@@ -185,6 +187,14 @@ def test_a_projection_is_served_by_query_service_and_checked_against_the_log(lab
     lab.remove_code("orders_per_user")
     assert ex.orders_per_user_view(lab).ok is None
     lab.fire("happy", lines=[("MOUSE-WL", 3)], wait=True)
+    # The removed plugin's projection is paused, not behind: whatever waits for the read side
+    # to catch up (a challenge, a check) is not held by it.
+    head = lab.saga.store.last_position()
+    wait_until(lambda: caught_up(lab, head), timeout=30, what="the read side at the head")
+    cps = lab.query("checkpoints")
+    assert "orders-per-user" in cps["paused"] and "orders-per-user" not in cps["checkpoints"]
+    assert cps["paused"]["orders-per-user"]["position"] < head
+    assert "orders-per-user" not in set(lab.checkpoints()["projection"])
     lab.deploy_code(top_products_wrong, name="top_products")
     assert ex.top_products_view(lab).ok is False
     lab.deploy_code(top_products)
