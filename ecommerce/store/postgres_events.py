@@ -199,8 +199,8 @@ CREATE OR REPLACE FUNCTION {schema}.{function}(
             WITH ORDINALITY AS u (id, t, sv, d, m, n)
         ORDER BY u.n
         RETURNING e.position, e.stream_id, e.version, true, e.recorded_at;
-    SELECT e.position INTO v_last FROM {schema}.events AS e
-        WHERE e.stream_id = p_stream ORDER BY e.version DESC LIMIT 1;
+    -- The last row's position: the identity's last value in this session (no second scan).
+    v_last := lastval();
     v_payload := left(p_stream || ' ' || array_to_string(
         ARRAY(SELECT DISTINCT t FROM unnest(p_types) AS t), ','), 7950) || ' ' || v_last;
     PERFORM pg_notify({channel}, v_payload);
