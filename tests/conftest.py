@@ -91,10 +91,9 @@ def pg_schema() -> Iterator[tuple[str, str]]:
     url = require_postgres()
     schema = "t_" + uuid.uuid4().hex[:12]
     yield url, schema
-    import psycopg
+    from labkit.runtime.local import drop_pg_schema
 
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    drop_pg_schema(url, schema)
 
 
 @pytest.fixture
@@ -103,12 +102,9 @@ def redis_prefix() -> Iterator[tuple[str, str]]:
     url = require_redis()
     prefix = "t_" + uuid.uuid4().hex[:12]
     yield url, prefix
-    import redis
+    from labkit.runtime.local import drop_redis_prefix
 
-    client = redis.Redis.from_url(url)
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
+    drop_redis_prefix(url, prefix)
 
 
 @pytest.fixture

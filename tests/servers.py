@@ -31,15 +31,10 @@ def reachable() -> str | None:
 
 
 def drop(schema: str, prefix: str) -> None:
-    import psycopg
-    import redis
+    from labkit.runtime.local import drop_pg_schema, drop_redis_prefix
 
-    with psycopg.connect(pg_url(), autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    client = redis.Redis.from_url(redis_url())
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
+    drop_pg_schema(pg_url(), schema)
+    drop_redis_prefix(redis_url(), prefix)
 
 
 def main(argv: list[str]) -> int:

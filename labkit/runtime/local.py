@@ -178,19 +178,28 @@ def drop_server_data(settings: Settings) -> None:
     """Drop a throwaway lab's PostgreSQL schema and Redis keys, when it used the servers
     (a benchmark's or a test's lab; `LocalRuntime.reset` empties a student's instead)."""
     if settings.pg_url:
-        import psycopg
-        from psycopg import sql
-
-        with contextlib.suppress(psycopg.Error), psycopg.connect(
-                settings.pg_url, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                sql.Identifier(settings.pg_schema)))
+        drop_pg_schema(settings.pg_url, settings.pg_schema)
     if settings.redis_url:
-        from ecommerce.store.redis_read import RedisReadStore
+        drop_redis_prefix(settings.redis_url, settings.redis_prefix)
 
-        with contextlib.suppress(Exception), contextlib.closing(
-                RedisReadStore(settings.redis_url, prefix=settings.redis_prefix)) as reads:
-            reads.erase()
+
+def drop_pg_schema(url: str, schema: str) -> None:
+    """DROP SCHEMA ... CASCADE, if the server answers (a cleanup: errors are not raised)."""
+    import psycopg
+    from psycopg import sql
+
+    with contextlib.suppress(psycopg.Error), psycopg.connect(
+            url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def drop_redis_prefix(url: str, prefix: str) -> None:
+    """Delete every key under `prefix:`, if the server answers (a cleanup)."""
+    from ecommerce.store.redis_read import RedisReadStore
+
+    with contextlib.suppress(Exception), contextlib.closing(
+            RedisReadStore(url, prefix=prefix)) as reads:
+        reads.erase()
 
 
 class LocalRuntime:

@@ -254,9 +254,7 @@ def test_read_your_writes(lab) -> None:
 @pytest.fixture(scope="module")
 def pg_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """The whole lab on PostgreSQL (event store) and Redis (read model)."""
-    import psycopg
-    import redis
-
+    from labkit.runtime.local import drop_server_data
     from tests.conftest import require_postgres, require_redis
     from tests.integration.labs import lab_settings
 
@@ -268,12 +266,7 @@ def pg_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield lab
     finally:
         lab.reset()
-        with psycopg.connect(settings.pg_url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{settings.pg_schema}" CASCADE')
-        client = redis.Redis.from_url(settings.redis_url)
-        keys = list(client.scan_iter(match=f"{settings.redis_prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
+        drop_server_data(settings)
 
 
 def test_the_exercises_work_on_postgres_and_redis(pg_lab) -> None:
