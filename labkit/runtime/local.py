@@ -564,37 +564,50 @@ class LocalRuntime:
         records = self._load()
         running = [n for n in names if (r := records.get(n)) is not None
                    and _proc(r.pid, r.started) is not None]
-        if not running:
-            return []
-        specs = launch_specs(running)
-        ports = self._assign_ports(launch_specs(self.names))
-        faults = {n: records[n].faults for n in running}  # a restart keeps fault injection as it was
-        self._stop(running)
-        records = self._load()
-        for name in running:
-            records[name] = self._spawn(specs[name], ports, self._override_env(name),
-                                        faults=faults[name])
-            self._save(records, ports)
-        self.wait_ready(running, timeout=timeout, progress=False)
+        if running:
+            self._respawn(running, timeout)
         return running
 
     def restart_gateway(self, rewrite_target: str | None = None, timeout: float = READY_TIMEOUT
                         ) -> dict[str, Any]:
         """Restart the gateway, with the course's `rewrite-target` (e.g. "/") for its Ingress
         rules or without it (None); it keeps its port. Returns its status row."""
-        records = self._load()
-        rec = records.get(GATEWAY)
-        specs = launch_specs([GATEWAY])
-        ports = self._assign_ports(specs)  # a running gateway's port
-        if rec is not None and _proc(rec.pid, rec.started) is not None:
-            self._stop([GATEWAY])
-        if not port_is_free(ports[GATEWAY]):
-            raise RuntimeErrorWithHint(self._port_taken(GATEWAY, ports[GATEWAY]))
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        records[GATEWAY] = self._spawn(specs[GATEWAY], ports, {REWRITE_ENV: rewrite_target})
-        self._save(records)
-        self.wait_ready([GATEWAY], timeout=timeout, progress=False)
+        self._respawn([GATEWAY], timeout, {GATEWAY: {REWRITE_ENV: rewrite_target}})
         return next(r for r in self.status() if r["service"] == GATEWAY)
+
+    def restart_one(self, name: str, timeout: float = READY_TIMEOUT) -> dict[str, Any]:
+        """Stop one process (SIGTERM, like a rolling restart), or nothing if it is down, and
+        start it as deployed (the manifests plus its override, if any); wait until it is
+        ready. Its status row."""
+        if name not in self.names:
+            raise RuntimeErrorWithHint(f"unknown process {name!r}; known: {', '.join(self.names)}")
+        self._respawn([name], timeout)
+        return next(r for r in self.status() if r["service"] == name)
+
+    def _respawn(self, names: list[str], timeout: float,
+                 env: dict[str, dict[str, str | None]] | None = None) -> None:
+        """Stop those of `names` that run (SIGTERM), start each again on its port as deployed
+        (the manifests, its override, then `env[name]`) with fault injection as it was, and
+        wait until they are ready."""
+        records = self._load()
+        specs = launch_specs(names)
+        ports = self._assign_ports(launch_specs(list(dict.fromkeys([*self.names, *names]))))
+        default_faults = self.faults_on()
+        faults = {n: records[n].faults if n in records else default_faults for n in names}
+        running = [n for n in names if (r := records.get(n)) is not None
+                   and _proc(r.pid, r.started) is not None]
+        if running:
+            self._stop(running)
+            records = self._load()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            port = ports.get(name)
+            if port is not None and not port_is_free(port):
+                raise RuntimeErrorWithHint(self._port_taken(name, port))
+            records[name] = self._spawn(specs[name], ports, {
+                **self._override_env(name), **(env or {}).get(name, {})}, faults=faults[name])
+            self._save(records, ports)
+        self.wait_ready(names, timeout=timeout, progress=False)
 
     # ---- deployed differently from the manifests (a bad build, a patched config) ------------
     def overrides(self) -> dict[str, dict[str, Any]]:
@@ -634,29 +647,6 @@ class LocalRuntime:
             return False
         self._write_overrides(overrides)
         return True
-
-    def restart_one(self, name: str, timeout: float = READY_TIMEOUT) -> dict[str, Any]:
-        """Stop one process (SIGTERM, like a rolling restart), or nothing if it is down, and
-        start it as deployed (the manifests plus its override, if any); wait until it is
-        ready. Its status row."""
-        if name not in self.names:
-            raise RuntimeErrorWithHint(f"unknown process {name!r}; known: {', '.join(self.names)}")
-        records = self._load()
-        specs = launch_specs([name])
-        ports = self._assign_ports(launch_specs(self.names))
-        rec = records.get(name)
-        faults = rec.faults if rec is not None else self.faults_on()
-        if rec is not None and _proc(rec.pid, rec.started) is not None:
-            self._stop([name])
-            records = self._load()
-        port = ports.get(name)
-        if port is not None and not port_is_free(port):
-            raise RuntimeErrorWithHint(self._port_taken(name, port))
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        records[name] = self._spawn(specs[name], ports, self._override_env(name), faults=faults)
-        self._save(records, ports)
-        self.wait_ready([name], timeout=timeout, progress=False)
-        return next(r for r in self.status() if r["service"] == name)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
         """Kill one service process (the crash scenarios). Returns the pid killed."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import httpx
 import psutil
 import pytest
 
+from ecommerce.config import REPO_DIR
 from ecommerce.services.registry import SERVICES
 from labkit.runtime.local import LocalRuntime, RuntimeErrorWithHint, launch_specs
 from tests.integration.labs import lab_settings
@@ -66,6 +68,42 @@ def test_up_kill_restart_down_leaves_nothing_behind(tmp_path) -> None:
                 and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert rt.down() == []  # idempotent
     assert all(r["status"] == "not started" for r in rt.status())
+
+
+def test_every_restart_keeps_the_port_and_the_override(tmp_path) -> None:
+    """restart, restart_one and restart_gateway start a process as deployed: on its port, with
+    its override (a challenge's manifests stay when the student toggles rewrite-target)."""
+    from labkit.runtime.gateway import MANIFESTS_ENV, REWRITE_ENV
+
+    rt = LocalRuntime(lab_settings(tmp_path), ["query-service", "gateway"])
+
+    def env(name: str) -> dict[str, str]:
+        pid = next(r["pid"] for r in rt.status() if r["service"] == name)
+        return psutil.Process(pid).environ()
+
+    try:
+        rt.up(progress=False)
+        urls = {n: rt.url(n) for n in ("query-service", "gateway")}
+        manifests = str(tmp_path / "applied")
+        shutil.copytree(REPO_DIR / "manifests", manifests)
+        rt.set_override("gateway", {MANIFESTS_ENV: manifests}, "routes from elsewhere")
+        rt.set_override("query-service", {"LABKIT_PROBE_MARK": "1"}, "marked")
+
+        row = rt.restart_gateway("/")
+        assert row["status"] == "ready"
+        assert env("gateway")[REWRITE_ENV] == "/" and env("gateway")[MANIFESTS_ENV] == manifests
+        rt.restart_one("gateway")
+        assert REWRITE_ENV not in env("gateway") and env("gateway")[MANIFESTS_ENV] == manifests
+
+        rt.kill("query-service")
+        assert rt.restart(["query-service"]) == []  # restart: only what runs
+        assert rt.restart_one("query-service")["status"] == "ready"  # restart_one: down too
+        assert env("query-service")["LABKIT_PROBE_MARK"] == "1"
+        assert rt.restart(["query-service", "gateway"]) == ["query-service", "gateway"]
+        assert {n: rt.url(n) for n in urls} == urls
+        assert env("query-service")["LABKIT_PROBE_MARK"] == "1"
+    finally:
+        rt.down()
 
 
 def test_a_taken_port_says_which_and_what_to_do(tmp_path) -> None:
