@@ -112,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="replay this projection (repeatable)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    from ecommerce import plugins
     from ecommerce.store.factory import open_event_store, open_read_store
 
+    plugins.load_all()  # projections (and upcasters) added by plugins, as the processor does
     try:
         chosen = get_projections(None if args.all else args.projection)
     except KeyError as exc:

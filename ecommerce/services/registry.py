@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ecommerce.domain.saga import PARTICIPANTS as ORDER_SAGA_PARTICIPANTS
+from ecommerce.plugins import PLUGINS_ENV
 
 #: Port every HTTP service listens on inside its container (LABKIT_PORT).
 CONTAINER_PORT = 8080
@@ -64,6 +65,7 @@ class ServiceSpec:
         if self.admin:
             names.append("LABKIT_ADMIN_TOKEN")
         names += list(self.extra_env)
+        names.append(PLUGINS_ENV)  # every process loads the deployed plugins at start
         return tuple(names)
 
 

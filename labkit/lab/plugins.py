@@ -22,8 +22,13 @@ the processes that use what it registers:
 The code is first loaded in this Python process: a plugin that fails says which line and why
 (`PluginError`), and nothing is deployed. A service that still fails to load it answers
 `/readyz` with that sentence; `deploy_code` raises it and `remove_code` takes the file away.
-Cluster mode would mount the plugin directory from a ConfigMap into the pods; the lab does not
-do that yet, so both raise `NotInCluster` (a `NotImplementedError`) that says so.
+
+Cluster mode: the plugin files are the keys of the ConfigMap `labkit-plugins`, which every lab
+Deployment and Job mounts at LABKIT_PLUGINS_DIR (`/plugins`, optional: none, no plugins).
+`deploy_code` writes the key (server-side apply) and restarts the Deployments that use what the
+plugin registers (`kubectl rollout restart`, then waits for the rollouts); `remove_code`
+removes the key and restarts them. A pod that cannot load a plugin never becomes ready: the
+restart then times out, and `lab.logs(name)` says why.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import inspect
 import re
 import shutil
+import tempfile
 import textwrap
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -55,8 +61,6 @@ class PluginError(RuntimeError):
     """Plugin code that cannot be deployed; the message says which line and what to do."""
 
 
-class NotInCluster(PluginError, NotImplementedError):
-    """Cluster mode: plugins are not shipped to the pods (yet)."""
 
 
 def source_of(code: Callable[..., Any] | str) -> tuple[str, str | None]:
@@ -92,21 +96,22 @@ class Plugins:
         self.lab = lab
 
     @property
+    def cluster(self) -> bool:
+        return bool(self.lab.mode == "cluster")
+
+    @property
     def directory(self) -> Path:
-        if self.lab.mode != "local":
-            raise NotInCluster(
-                "deploy_code runs in local mode only: in cluster mode the plugin files would "
-                "have to reach the pods through a mounted ConfigMap, which this lab does not do "
-                "yet. Run the exercise with LABKIT_MODE=local.")
+        """Local mode: the directory the lab processes load plugins from."""
         return Path(self.lab.runtime.plugins_dir)
 
     def load_here(self) -> list[plugins.Plugin]:
         """Load the deployed plugins into this process too (what `labkit.connect()` does)."""
-        try:
-            directory = self.directory
-        except NotInCluster:
-            return []
-        return plugins.load_all(directory)
+        if not self.cluster:
+            return plugins.load_all(self.directory)
+        with tempfile.TemporaryDirectory(prefix="labkit-plugins-") as tmp:
+            for file, source in sorted(self.lab.runtime.plugin_sources().items()):
+                (Path(tmp) / file).write_text(source, encoding="utf-8")
+            return plugins.load_all(Path(tmp))
 
     def deploy(self, code: Callable[..., Any] | str, name: str | None = None,
                restart: Iterable[str] | str | None = None) -> dict[str, Any]:
@@ -118,13 +123,13 @@ class Plugins:
         handler: its service); "all", or a list of names. Returns what was registered and
         restarted.
         """
-        directory = self.directory
         text, default = source_of(code)
         name = name or default
         if not name or not NAME_RE.match(name):
             raise PluginError(f"give the plugin a name of letters, digits and '_' (got {name!r}): "
                               "lab.deploy_code(code, name='my_plugin')")
-        staging = directory.parent / "plugins-staging"
+        staging = (Path(tempfile.mkdtemp(prefix="labkit-staging-")) if self.cluster
+                   else self.directory.parent / "plugins-staging")
         staging.mkdir(parents=True, exist_ok=True)
         staged = staging / f"{name}.py"
         staged.write_text(text, encoding="utf-8")
@@ -143,24 +148,33 @@ class Plugins:
             print(f"⚠️ {note}")
             return {"plugin": name, "file": None, "registered": [], "restarted": [],
                     "note": note}
-        directory.mkdir(parents=True, exist_ok=True)
-        target = directory / f"{name}.py"
-        shutil.move(str(staged), target)
-        plugins.LOADED[name].path = str(target)
+        if self.cluster:
+            from labkit.runtime.cluster import PLUGINS_CONFIGMAP
+
+            self.lab.runtime.set_plugin(name, text)
+            shutil.rmtree(staging, ignore_errors=True)
+            target = f"configmap/{PLUGINS_CONFIGMAP}/{name}.py"
+        else:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            target = str(self.directory / f"{name}.py")
+            shutil.move(str(staged), target)
+        plugins.LOADED[name].path = target
         names = self._names(restart, [*old, *loaded.registered])
         restarted = self._restart(names, name)
-        return {"plugin": name, "file": str(target),
+        return {"plugin": name, "file": target,
                 "registered": [f"{k} {v}" for k, v in loaded.registered],
                 "restarted": restarted}
 
     def remove(self, name: str, restart: Iterable[str] | str | None = None) -> dict[str, Any]:
         """Delete plugin `name`, unload it here, restart the processes that used it."""
-        directory = self.directory
-        target = directory / f"{name}.py"
         loaded = plugins.LOADED.get(name)
         registered = list(loaded.registered) if loaded is not None else []
-        existed = target.exists()
-        target.unlink(missing_ok=True)
+        if self.cluster:
+            existed = self.lab.runtime.set_plugin(name, None)
+        else:
+            target = self.directory / f"{name}.py"
+            existed = target.exists()
+            target.unlink(missing_ok=True)
         plugins.unload(name)
         if not existed and loaded is None:
             return {"plugin": name, "removed": False, "restarted": []}
@@ -171,6 +185,8 @@ class Plugins:
         """The deployed plugins: name, file, what each registers, or why it failed."""
         import pandas as pd
 
+        if self.cluster:  # a new kernel has not loaded what an earlier one deployed
+            self.load_here()
         rows = []
         for p in plugins.LOADED.values():
             rows.append({"plugin": p.name, "file": Path(p.path).name,
@@ -193,6 +209,16 @@ class Plugins:
         return names
 
     def _restart(self, names: list[str], plugin: str) -> list[str]:
+        if self.cluster:
+            from labkit.runtime.k8s_errors import ClusterError
+
+            try:
+                return list(self.lab.runtime.restart(names))
+            except ClusterError as exc:
+                raise PluginError(
+                    f"{exc}\n(restarting for plugin {plugin}: if a pod cannot load it, "
+                    f"lab.logs(NAME) says which line; lab.remove_code({plugin!r}) takes it "
+                    "away)") from None
         from labkit.runtime.local import PluginFailed
 
         try:

@@ -35,12 +35,21 @@ from labkit.runtime.manifests import IMAGE
 FIELD_MANAGER = "labkit"
 GATEWAY_NAME = "labkit-gateway"
 GATEWAY_HOST = "api.local"
-#: Kinds `down()` deletes besides the manifests' own: Jobs (CronJob runs, `run_job` copies) and
-#: the StatefulSet's PVCs (which outlive it).
-CREATED_KINDS = (("batch/v1", "Job"), ("v1", "PersistentVolumeClaim"))
+#: Kinds `down()` deletes besides the manifests' own: Jobs (CronJob runs, `run_job` copies), the
+#: StatefulSet's PVCs (which outlive it) and the plugins' ConfigMap (`lab.deploy_code`).
+CREATED_KINDS = (("batch/v1", "Job"), ("v1", "PersistentVolumeClaim"), ("v1", "ConfigMap"))
 #: Kinds `down()` only waits for: the garbage collector removes them with their owners.
 COLLECTED_KINDS = (("apps/v1", "ReplicaSet"), ("v1", "Pod"))
 BASE_STEP = "00-base"
+#: The ConfigMap holding the deployed plugins (`lab.deploy_code`), one key per file. The lab's
+#: Deployments and Jobs mount it at LABKIT_PLUGINS_DIR (optional: absent means no plugins).
+PLUGINS_CONFIGMAP = "labkit-plugins"
+#: The step whose workloads first mount it (its label, so a student's `down` removes it too).
+PLUGINS_STEP = "02-saga"
+#: A separate field manager for restarts: a partial apply under FIELD_MANAGER would drop every
+#: field of the manifests it does not repeat.
+RESTART_FIELD_MANAGER = "labkit-restart"
+RESTARTED_AT = "labkit.io/restarted-at"
 #: What `doctor()` asks the API server whether you may do in the lab namespace.
 REQUIRED_ACCESS = (
     ("create", "apps", "deployments"), ("patch", "apps", "deployments"),
@@ -51,6 +60,7 @@ REQUIRED_ACCESS = (
     ("get", "", "pods/log"), ("delete", "", "pods"),
     # the port-forward websocket is a GET: authorized as get, and from 1.35 as create too
     ("get", "", "pods/portforward"), ("create", "", "pods/portforward"),
+    ("patch", "", "configmaps"),  # lab.deploy_code
 )
 #: ... and in the `testing` namespace (the course's `kubectl exec ... load-tester`).
 REQUIRED_TESTING_ACCESS = (("get", "", "pods/exec"), ("create", "", "pods/exec"))
@@ -155,6 +165,11 @@ def customise(objects: list[dict[str, Any]], *, image: str = IMAGE,
         if obj["kind"] == "Gateway" and gateway_class:
             obj["spec"]["gatewayClassName"] = gateway_class
     return out
+
+
+def _process_of(deployment: str) -> str:
+    """The lab process a Deployment runs: `saga-orchestrator-follow` -> `saga-orchestrator`."""
+    return deployment.removesuffix("-follow")
 
 
 def _match_labels(live: Mapping[str, Any]) -> str | None:
@@ -551,6 +566,53 @@ class ClusterRuntime:
                        grace_period_seconds=grace_period_seconds)
             names.append(pname)
         return names
+
+    # -- plugins (lab.deploy_code) -------------------------------------------------------------
+    def plugin_sources(self) -> dict[str, str]:
+        """The deployed plugins: file name (`name.py`) -> source, from the ConfigMap."""
+        live = self._call(f"read ConfigMap {PLUGINS_CONFIGMAP}", self.api.get, "v1", "ConfigMap",
+                          PLUGINS_CONFIGMAP, self.namespace)
+        return dict((live or {}).get("data") or {})
+
+    def set_plugin(self, name: str, source: str | None) -> bool:
+        """Write plugin `name` (its source) into the ConfigMap, or remove it (None). Returns
+        whether the file was there before."""
+        files = self.plugin_sources()
+        key = f"{name}.py"
+        existed = key in files
+        if source is None:
+            files.pop(key, None)
+        else:
+            files[key] = source
+        labels = {"app.kubernetes.io/name": PLUGINS_CONFIGMAP,
+                  "app.kubernetes.io/component": "plugins",
+                  m.PART_OF: m.PART_OF_VALUE, "app.kubernetes.io/managed-by": "labkit",
+                  m.STEP_LABEL: PLUGINS_STEP}
+        obj = {"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": PLUGINS_CONFIGMAP, "namespace": self.namespace,
+                            "labels": labels, "annotations": {m.CREATED_BY: m.CREATED_BY_VALUE}},
+               "data": files}
+        self.apply(obj)  # labkit's field manager owns `data`: a key left out is removed
+        return existed
+
+    def restart(self, names: Iterable[str], timeout: float = 300) -> list[str]:
+        """Roll the Deployments of these processes (like `kubectl rollout restart`), so their
+        new pods load the plugins as the ConfigMap holds them now; wait for the rollouts.
+        Returns the Deployments restarted (those that run; Jobs load plugins when they start)."""
+        wanted = set(names)
+        deployments = [o for o in self._all_objects() if o["kind"] == "Deployment"
+                       and _process_of(o["metadata"]["name"]) in wanted]
+        running = [o for o in deployments if self._get(o) is not None]
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        for obj in running:
+            patch = {"apiVersion": "apps/v1", "kind": "Deployment",
+                     "metadata": {"name": obj["metadata"]["name"],
+                                  "namespace": _namespace_of(obj)},
+                     "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
+            self._call(f"restart {m.describe(obj)}", self.api.apply, patch,
+                       namespace=_namespace_of(obj), field_manager=RESTART_FIELD_MANAGER)
+        self.wait(running, timeout=timeout, desc="restart")
+        return [o["metadata"]["name"] for o in running]
 
     # -- reaching the services ----------------------------------------------------------------
     def gateway_url(self) -> str:

@@ -38,7 +38,7 @@ from labkit.runtime.manifests import STEPS
 from labkit.runtime.steps import GATEWAY, process_steps, processes_for, workload_for
 
 #: Variables the local runtime decides itself (addresses and databases).
-OVERRIDDEN = ("LABKIT_HOST", "LABKIT_PORT", "LABKIT_PG_URL", "LABKIT_REDIS_URL")
+OVERRIDDEN = ("LABKIT_HOST", "LABKIT_PORT", "LABKIT_PG_URL", "LABKIT_REDIS_URL", PLUGINS_ENV)
 READY_TIMEOUT = 30.0
 #: The local gateway's port (the course's curl lines use http://localhost:8080); 0: any free port.
 GATEWAY_PORT_ENV = "LABKIT_GATEWAY_PORT"

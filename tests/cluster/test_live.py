@@ -157,6 +157,32 @@ def test_replay_job_and_replay_endpoint(gw: httpx.Client, lab_up: ClusterRuntime
     assert r.status_code == 200 and r.json()["status"] == "completed", r.text
 
 
+def test_a_deployed_projection_plugin_is_served_then_removed(gw: httpx.Client,
+                                                              lab_up: ClusterRuntime):
+    """lab.deploy_code in cluster mode: the ConfigMap reaches the rolled pods, query-service
+    serves the plugin's view, and remove_code takes it away again."""
+    from types import SimpleNamespace
+
+    from labkit.lab.plugins import Plugins
+
+    source = (
+        "from ecommerce.domain.readmodel import Incr\n"
+        "from ecommerce.plugins import projection\n"
+        "from ecommerce.projections.base import Projection\n\n"
+        "def placed(e):\n"
+        "    return [Incr('live_orders', e.data['user_id'], {'orders': 1})]\n\n"
+        "projection(Projection('live-orders', ('live_orders',), {'OrderPlaced': placed}))\n")
+    lab = SimpleNamespace(mode="cluster", runtime=lab_up)
+    try:
+        out = Plugins(lab).deploy(source, name="live_orders")
+        assert "query-service" in out["restarted"]
+        r = gw.get("/api/queries/views/live-orders")
+        assert r.status_code == 200 and r.json()["view"] == "live-orders", r.text
+    finally:
+        Plugins(lab).remove("live_orders")
+    assert gw.get("/api/queries/views/live-orders").status_code == 404
+
+
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
 def test_the_course_commands_from_the_load_tester(lab_up: ClusterRuntime):
     ns = lab_up.namespace

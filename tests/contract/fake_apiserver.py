@@ -37,6 +37,7 @@ RESOURCES: list[tuple[str, str, str, str, bool, tuple[str, ...]]] = [
     ("", "v1", "Pod", "pods", True, ("log", "portforward", "exec")),
     ("", "v1", "Service", "services", True, ()),
     ("", "v1", "Secret", "secrets", True, ()),
+    ("", "v1", "ConfigMap", "configmaps", True, ()),
     ("", "v1", "ServiceAccount", "serviceaccounts", True, ()),
     ("", "v1", "Event", "events", True, ()),
     ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", True, ()),
@@ -124,6 +125,8 @@ class FakeApiServer:
         self.version = version
         self.requests: list[Request] = []
         self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        #: The field manager whose apply made each object ("kubectl" for `put`'s objects).
+        self.managers: dict[tuple[str, str, str, str], str] = {}
         self.denied: set[tuple[str, str]] = set()  # (verb, "resource[/sub]") the user may not
         self.failures: list[Failure] = []
         self.without_groups: set[str] = set()  # groups not served (missing CRDs)
@@ -154,11 +157,16 @@ class FakeApiServer:
             return [r for r in self.requests if (method is None or r.method == method)
                     and (path is None or re.search(path, r.path))]
 
-    def put(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Create an object directly (a pre-existing object nobody applied through labkit)."""
+    def put(self, obj: dict[str, Any], manager: str = "kubectl") -> dict[str, Any]:
+        """Create an object directly (a pre-existing object nobody applied through labkit),
+        as if field manager `manager` had applied it."""
         with self.lock:
-            return self._store(self._kind_info(obj["apiVersion"], obj["kind"]), obj,
-                               obj["metadata"].get("namespace") or "")
+            stored = self._store(self._kind_info(obj["apiVersion"], obj["kind"]), obj,
+                                 obj["metadata"].get("namespace") or "")
+            self.managers[self._key(self._kind_info(obj["apiVersion"], obj["kind"]),
+                                    stored["metadata"].get("namespace") or "",
+                                    stored["metadata"]["name"])] = manager
+            return stored
 
     def find(self, kind: str, name: str, namespace: str = "") -> dict[str, Any] | None:
         with self.lock:
@@ -241,6 +249,7 @@ class FakeApiServer:
 
     def _delete(self, key: tuple[str, str, str, str]) -> None:
         obj = self.objects.pop(key, None)
+        self.managers.pop(key, None)
         if obj is None:
             return
         uid = obj["metadata"]["uid"]
@@ -393,7 +402,13 @@ class FakeApiServer:
             if namespace and ("Namespace", "", namespace, "") not in self.objects:
                 return self._status(h, 404, f'namespaces "{namespace}" not found')
             existed = key in self.objects
-            obj = self._store(info, req.body, namespace)
+            body, manager = req.body, req.q("fieldManager")
+            owner = self.managers.setdefault(key, manager)
+            if existed and manager != owner:
+                # Another field manager's partial apply (e.g. a restart's template annotation):
+                # merged into what the first manager applied, which keeps its fields.
+                body = _merged(self.objects[key], body)
+            obj = self._store(info, body, namespace)
             return self._send(h, 200 if existed else 201, obj)
         if req.method == "GET" and name:
             obj = self.objects.get(key)
@@ -514,6 +529,16 @@ def _ws_recv(sock: socket.socket) -> tuple[int, bytes] | None:
     if mask is None or data is None:
         return None
     return opcode, bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+def _merged(old: Any, new: Any) -> Any:
+    """`new` over `old`: maps merge key by key, anything else is replaced."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = dict(old)
+        for k, v in new.items():
+            out[k] = _merged(old.get(k), v)
+        return out
+    return new
 
 
 def kubeconfig(url: str, path: str, *, context: str = "fake", current: str | None = None) -> str:

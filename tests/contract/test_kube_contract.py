@@ -454,3 +454,93 @@ def test_the_contract_catches_a_misspelled_field_manager(runtime: ClusterRuntime
     requests = server.calls("PATCH")
     with pytest.raises(AssertionError):
         check_applies(requests)
+
+
+# --- plugins in cluster mode (lab.deploy_code / remove_code) ----------------------------------------
+
+def orders_per_user():  # a projection plugin, as in 03-cqrs
+    from ecommerce.domain.readmodel import Incr
+    from ecommerce.plugins import projection
+    from ecommerce.projections.base import Projection
+
+    def placed(e):
+        return [Incr("orders_per_user", e.data["user_id"], {"orders": 1})]
+
+    projection(Projection("orders-per-user", ("orders_per_user",), {"OrderPlaced": placed}))
+
+
+def test_deploy_code_writes_the_configmap_and_rolls_the_deployments_that_use_it(
+        runtime: ClusterRuntime, server: FakeApiServer, installed: FakeApiServer) -> None:
+    from types import SimpleNamespace
+
+    from ecommerce import plugins
+    from labkit.lab.plugins import Plugins
+    from labkit.runtime.cluster import PLUGINS_CONFIGMAP, RESTART_FIELD_MANAGER, RESTARTED_AT
+
+    assert installed
+    lab = SimpleNamespace(mode="cluster", runtime=runtime)
+    cm_path = f"/api/v1/namespaces/{NS}/configmaps/{PLUGINS_CONFIGMAP}"
+    users = ["event-processor-follow", "query-service", "event-store-api"]
+    try:
+        start = len(server.requests)
+        out = Plugins(lab).deploy(orders_per_user)
+        assert out["file"] == f"configmap/{PLUGINS_CONFIGMAP}/orders_per_user.py"
+        assert sorted(out["restarted"]) == sorted(users)
+        writes = [r for r in server.requests[start:] if r.method == "PATCH"]
+        # The file: one server-side apply of the ConfigMap, owned by labkit like everything else.
+        check_applies([r for r in writes if r.path == cm_path])
+        assert writes[0].path == cm_path
+        cm = server.find("ConfigMap", PLUGINS_CONFIGMAP, NS)
+        assert "projection(Projection(\"orders-per-user\"" in cm["data"]["orders_per_user.py"]
+        assert cm["metadata"]["labels"][m.PART_OF] == m.PART_OF_VALUE
+        # The restarts: a pod-template annotation under a field manager of its own, so the
+        # manifests' fields (owned by `labkit`) stay; the Deployments keep their containers.
+        restarts = writes[1:]
+        assert sorted(r.path.rsplit("/", 1)[1] for r in restarts) == sorted(users)
+        for r in restarts:
+            assert r.content_type == APPLY_PATCH and r.q("force") == "true", r
+            assert r.q("fieldManager") == RESTART_FIELD_MANAGER, r
+            assert set(r.body["spec"]) == {"template"}, r.body
+        for name in users:
+            live = server.find("Deployment", name, NS)
+            assert RESTARTED_AT in live["spec"]["template"]["metadata"]["annotations"]
+            assert live["spec"]["template"]["spec"]["containers"], name
+            assert live["metadata"]["generation"] == 2
+        assert server.find("Deployment", "order-service", NS)["metadata"]["generation"] == 1
+
+        # A fresh notebook kernel lists what is deployed, from the ConfigMap.
+        plugins.unload("orders_per_user")
+        assert list(Plugins(lab).table()["plugin"]) == ["orders_per_user"]
+
+        # Removing it takes the key away and rolls the same Deployments again.
+        gone = Plugins(lab).remove("orders_per_user")
+        assert gone["removed"] is True and sorted(gone["restarted"]) == sorted(users)
+        assert server.find("ConfigMap", PLUGINS_CONFIGMAP, NS)["data"] == {}
+        assert Plugins(lab).remove("orders_per_user")["removed"] is False
+    finally:
+        plugins.unload("orders_per_user")
+
+    # `down` sweeps the ConfigMap with the rest of the lab.
+    runtime.down()
+    assert server.find("ConfigMap", PLUGINS_CONFIGMAP, NS) is None
+
+
+def test_a_restart_that_does_not_roll_out_says_what_to_do(
+        runtime: ClusterRuntime, server: FakeApiServer, installed: FakeApiServer) -> None:
+    from types import SimpleNamespace
+
+    from ecommerce import plugins
+    from labkit.lab.plugins import PluginError, Plugins
+
+    assert installed
+    runtime.wait = _never_ready  # type: ignore[method-assign]
+    try:
+        with pytest.raises(PluginError, match=r"lab\.remove_code\('orders_per_user'\)"):
+            Plugins(SimpleNamespace(mode="cluster", runtime=runtime)).deploy(orders_per_user)
+    finally:
+        plugins.unload("orders_per_user")
+
+
+def _never_ready(*args: Any, **kwargs: Any) -> None:
+    raise ClusterError("Timed out after 300s waiting for Deployment ecommerce-microservices/"
+                       "query-service: 0/3 pods ready (readiness: plugins failed)")

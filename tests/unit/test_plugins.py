@@ -111,17 +111,6 @@ def test_the_lab_side_takes_a_function_body_or_source_and_restarts_only_the_user
                                              "saga-orchestrator"]
 
 
-def test_cluster_mode_says_plugins_are_not_shipped_to_pods():
-    from types import SimpleNamespace
-
-    from labkit.lab.plugins import NotInCluster, Plugins
-
-    with pytest.raises(NotImplementedError, match=r"local mode only.*ConfigMap"):
-        Plugins(SimpleNamespace(mode="cluster")).deploy("x = 1", name="x")
-    assert issubclass(NotInCluster, PluginError)
-    assert Plugins(SimpleNamespace(mode="cluster")).load_here() == []
-
-
 def test_a_plugin_that_registers_nothing_is_not_deployed_and_not_an_error(tmp_path, capsys):
     from types import SimpleNamespace
 

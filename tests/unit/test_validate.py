@@ -395,6 +395,34 @@ def test_the_real_rbac_grants_get_and_create_on_both_websockets(loaded):
     assert "secrets" not in verbs  # no direct access; README says what workloads can read
 
 
+def test_the_student_may_do_what_doctor_asks_for(loaded):
+    from labkit.runtime.cluster import REQUIRED_ACCESS
+
+    rules = find(loaded, "Role", "labkit-student")["rules"]
+    for verb, group, resource in REQUIRED_ACCESS:
+        assert any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"]
+                   for r in rules), (verb, group, resource)
+
+
+def test_every_lab_workload_mounts_the_plugins_configmap(loaded):
+    """lab.deploy_code in cluster mode writes ConfigMap labkit-plugins; every pod running the
+    lab's code reads it at LABKIT_PLUGINS_DIR (optional: no ConfigMap, no plugins)."""
+    from labkit.runtime.cluster import PLUGINS_CONFIGMAP
+
+    workloads = [it.obj for it in loaded if m.pod_template(it.obj) is not None
+                 and "ecommerce" in " ".join(container(it.obj).get("command") or [])]
+    assert len(workloads) >= 12
+    for obj in workloads:
+        spec = m.pod_template(obj)["spec"]
+        volume = next(v for v in spec["volumes"] if v.get("configMap"))
+        assert volume["configMap"] == {"name": PLUGINS_CONFIGMAP, "optional": True}
+        c = container(obj)
+        mount = next(vm for vm in c["volumeMounts"] if vm["name"] == volume["name"])
+        assert mount["readOnly"] is True
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["LABKIT_PLUGINS_DIR"] == mount["mountPath"], obj["metadata"]["name"]
+
+
 def test_every_object_carries_the_created_by_annotation(loaded):
     for it in loaded:
         assert m.created_by_labkit(it.obj), it.where
