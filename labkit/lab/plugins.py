@@ -28,7 +28,9 @@ Deployment and Job mounts at LABKIT_PLUGINS_DIR (`/plugins`, optional: none, no 
 `deploy_code` writes the key (server-side apply) and restarts the Deployments that use what the
 plugin registers (`kubectl rollout restart`, then waits for the rollouts); `remove_code`
 removes the key and restarts them. A pod that cannot load a plugin never becomes ready: the
-restart then times out, and `lab.logs(name)` says why.
+restart then times out, and `lab.logs(name)` says why. The files of a ConfigMap volume all have
+one modification time, so when two plugins register the same name, the later in alphabetical
+order wins there (locally: the one deployed last).
 """
 
 from __future__ import annotations
