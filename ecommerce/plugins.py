@@ -218,13 +218,17 @@ def load_file(path: Path, name: str | None = None) -> Plugin:
 
 def load_all(directory: Path | None = None, logger: logging.Logger | None = None) -> list[Plugin]:
     """Import every `*.py` in `directory` (default: LABKIT_PLUGINS_DIR), oldest file first:
-    when two plugins register the same name, the one deployed last wins."""
+    when two plugins register the same name, the one deployed last wins (in a ConfigMap
+    volume, where that is unknown: the last by name)."""
     directory = directory if directory is not None else plugins_dir()
     if directory is None or not directory.is_dir():
         return []
     out = []
     lg = logger or log
-    for path in sorted(directory.glob("*.py"), key=lambda p: (p.stat().st_mtime_ns, p.name)):
+    # A ConfigMap volume (cluster mode) writes every file at once, in no set order: by name.
+    by_name = (directory / "..data").exists()
+    for path in sorted(directory.glob("*.py"),
+                       key=lambda p: (0 if by_name else p.stat().st_mtime_ns, p.name)):
         if path.name.startswith((".", "_")):
             continue
         plugin = load_file(path)

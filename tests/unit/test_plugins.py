@@ -149,3 +149,23 @@ def test_query_service_serves_a_plugin_view_and_404s_others(tmp_path, plugin_dir
         assert client.get("/api/queries/views/per-user/alice").json()["orders"] == 2
         missing = client.get("/api/queries/views/users")
         assert missing.status_code == 404 and "added: per-user" in missing.json()["detail"]
+
+
+@pytest.mark.parametrize("configmap", [False, True])
+def test_of_two_plugins_registering_one_name_the_last_deployed_wins(plugin_dir, configmap):
+    """Locally the newer file wins. In a ConfigMap volume (its `..data` link; the kubelet writes
+    every file at once, in no set order) the last by name wins."""
+    def source(label: str) -> str:
+        return GOOD.replace('{"orders": 1}', f'{{"by": "{label}"}}').replace(
+            'upcaster("Legacy", 1, lambda d: {"points": d["pts"]})\n', "")
+
+    (plugin_dir / "b_newer_name.py").write_text(source("b"))
+    (plugin_dir / "a_older_name.py").write_text(source("a"))
+    os.utime(plugin_dir / "b_newer_name.py", ns=(1_000_000_000, 1_000_000_000))  # b: older file
+    if configmap:
+        (plugin_dir / "..data").mkdir()
+    plugins.load_all(plugin_dir)
+    e = RecordedEvent("i", "order-1", 1, 1, "OrderPlaced", 1, {"user_id": "u1"}, {},
+                      "2026-01-01T00:00:00+00:00")
+    [write] = get_projections(["per-user"])[0].handlers["OrderPlaced"](e)
+    assert write.by == {"by": "b" if configmap else "a"}
