@@ -63,8 +63,6 @@ class PluginError(RuntimeError):
     """Plugin code that cannot be deployed; the message says which line and what to do."""
 
 
-
-
 def source_of(code: Callable[..., Any] | str) -> tuple[str, str | None]:
     """(plugin source, default name) of a function whose body is the plugin, or of source text."""
     if isinstance(code, str):
@@ -130,8 +128,14 @@ class Plugins:
         if not name or not NAME_RE.match(name):
             raise PluginError(f"give the plugin a name of letters, digits and '_' (got {name!r}): "
                               "lab.deploy_code(code, name='my_plugin')")
-        staging = (Path(tempfile.mkdtemp(prefix="labkit-staging-")) if self.cluster
-                   else self.directory.parent / "plugins-staging")
+        if self.cluster:  # the file goes into the ConfigMap: stage it where it is cleaned up
+            with tempfile.TemporaryDirectory(prefix="labkit-staging-") as tmp:
+                return self._deploy_from(Path(tmp), name, text, restart)
+        return self._deploy_from(self.directory.parent / "plugins-staging", name, text, restart)
+
+    def _deploy_from(self, staging: Path, name: str, text: str,
+                     restart: Iterable[str] | str | None) -> dict[str, Any]:
+        """`deploy`, with the plugin first written into and loaded from `staging`."""
         staging.mkdir(parents=True, exist_ok=True)
         staged = staging / f"{name}.py"
         staged.write_text(text, encoding="utf-8")
@@ -154,7 +158,6 @@ class Plugins:
             from labkit.runtime.cluster import PLUGINS_CONFIGMAP
 
             self.lab.runtime.set_plugin(name, text)
-            shutil.rmtree(staging, ignore_errors=True)
             target = f"configmap/{PLUGINS_CONFIGMAP}/{name}.py"
         else:
             self.directory.mkdir(parents=True, exist_ok=True)
