@@ -25,12 +25,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ecommerce.config import DEFAULT_NAMESPACE
+from ecommerce.services.registry import SERVICES
 from ecommerce.waiting import WaitTimeout, wait_until
 from labkit.runtime import k8s_status as ks
 from labkit.runtime import manifests as m
 from labkit.runtime.k8s_errors import GATEWAY_GROUP, MISSING_GATEWAY_CRDS, ClusterError, explain
 from labkit.runtime.kube_api import KubeApi, KubernetesApi
 from labkit.runtime.manifests import IMAGE
+from labkit.runtime.steps import workload_for
 
 FIELD_MANAGER = "labkit"
 GATEWAY_NAME = "labkit-gateway"
@@ -165,11 +167,6 @@ def customise(objects: list[dict[str, Any]], *, image: str = IMAGE,
         if obj["kind"] == "Gateway" and gateway_class:
             obj["spec"]["gatewayClassName"] = gateway_class
     return out
-
-
-def _process_of(deployment: str) -> str:
-    """The lab process a Deployment runs: `saga-orchestrator-follow` -> `saga-orchestrator`."""
-    return deployment.removesuffix("-follow")
 
 
 def _match_labels(live: Mapping[str, Any]) -> str | None:
@@ -599,9 +596,9 @@ class ClusterRuntime:
         """Roll the Deployments of these processes (like `kubectl rollout restart`), so their
         new pods load the plugins as the ConfigMap holds them now; wait for the rollouts.
         Returns the Deployments restarted (those that run; Jobs load plugins when they start)."""
-        wanted = set(names)
+        wanted = {workload_for(SERVICES[n]) for n in names if n in SERVICES}
         deployments = [o for o in self._all_objects() if o["kind"] == "Deployment"
-                       and _process_of(o["metadata"]["name"]) in wanted]
+                       and o["metadata"]["name"] in wanted]
         running = [o for o in deployments if self._get(o) is not None]
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         for obj in running:
