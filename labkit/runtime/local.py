@@ -561,12 +561,16 @@ class LocalRuntime:
     def restart(self, names: Iterable[str], timeout: float = READY_TIMEOUT) -> list[str]:
         """Stop these running processes and start them again on the same ports (they load
         the plugins again); wait until they are ready. Returns the names restarted."""
-        records = self._load()
-        running = [n for n in names if (r := records.get(n)) is not None
-                   and _proc(r.pid, r.started) is not None]
+        running = self._running(self._load(), names)
         if running:
             self._respawn(running, timeout)
         return running
+
+    @staticmethod
+    def _running(records: dict[str, ProcessRecord], names: Iterable[str]) -> list[str]:
+        """Those of `names` whose recorded process is alive."""
+        return [n for n in names if (r := records.get(n)) is not None
+                and _proc(r.pid, r.started) is not None]
 
     def restart_gateway(self, rewrite_target: str | None = None, timeout: float = READY_TIMEOUT
                         ) -> dict[str, Any]:
@@ -592,10 +596,8 @@ class LocalRuntime:
         records = self._load()
         specs = launch_specs(names)
         ports = self._assign_ports(launch_specs(list(dict.fromkeys([*self.names, *names]))))
-        default_faults = self.faults_on()
-        faults = {n: records[n].faults if n in records else default_faults for n in names}
-        running = [n for n in names if (r := records.get(n)) is not None
-                   and _proc(r.pid, r.started) is not None]
+        faults = {n: records[n].faults if n in records else self.faults_on() for n in names}
+        running = self._running(records, names)
         if running:
             self._stop(running)
             records = self._load()
