@@ -49,9 +49,9 @@ NAME = "gateway"
 REWRITE_ENV = "LABKIT_GATEWAY_REWRITE_TARGET"
 #: Another manifests folder to route by (what a challenge "applied"; default: the repo's).
 MANIFESTS_ENV = "LABKIT_GATEWAY_MANIFESTS"
-#: Headers that belong to one connection and are never forwarded (RFC 9110 7.6.1).
 #: Characters an upstream path keeps as they are in `X-Labkit-Upstream` (RFC 3986 pchar and /).
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
+#: Headers that belong to one connection and are never forwarded (RFC 9110 7.6.1).
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "proxy-connection", "te", "trailer", "trailers", "transfer-encoding",
                         "upgrade"})

@@ -160,12 +160,11 @@ class FakeApiServer:
     def put(self, obj: dict[str, Any], manager: str = "kubectl") -> dict[str, Any]:
         """Create an object directly (a pre-existing object nobody applied through labkit),
         as if field manager `manager` had applied it."""
+        info = self._kind_info(obj["apiVersion"], obj["kind"])
+        namespace = obj["metadata"].get("namespace") or ""
         with self.lock:
-            stored = self._store(self._kind_info(obj["apiVersion"], obj["kind"]), obj,
-                                 obj["metadata"].get("namespace") or "")
-            self.managers[self._key(self._kind_info(obj["apiVersion"], obj["kind"]),
-                                    stored["metadata"].get("namespace") or "",
-                                    stored["metadata"]["name"])] = manager
+            stored = self._store(info, obj, namespace)
+            self.managers[self._key(info, namespace, stored["metadata"]["name"])] = manager
             return stored
 
     def find(self, kind: str, name: str, namespace: str = "") -> dict[str, Any] | None:
