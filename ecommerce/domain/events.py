@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 #: The decoder's C scanner (an attribute `JSONDecoder.__init__` sets; typeshed does not list it).
@@ -27,6 +27,15 @@ def _loads(text: str) -> Any:
         return _scan_once(text, 0)[0]
     except StopIteration:
         return json.loads(text)  # unusual input: let the full decoder explain the error
+
+def iso_utc(moment: datetime | None = None) -> str:
+    """`moment` (default: now, in UTC) as ISO-8601 text that always carries microseconds.
+
+    `datetime.isoformat()` drops a zero microsecond ("...:51+00:00" beside "...:51.000123+00:00");
+    a reader that takes its format from the first row of a column (pandas' `to_datetime`)
+    then fails on that one row, one stamp in a million. Every stored stamp goes through here.
+    """
+    return (moment or datetime.now(UTC)).isoformat(timespec="microseconds")
 
 #: The encoder's C function, made once (`JSONEncoder.encode` makes a new one at every call);
 #: None where the json module has no C accelerator.
@@ -130,7 +139,7 @@ class RecordedEvent:
     def recorded_iso(self) -> str:
         """The recorded time as ISO-8601 text in UTC (cheap: no datetime round trip)."""
         r = self._recorded
-        return r if isinstance(r, str) else r.isoformat()
+        return r if isinstance(r, str) else iso_utc(r)
 
     def replace(self, **changes: Any) -> RecordedEvent:
         fields: dict[str, Any] = {

@@ -53,12 +53,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ecommerce import logs
 from ecommerce.domain import saga as s
-from ecommerce.domain.events import NewEvent
+from ecommerce.domain.events import NewEvent, iso_utc
 from ecommerce.health import Heartbeat
 from ecommerce.store.base import ConcurrencyError, EventStore, StoreUnavailableError
 from ecommerce.store.wakeup import Waiter
@@ -168,7 +167,7 @@ def resume_saga(store: EventStore, saga_id: str, by: str = "operator") -> s.Saga
     e = s.saga_resumed(state, by)
     store.append(s.stream_id(saga_id), [NewEvent(e.type, e.data, {"saga_id": saga_id})],
                  state.version)
-    return s.apply(state, e.type, e.data, state.version + 1, datetime.now(UTC).isoformat())
+    return s.apply(state, e.type, e.data, state.version + 1, iso_utc())
 
 
 def find_saga(store: EventStore, ident: str) -> str | None:
@@ -302,7 +301,7 @@ class Orchestrator:
                 self._sleep(delay, stop)
 
     def _apply_local(self, state: s.SagaState, events: Iterable[s.NewSagaEvent]) -> s.SagaState:
-        at = datetime.now(UTC).isoformat()
+        at = iso_utc()
         for e in events:
             state = s.apply(state, e.type, e.data, state.version + 1, at)
         return state

@@ -13,7 +13,6 @@ request it is 422 `idempotency_key_reused` (the event stores the request's finge
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import FastAPI
@@ -21,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ecommerce.config import Settings
 from ecommerce.domain import users as u
-from ecommerce.domain.events import NewEvent, RecordedEvent
+from ecommerce.domain.events import NewEvent, RecordedEvent, iso_utc
 from ecommerce.domain.idempotency import KeyReused, fingerprint
 from ecommerce.services.app import ApiError, IdempotencyKey, make_app, not_found, serve
 from ecommerce.store.base import ConcurrencyError, DuplicateEventError, EventStore
@@ -231,7 +230,7 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
         if version == 0:
             raise not_found("user", user_id)
         return {"user_id": user_id, "version": version,
-                "checked_at": datetime.now(UTC).isoformat()}
+                "checked_at": iso_utc()}
 
     return app
 

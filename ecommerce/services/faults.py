@@ -21,7 +21,6 @@ import os
 import sys
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI
@@ -32,6 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ecommerce import logs
 from ecommerce.config import Settings
+from ecommerce.domain.events import iso_utc
 from ecommerce.services.admin import admin_dependencies, admin_enabled
 from ecommerce.services.app import ApiError
 
@@ -88,7 +88,7 @@ class FaultState:
 
     def arm(self, req: FaultRequest) -> Fault:
         fault = Fault(next(self._ids), req.mode, req.times, req.seconds, req.path or DEFAULT_PATH,
-                      datetime.now(UTC).isoformat())
+                      iso_utc())
         with self._lock:
             self._faults.append(fault)
         return fault

@@ -22,14 +22,13 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from ecommerce.domain.events import NewEvent, RecordedEvent, encode_event
+from ecommerce.domain.events import NewEvent, RecordedEvent, encode_event, iso_utc
 from ecommerce.domain.idempotency import KeyReused, Replies, fingerprint, reply_metadata
 from ecommerce.store.base import (
     AppendResult,
@@ -145,7 +144,7 @@ class Participant:
         first = result.version - len(batch) + 1
         if self.read_back and result.recorded_at is None:
             return self.store.read_stream(stream, first)[:len(batch)]
-        now = result.recorded_at or datetime.now(UTC).isoformat()
+        now = result.recorded_at or iso_utc()
         out = []
         for n, (ev, pos) in enumerate(zip(batch, result.positions, strict=True)):
             enc = encode_event(ev)

@@ -25,13 +25,12 @@ import operator
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 import redis
 
 from ecommerce.config import redact_url
-from ecommerce.domain.events import compact_dumps
+from ecommerce.domain.events import compact_dumps, iso_utc
 from ecommerce.domain.readmodel import WriteBuffer
 from ecommerce.store.base import StoreUnavailableError
 from ecommerce.store.read_base import (
@@ -234,7 +233,7 @@ class RedisReadStore(ReadStore):
         args.append(len(expected))
         for name, want in expected.items():
             args += (name, str(operator.index(want)))
-        now = datetime.now(UTC).isoformat()
+        now = iso_utc()
         args.append(len(checkpoints))
         for name, pos in checkpoints.items():
             args += (name, _dumps({"position": pos, "updated_at": now}))

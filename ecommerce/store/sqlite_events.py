@@ -9,12 +9,11 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 from itertools import starmap
 from pathlib import Path
 from typing import cast
 
-from ecommerce.domain.events import EncodedEvent, NewEvent, RecordedEvent, UpcasterRegistry
+from ecommerce.domain.events import EncodedEvent, NewEvent, RecordedEvent, UpcasterRegistry, iso_utc
 from ecommerce.store.base import (
     ANY,
     NO_STREAM,
@@ -86,7 +85,7 @@ class SqliteEventStore(EventStore):
             return self._append_any(stream, encoded)
         want = 0 if expected == NO_STREAM else expected
         conn = self._conns.get()
-        now = datetime.now(UTC).isoformat()
+        now = iso_utc()
         first, rest = encoded[0], encoded[1:]
         positions: list[int] = []
         # The happy path is ONE statement for a one-event append (autocommit makes it its own
@@ -150,7 +149,7 @@ class SqliteEventStore(EventStore):
                 "SELECT MAX(version) FROM events WHERE stream_id = ?", (stream,)
             ).fetchone()
             current = row[0] or 0
-            now = datetime.now(UTC).isoformat()
+            now = iso_utc()
             positions: list[int] = []
             for offset, e in enumerate(encoded, start=1):
                 cur = conn.execute(_INSERT, (e.id, stream, current + offset, e.type,

@@ -13,11 +13,10 @@ import json
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ecommerce.domain.events import compact_dumps
+from ecommerce.domain.events import compact_dumps, iso_utc
 from ecommerce.domain.readmodel import WriteBuffer
 from ecommerce.store.read_base import (
     GEN_SEP,
@@ -147,7 +146,7 @@ class SqliteReadStore(ReadStore):
                     "ON CONFLICT (collection, key) DO UPDATE SET doc = excluded.doc",
                     rows,
                 )
-            now = datetime.now(UTC).isoformat()
+            now = iso_utc()
             conn.executemany(
                 "INSERT INTO checkpoints (projection, position, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (projection) DO UPDATE SET position = excluded.position, "

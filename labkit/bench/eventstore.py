@@ -172,8 +172,7 @@ def _sqlite_raw(
     path: Path, synchronous: str, *, autocommit: bool = False
 ) -> tuple[Callable[[list[Batch]], None], Any]:
     """BEGIN, INSERT the batch, COMMIT; with `autocommit`, a lone INSERT commits itself."""
-    from datetime import UTC, datetime
-
+    from ecommerce.domain.events import iso_utc
     from ecommerce.store.sqlite_events import SCHEMA
 
     conn = _sqlite_connect(path, synchronous)
@@ -181,7 +180,7 @@ def _sqlite_raw(
 
     def run(work: list[Batch]) -> None:
         for stream, expected, evs in work:
-            now = datetime.now(UTC).isoformat()
+            now = iso_utc()
             rows = [(e.id, stream, expected + i, e.type, e.schema_version, *_encode(e), now)
                     for i, e in enumerate(evs, start=1)]
             if autocommit and len(rows) == 1:

@@ -288,7 +288,9 @@ class Lab:
                    "metadata", "recorded_at", "event_id"]
         df = pd.DataFrame(rows[:limit], columns=columns)
         if not df.empty:
-            df["recorded_at"] = pd.to_datetime(df["recorded_at"])
+            # ISO8601, not a format inferred from the first row: a stamp written before
+            # iso_utc() may lack its microseconds (isoformat() drops a zero one).
+            df["recorded_at"] = pd.to_datetime(df["recorded_at"], utc=True, format="ISO8601")
         return df
 
     def stream(self, stream_id: str, *, raw: bool = False) -> list[dict[str, Any]]:

@@ -223,7 +223,7 @@ class SagaClient:
             rows += [{**r, "label": label} for r in timeline_rows(sid, events)]
         df = pd.DataFrame(rows, columns=[*TIMELINE_COLUMNS, "label"])
         for col in ("start", "end"):
-            df[col] = pd.to_datetime(df[col], utc=True)
+            df[col] = pd.to_datetime(df[col], utc=True, format="ISO8601")
         return df
 
     def latest(self, n: int = 5) -> pd.DataFrame:

@@ -3,10 +3,13 @@ the latest-sagas chart, the crash chart's gap, the saga stream table, the servic
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import Iterator
 
 import pytest
 
+from ecommerce.domain import saga as s
 from labkit.lab import Lab
 from labkit.workbook import checks, figures, tables
 from tests.integration.labs import full_lab
@@ -62,3 +65,18 @@ def test_saga_outcomes_and_service_addresses(lab, sagas) -> None:
     addresses = tables.service_addresses(lab).set_index("service")
     assert addresses.loc["query-service", "this lab (local)"] == lab.url("query-service")
     assert addresses.loc["query-service", "env var"] == "LABKIT_QUERY_SERVICE_URL"
+
+
+def test_the_log_table_reads_a_stamp_that_has_no_microseconds(lab, sagas) -> None:
+    """A log written before iso_utc() can hold "...:51+00:00" among "...:51.123456+00:00"
+    (isoformat() drops a zero microsecond). lab.events() read such a row with the format it
+    took from the first row and failed: the 04 and 05 checks, in CI on 2026-11-30."""
+    stream = s.stream_id(sagas["happy"])
+    with contextlib.closing(sqlite3.connect(lab.settings.events_db)) as db, db:
+        db.execute("UPDATE events SET recorded_at = substr(recorded_at, 1, 19) || '+00:00' "
+                   "WHERE position = (SELECT MAX(position) FROM events WHERE stream_id = ?)",
+                   (stream,))
+    log = lab.events(stream=stream)
+    assert len(log) > 2 and str(log["recorded_at"].dt.tz) == "UTC"
+    last = log["recorded_at"].iloc[-1]
+    assert last.microsecond == 0 and last >= log["recorded_at"].iloc[0].floor("s")

@@ -1,6 +1,9 @@
-"""Events: validation before anything is written, and upcasting old schema versions on read."""
+"""Events: validation before anything is written, upcasting old schema versions on read, and
+recorded times in one fixed-width text format."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -9,8 +12,10 @@ from ecommerce.domain.events import (
     MAX_EVENT_BYTES,
     EventValidationError,
     NewEvent,
+    RecordedEvent,
     UpcasterRegistry,
     encode_event,
+    iso_utc,
 )
 from ecommerce.store.base import parse_expected_version
 from ecommerce.store.sqlite_events import SqliteEventStore
@@ -62,3 +67,19 @@ def test_user_created_v1_is_upcast_to_v2_by_default(tmp_path) -> None:
     assert event.schema_version == users.USER_CREATED_VERSION
     assert event.data["tier"] == "standard"
     assert users.fold("7", [event]).tier == "standard"
+
+
+def test_a_recorded_time_on_a_whole_second_keeps_its_microseconds() -> None:
+    """isoformat() drops a zero microsecond; one such stamp in a column of others made
+    pandas' to_datetime fail (CI, 2026-11-30: "...T22:11:51+00:00" doesn't match format)."""
+    whole = datetime(2026, 11, 30, 22, 11, 51, tzinfo=UTC)
+    assert iso_utc(whole) == "2026-11-30T22:11:51.000000+00:00"
+    # PostgreSQL's rows arrive as datetimes: their text goes through the same formatter.
+    event = RecordedEvent("e1", "user-1", 1, 1, "UserCreated", 2, "{}", "{}", whole)
+    assert event.recorded_iso == "2026-11-30T22:11:51.000000+00:00"
+    assert datetime.fromisoformat(event.recorded_iso) == whole
+    now = iso_utc()
+    assert len(now) == len("2026-11-30T22:11:51.000000+00:00") and now.endswith("+00:00")
+    # another offset is kept as it was given, microseconds included
+    seoul = datetime(2026, 12, 1, 7, 11, 51, tzinfo=timezone(timedelta(hours=9)))
+    assert iso_utc(seoul) == "2026-12-01T07:11:51.000000+09:00"
