@@ -11,7 +11,9 @@ The API (import it in the plugin: `from ecommerce.plugins import projection, sag
 - `projection(Projection(name, collections, {event type: handler}))` -- a new read model. The
   event processor fills it (a new projection starts at position 0 and catches up by itself;
   `POST /api/events/replay {"projections": [name]}` rebuilds it), and query-service serves it
-  at `GET /api/queries/views/<name>` (and `/api/queries/views/<name>/<key>`).
+  at `GET /api/queries/views/<name>` (and `/api/queries/views/<name>/<key>`). Its name and
+  collections are its own: the lab's projections (`users`, `orders`, ...) cannot be replaced
+  or written into by a plugin.
 - `saga_step(StepDef(...), after="create_order")` -- a new step in every order saga started
   from now on, with its compensation (`ecommerce.domain.saga.register_step` says the rules).
 - `upcaster(event_type, from_version, fn)` -- lifts an event type's data from schema version
@@ -88,6 +90,9 @@ class Plugin:
 
 #: Registries filled by the plugins (the built-in parts of the system live elsewhere).
 PROJECTIONS: dict[str, Any] = {}
+#: The lab's own projections (name -> collections), which no plugin may take: filled by
+#: `ecommerce.projections` when it is imported (as it is before any Projection can be made).
+BUILT_IN: dict[str, tuple[str, ...]] = {}
 HANDLERS: dict[tuple[str, str], PluginHandler] = {}
 #: Loaded (or failed) plugins by name (file stem).
 LOADED: dict[str, Plugin] = {}
@@ -109,9 +114,24 @@ def projection(p: NamedProjection) -> NamedProjection:
         raise TypeError("projection(...) takes an ecommerce.projections.base.Projection")
     if not all(c.replace("_", "").replace("-", "").isalnum() for c in p.collections):  # type: ignore[attr-defined]
         raise ValueError(f"projection {name!r}: collection names are letters, digits, '_' and '-'")
+    _refuse_built_in(name, p.collections)  # type: ignore[attr-defined]
     PROJECTIONS[name] = p
     _note("projection", name)
     return p
+
+
+def _refuse_built_in(name: str, collections: Iterable[str]) -> None:
+    """A plugin adds a read model; it never replaces or writes into one of the lab's own (the
+    lab's projection would win the name silently, or two projections would fill, and a replay
+    of one would wipe, the same collection)."""
+    if name in BUILT_IN:
+        raise ValueError(f"projection {name!r} is one of the lab's own ({', '.join(BUILT_IN)}); "
+                         "a plugin adds a read model under a new name")
+    owner = {c: own for own, cs in BUILT_IN.items() for c in cs}
+    for c in collections:
+        if c in owner:
+            raise ValueError(f"projection {name!r}: collection {c!r} belongs to the lab's "
+                             f"projection {owner[c]!r}; give yours a collection of its own")
 
 
 def saga_step(step: s.StepDef, after: str) -> s.StepDef:

@@ -11,6 +11,7 @@ from ecommerce.projections.users import USER_STATS_VIEW, USERS_VIEW
 #: The lab's own projections, by name.
 PROJECTIONS: dict[str, Projection] = {p.name: p for p in (
     USERS_VIEW, USER_STATS_VIEW, SAGAS_VIEW, SAGA_STATS_VIEW, ORDERS_VIEW)}
+plugins.BUILT_IN.update({p.name: p.collections for p in PROJECTIONS.values()})
 
 
 def all_projections() -> dict[str, Projection]:

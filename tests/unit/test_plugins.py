@@ -62,6 +62,24 @@ def test_a_failing_plugin_says_file_and_line_in_one_sentence_and_others_still_lo
         plugins.ready_check()
 
 
+@pytest.mark.parametrize("name, collection, says", [
+    ("orders", "fixed_orders", "projection 'orders' is one of the lab's own (users, "),
+    ("orders-v2", "order_stats", "collection 'order_stats' belongs to the lab's projection "
+                                 "'orders'"),
+])
+def test_a_plugin_cannot_replace_or_write_into_a_projection_of_the_lab(
+        plugin_dir, name, collection, says):
+    """Before: a plugin projection named 'orders' loaded as OK and was silently ignored (the
+    lab's own won the name); one writing into 'order_stats' doubled its counts."""
+    (plugin_dir / "fix.py").write_text(GOOD.replace('"per-user", ("per_user",)',
+                                                    f'"{name}", ("{collection}",)'))
+    [p] = plugins.load_all(plugin_dir)
+    assert not p.ok and "plugin fix.py failed at line 9: ValueError: " in p.error, p.error
+    assert says in p.error, p.error
+    assert all_projections()["orders"].collections == ("orders", "order_stats")
+    assert name not in plugins.PROJECTIONS
+
+
 def test_what_a_plugin_registered_before_failing_is_undone(plugin_dir):
     (plugin_dir / "half.py").write_text(GOOD + "\nraise ValueError('stop')\n")
     [p] = plugins.load_all(plugin_dir)
