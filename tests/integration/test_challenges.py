@@ -17,6 +17,7 @@ import pytest
 from labkit.cli import main
 from labkit.lab import Lab
 from labkit.lab.challenges import CHALLENGES
+from labkit.lab.challenges.poison_event import PoisonEvent
 from labkit.lab.challenges.readmodel import compare_users
 from labkit.ops import invariants
 from tests.conftest import require_postgres, require_redis
@@ -175,3 +176,32 @@ def test_restart_keeps_a_deployed_change_and_rollback_drops_it(lab: Lab) -> None
     assert lab.runtime.overrides() == {}
     with pytest.raises(Exception, match="nothing to roll back"):
         lab.rollback("event-processor")
+
+
+def _decimal_totals_in_cents() -> None:
+    """The plugin a student might write: read "129.00" as 12900 cents (a tolerant reader)."""
+    from ecommerce.plugins import upcaster
+
+    def cents(d):
+        t = d.get("total")
+        return {**d, "total": round(float(t) * 100) if isinstance(t, str) else t}
+
+    upcaster("OrderConfirmed", 1, cents)
+
+
+def test_poison_event_unblocked_by_a_tolerant_reader_still_fails_on_the_double_count(
+        lab: Lab) -> None:
+    """An upcaster that reads the decimal total gets the read side moving again, but projects
+    the duplicate confirmation: the check says the dashboard counts one order twice."""
+    challenge = lab.challenge
+    challenge.start("poison-event")
+    try:
+        lab.deploy_code(_decimal_totals_in_cents, name="decimal_totals")
+        verdict = challenge.check()
+        assert not verdict.ok and "the order dashboard counts" in str(verdict), str(verdict)
+    finally:
+        challenge.give_up()  # parks the event
+        lab.remove_code("decimal_totals")
+    lab.replay()  # the parked event is skipped now: one confirmation per order again
+    _healthy(lab)
+    assert PoisonEvent._confirmed_counts(lab) is None

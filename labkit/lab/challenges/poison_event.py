@@ -11,9 +11,12 @@ command-service but never appear in query-service.
 The log is append-only: the event cannot be edited or deleted. Fix: read the processor's log,
 look at the event (`labkit events tail`, lab.events()), decide it must not be projected, and
 park it: `labkit events park POSITION --reason ...` appends an `EventParked` record, which the
-projector honours when it fails on that event (a replay makes the same decision). A projection
-fixed to read such totals, deployed to the processor, is another fix; the check only looks at
-behaviour. Check: a new user appears in query-service, and every projection is past the event.
+projector honours when it fails on that event (a replay makes the same decision). A plugin
+cannot stand in for the orders projection (`ecommerce.plugins.projection` refuses the lab's own
+names and collections), and an upcaster that turns "129.00" into 12900 unblocks the read side
+but still counts the order twice, which the check sees: it looks only at behaviour. Check: a
+new user appears in query-service, every projection is past the event, and the dashboard counts
+each confirmed order once.
 """
 
 from __future__ import annotations
