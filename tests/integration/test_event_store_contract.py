@@ -549,6 +549,32 @@ def test_postgres_store_recovers_when_its_connections_are_killed(
         store.close()
 
 
+@pytest.mark.postgres
+def test_postgres_times_are_utc_whatever_the_servers_time_zone(
+    pg_schema: tuple[str, str],
+) -> None:
+    """A laptop's PostgreSQL (Homebrew, Postgres.app) takes the system's zone: Asia/Seoul in
+    this course. Its rows would say "+09": another day for the user-stats' "created_on:" keys
+    than query-service's UTC "today", and stamps beside SQLite's UTC ones. The store's
+    connections set their session to UTC; the server's zone is simulated by the URL."""
+    from ecommerce.store.postgres_events import PostgresEventStore
+
+    url, schema = pg_schema
+    seoul = url + ("&" if "?" in url else "?") + "options=-c%20TimeZone%3DAsia/Seoul"
+    store = PostgresEventStore(seoul, schema=schema, pool_size=1)
+    try:
+        before = datetime.now(UTC)
+        store.append("user-1", [ev()], "none")
+        [event] = store.read_stream("user-1")
+        assert event.recorded_iso.endswith("+00:00"), event.recorded_iso
+        assert event.recorded_iso[:10] == event.recorded_at.astimezone(UTC).date().isoformat()
+        assert before <= event.recorded_at <= datetime.now(UTC)
+        events, _ = store.read_all_and_head(0)
+        assert [e.recorded_iso for e in events] == [event.recorded_iso]
+    finally:
+        store.close()
+
+
 def test_event_ids_are_uuids_in_canonical_form(store: EventStore) -> None:
     event = NewEvent("OrderPlaced", {}, id=str(uuid.uuid4()).upper())
     store.append("order-1", [event], "none")
