@@ -28,6 +28,9 @@ from ecommerce.store.wakeup import PollWaiter, Waiter
 NO_STREAM: Final = "none"
 ANY: Final = "any"
 ExpectedVersion = int | Literal["none", "any"]
+#: The largest position or version a store holds: both are signed 64-bit integers (SQLite
+#: INTEGER, PostgreSQL bigint).
+MAX_INT64: Final = 2**63 - 1
 
 
 class ConcurrencyError(Exception):
@@ -72,16 +75,17 @@ def parse_expected_version(value: object) -> ExpectedVersion:
     """Accept `"none"`, `"any"` or a non-negative int (also as a numeric string)."""
     if isinstance(value, bool):
         raise EventValidationError(f"expected_version must be 'none', 'any' or an int; got {value!r}")
-    if isinstance(value, int):
-        if value < 0:
-            raise EventValidationError("expected_version must be >= 0 (0 means an empty stream)")
-        return value
     if isinstance(value, str):
         lowered = value.strip().lower()
         if lowered in (NO_STREAM, ANY):
             return lowered  # type: ignore[return-value]
         if lowered.isdigit():
-            return int(lowered)
+            value = int(lowered)
+    if isinstance(value, int):
+        if not 0 <= value <= MAX_INT64:
+            raise EventValidationError(f"expected_version must be between 0 and {MAX_INT64} "
+                                       "(0 means an empty stream)")
+        return value
     raise EventValidationError(
         f"expected_version must be 'none' (stream must not exist), 'any', or the stream's "
         f"current version as an int; got {value!r}"

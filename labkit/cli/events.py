@@ -8,10 +8,17 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ecommerce.store.base import MAX_INT64
 from labkit.cli.output import json_option, print_json
 
 if TYPE_CHECKING:
     from ecommerce.store.base import EventStore
+
+#: Global positions are 1-based 64-bit integers; "after" 0 is before the first event.
+POSITION = click.IntRange(1, MAX_INT64)
+AFTER = click.IntRange(0, MAX_INT64)
+#: The most events one read returns: as the HTTP API's `limit` (ecommerce.services.app.Limit).
+LIMIT = click.IntRange(1, 1000)
 
 
 def open_store() -> EventStore:
@@ -57,7 +64,7 @@ def append(stream: str, event_type: str, data: str, expected_version: str) -> No
 
 
 @events.command()
-@click.argument("position", type=int)
+@click.argument("position", type=POSITION)
 @click.option("--reason", required=True, help="why it must not be projected (kept in the log)")
 def park(position: int, reason: str) -> None:
     """Park the event at POSITION: the projector skips it when a projection fails on it.
@@ -72,8 +79,8 @@ def park(position: int, reason: str) -> None:
 
 
 @events.command()
-@click.option("--after", type=int, default=None, help="start after this global position")
-@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--after", type=AFTER, default=None, help="start after this global position")
+@click.option("--limit", type=LIMIT, default=20, show_default=True)
 @click.option("--category", default=None, help="only streams starting with this, e.g. user-")
 @click.option("--follow", "-f", is_flag=True, help="keep printing new events")
 @json_option

@@ -98,7 +98,8 @@ def reset() -> None:
 
 @click.command()
 @click.argument("name")
-@click.option("--tail", type=int, default=100, show_default=True, help="lines to show")
+@click.option("--tail", type=click.IntRange(min=1), default=100, show_default=True,
+              help="lines to show")
 def logs(name: str, tail: int) -> None:
     """Show a service's recent log lines."""
     click.echo(make_lab().logs(name, tail=tail))

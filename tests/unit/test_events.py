@@ -31,6 +31,14 @@ def test_expected_version_accepts_only_none_any_or_a_version() -> None:
             parse_expected_version(bad)
 
 
+def test_an_expected_version_beyond_64_bits_is_refused_before_the_database(tmp_path) -> None:
+    assert parse_expected_version(str(2**63 - 1)) == 2**63 - 1
+    with SqliteEventStore(tmp_path / "events.db") as store:
+        with pytest.raises(EventValidationError, match=f"between 0 and {2**63 - 1}"):
+            store.append("user-1", [NewEvent("X", {})], 2**63)  # not SQLite's OverflowError
+        assert store.last_position() == 0
+
+
 def test_encode_rejects_what_json_cannot_hold_and_oversized_events() -> None:
     with pytest.raises(EventValidationError, match="JSON-serialisable"):
         encode_event(NewEvent("X", {"when": object()}))
