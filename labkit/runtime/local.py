@@ -474,7 +474,7 @@ class LocalRuntime:
                         if _proc(rec.pid, rec.started) is None:
                             raise RuntimeErrorWithHint(
                                 f"{name} exited during start-up; its last log lines:\n"
-                                + self.logs(name, tail=15)
+                                + self._log_tail(name, tail=15)
                             )
                         if rec.url is None or self._ready(client, rec.url):
                             pending.discard(name)
@@ -558,6 +558,11 @@ class LocalRuntime:
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
 
+    def check_known(self, name: str) -> None:
+        """Refuse a name that is not one of the lab's processes, listing those that are."""
+        if name not in self.names:
+            raise RuntimeErrorWithHint(f"unknown process {name!r}; known: {', '.join(self.names)}")
+
     def restart(self, names: Iterable[str], timeout: float = READY_TIMEOUT) -> list[str]:
         """Stop these running processes and start them again on the same ports (they load
         the plugins again); wait until they are ready. Returns the names restarted."""
@@ -583,8 +588,7 @@ class LocalRuntime:
         """Stop one process (SIGTERM, like a rolling restart), or nothing if it is down, and
         start it as deployed (the manifests plus its override, if any); wait until it is
         ready. Its status row."""
-        if name not in self.names:
-            raise RuntimeErrorWithHint(f"unknown process {name!r}; known: {', '.join(self.names)}")
+        self.check_known(name)
         self._respawn([name], timeout)
         return next(r for r in self.status() if r["service"] == name)
 
@@ -635,15 +639,14 @@ class LocalRuntime:
 
     def set_override(self, name: str, env: dict[str, str], note: str) -> None:
         """Run `name` with these extra environment variables from its next start on."""
-        if name not in [*SERVICES, GATEWAY]:
-            raise RuntimeErrorWithHint(f"unknown process {name!r}; known: "
-                                       + ", ".join([*SERVICES, GATEWAY]))
+        self.check_known(name)
         overrides = self.overrides()
         overrides[name] = {"env": dict(env), "note": note}
         self._write_overrides(overrides)
 
     def clear_override(self, name: str) -> bool:
         """Back to what the manifests say from its next start on; False if nothing to undo."""
+        self.check_known(name)
         overrides = self.overrides()
         if overrides.pop(name, None) is None:
             return False
@@ -652,6 +655,7 @@ class LocalRuntime:
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
         """Kill one service process (the crash scenarios). Returns the pid killed."""
+        self.check_known(name)
         rec = self._load().get(name)
         proc = _proc(rec.pid, rec.started) if rec else None
         if rec is None or proc is None:
@@ -719,6 +723,10 @@ class LocalRuntime:
         return rec.url
 
     def logs(self, name: str, tail: int = 200) -> str:
+        self.check_known(name)
+        return self._log_tail(name, tail)
+
+    def _log_tail(self, name: str, tail: int) -> str:
         path = self.log_dir / f"{name}.log"
         if not path.exists():
             raise RuntimeErrorWithHint(f"no log for {name!r} yet under {self.log_dir}")

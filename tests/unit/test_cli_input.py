@@ -1,5 +1,6 @@
 """What the command line refuses, it refuses in one sentence and without a traceback: a number
-out of range is a usage error (exit 2) naming the option and the range it must be in."""
+out of range is a usage error (exit 2) naming the option and the range it must be in; a name
+that is not one of the lab's processes is refused by every command that takes one (exit 1)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 from ecommerce.domain.events import NewEvent
 from ecommerce.store.sqlite_events import SqliteEventStore
 from labkit.cli import main
+from labkit.lab import Lab
+from labkit.runtime.local import RuntimeErrorWithHint
 
 HUGE = "99999999999999999999999"
 INT64 = str(2**63 - 1)
@@ -59,3 +62,28 @@ def test_numbers_in_range_still_work(lab_dir: Path, capsys: pytest.CaptureFixtur
     assert "user-1" in capsys.readouterr().out
     assert main(["events", "park", "999999999", "--reason", "x"]) == 1
     assert "error: no event at position 999999999 (the log's head is 1)" in capsys.readouterr().err
+
+
+UNKNOWN = "error: unknown process {!r}; known: user-service, order-service, "
+
+
+@pytest.mark.parametrize("argv", [
+    pytest.param(["kill", "nope"], id="kill"),
+    pytest.param(["logs", "nope"], id="logs"),
+    pytest.param(["logs", "x" * 5000], id="logs-name-too-long-for-a-file"),
+    pytest.param(["rollback", "nope"], id="rollback"),
+    pytest.param(["rollback", "postgres"], id="rollback-a-database"),
+    pytest.param(["restart", "nope"], id="restart"),
+])
+def test_every_command_taking_a_process_refuses_an_unknown_name_alike(
+        lab_dir: Path, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(UNKNOWN.format(argv[1])) and "Traceback" not in err
+
+
+def test_the_python_api_raises_the_same_sentence(lab_dir: Path) -> None:
+    lab = Lab(gateway_port=0)
+    for call in (lab.kill, lab.logs, lab.rollback, lab.restart):
+        with pytest.raises(RuntimeErrorWithHint, match="unknown process 'nope'; known: "):
+            call("nope")
