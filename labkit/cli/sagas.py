@@ -86,10 +86,14 @@ def status(saga_or_order_id: str, as_json: bool) -> int:
     try:
         view = _client().status(saga_or_order_id)
     except KeyError as exc:
-        click.echo(f"error: {exc.args[0]}", err=True)
-        return 2
+        return _no_such_saga(exc)
     _show_view(view, as_json)
     return 0
+
+
+def _no_such_saga(exc: KeyError) -> int:
+    click.echo(f"error: {exc.args[0]}", err=True)
+    return 2
 
 
 @saga.command(name="list")
@@ -126,20 +130,27 @@ def retry(saga_id: str, as_json: bool) -> int:
 @saga.command()
 @click.argument("ids", nargs=-1, metavar="ID...")
 @json_option
-def timeline(ids: tuple[str, ...], as_json: bool) -> None:
+def timeline(ids: tuple[str, ...], as_json: bool) -> int:
     """Every attempt of every step, with times (ms from the first event)."""
-    df = _client().timeline(list(ids) or None)
+    client = _client()
+    try:
+        for sid in ids:
+            client.require(sid)
+    except KeyError as exc:
+        return _no_such_saga(exc)
+    df = client.timeline(list(ids) or None)
     if as_json:
         click.echo(df.to_json(orient="records", date_format="iso"))
-        return
+        return 0
     if df.empty:
         click.echo("no saga events")
-        return
+        return 0
     t0 = df["start"].min()
     df = df.assign(start_ms=((df["start"] - t0).dt.total_seconds() * 1000).round(1),
                    end_ms=((df["end"] - t0).dt.total_seconds() * 1000).round(1))
     click.echo(df[["saga", "step", "kind", "attempt", "outcome", "start_ms", "end_ms"]]
                .to_string(index=False))
+    return 0
 
 
 @saga.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

@@ -141,8 +141,13 @@ class SagaClient:
         """The saga's view: status, failure, and every action and compensation with timings."""
         state = self.state(saga_id)
         if state.status == "new":
-            raise KeyError(f"no saga {saga_id!r} (stream {s.stream_id(saga_id)} is empty)")
+            raise _no_saga(saga_id)
         return describe(state)
+
+    def require(self, saga_id: str) -> None:
+        """Raise KeyError (the sentence `status` gives) unless saga `saga_id` has started."""
+        if self.store.stream_version(s.stream_id(saga_id)) == 0:
+            raise _no_saga(saga_id)
 
     def wait(self, saga_id: str, timeout: float = 30.0, poll: float = 0.005) -> dict[str, Any]:
         """Block until the saga is terminal; return its view. Raises SagaTimeout (still running
@@ -155,7 +160,7 @@ class SagaClient:
             nonlocal seen
             version = self.store.stream_version(stream)
             if version == 0:
-                raise KeyError(f"no saga {saga_id!r} (stream {stream} is empty)")
+                raise _no_saga(saga_id)
             if version == seen:
                 return None  # nothing new on the stream: no need to fold it again
             seen = version
@@ -251,6 +256,10 @@ class SagaClient:
             close = getattr(participants, "close", None)
             if close is not None:
                 close()
+
+
+def _no_saga(saga_id: str) -> KeyError:
+    return KeyError(f"no saga {saga_id!r} (stream {s.stream_id(saga_id)} is empty)")
 
 
 def _catalogue_prices(lab: Any) -> dict[str, int]:

@@ -1,6 +1,7 @@
 """What the command line refuses, it refuses in one sentence and without a traceback: a number
 out of range is a usage error (exit 2) naming the option and the range it must be in; a name
-that is not one of the lab's processes is refused by every command that takes one (exit 1)."""
+that is not one of the lab's processes is refused by every command that takes one (exit 1);
+an unknown saga's timeline fails as its status does."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from ecommerce.domain.events import NewEvent
+from ecommerce.saga.orchestrator import start_saga
 from ecommerce.store.sqlite_events import SqliteEventStore
 from labkit.cli import main
 from labkit.lab import Lab
 from labkit.runtime.local import RuntimeErrorWithHint
+from tests.unit.test_saga_orchestrator import PRICES
 
 HUGE = "99999999999999999999999"
 INT64 = str(2**63 - 1)
@@ -87,3 +90,15 @@ def test_the_python_api_raises_the_same_sentence(lab_dir: Path) -> None:
     for call in (lab.kill, lab.logs, lab.rollback, lab.restart):
         with pytest.raises(RuntimeErrorWithHint, match="unknown process 'nope'; known: "):
             call("nope")
+
+
+def test_the_timeline_of_an_unknown_saga_fails_as_its_status_does(
+        lab_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with SqliteEventStore(lab_dir / "events.db") as store:
+        sid = start_saga(store, "u1", [("KB", 1)], prices=PRICES)
+    assert main(["saga", "status", "nope"]) == 2
+    status_err = capsys.readouterr().err
+    assert main(["saga", "timeline", sid, "nope"]) == 2
+    assert capsys.readouterr().err == status_err == (
+        "error: no saga 'nope' (stream saga-nope is empty)\n")
+    assert main(["saga", "timeline", sid]) == 0
