@@ -67,6 +67,24 @@ class EventValidationError(ValueError):
     """An event or append request is malformed; nothing was written."""
 
 
+class UnreadableEventError(Exception):
+    """A stored event that a service's fold cannot read: a producer wrote a shape the domain
+    does not know (`labkit events append` with data of its own, another team's script).
+
+    The log is append-only, so the event stays; the reader stops at it and says how to go on:
+    park it (`EventParked`), after which readers skip it wherever it fails, as the projector
+    does (`ecommerce.projections.parking`).
+    """
+
+    def __init__(self, event: RecordedEvent, cause: BaseException) -> None:
+        self.position, self.stream_id, self.type = event.position, event.stream_id, event.type
+        why = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+        super().__init__(
+            f"event #{event.position} ({event.type} in {event.stream_id}) cannot be read ({why}). "
+            f"The log is append-only: if that event must not count, park it: labkit events "
+            f"park {event.position} --reason '...' (or lab.park_event({event.position}, '...'))")
+
+
 @dataclass(frozen=True)
 class NewEvent:
     """An event to append. `id` makes retries idempotent: the same id is stored once."""

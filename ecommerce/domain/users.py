@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ecommerce.domain.events import NewEvent, RecordedEvent, UpcasterRegistry
+from ecommerce.domain.events import NewEvent, RecordedEvent, UnreadableEventError, UpcasterRegistry
 
 USER_CREATED = "UserCreated"
 USER_UPDATED = "UserUpdated"
@@ -75,7 +75,10 @@ def fold(user_id: str, events: list[RecordedEvent]) -> User:
     """Rebuild a user's state from its events (what event sourcing means)."""
     user = User(user_id)
     for e in events:
-        user = apply(user, e)
+        try:
+            user = apply(user, e)
+        except Exception as exc:  # a shape this code does not know: say which event
+            raise UnreadableEventError(e, exc) from exc
     return user
 
 

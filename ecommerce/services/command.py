@@ -13,6 +13,7 @@ request it is 422 `idempotency_key_reused` (the event stores the request's finge
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import FastAPI
@@ -23,6 +24,7 @@ from ecommerce.domain import users as u
 from ecommerce.domain.events import NewEvent, RecordedEvent, iso_utc
 from ecommerce.domain.idempotency import KeyReused, fingerprint
 from ecommerce.services.app import ApiError, IdempotencyKey, make_app, not_found, serve
+from ecommerce.services.participant import fold_past_parked
 from ecommerce.store.base import ConcurrencyError, DuplicateEventError, EventStore
 from ecommerce.store.factory import open_event_store
 
@@ -130,7 +132,7 @@ class UserCommands:
                 if key and done.metadata.get("request", fp) != fp:
                     raise _reused(command, key)
                 return _accepted(command, command_id, user_id, done)
-            user = u.fold(user_id, events)
+            user = fold_past_parked(self.store, events, partial(u.fold, user_id))
             if expected is not None and expected != user.version:
                 raise ConcurrencyError(stream, expected, user.version)
             try:

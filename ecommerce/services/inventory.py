@@ -91,7 +91,8 @@ def seed_catalogue(p: Participant, inv: st.Inventory) -> int:
     seeding events have fixed ids and expect an empty stream."""
     seeded = 0
     with p.lock:
-        p.catch_up()
+        if not p.start():  # stopped at an unreadable event: it says so (503, /readyz)
+            return 0
         for item in st.CATALOGUE.values():
             if inv.stock(item.sku).exists:
                 continue
@@ -120,7 +121,8 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
 
     p = Participant(es, fold, types=[*st.INVENTORY_EVENTS, *FATE_EVENTS])
     seed_catalogue(p, inv)
-    app = make_app(SERVICE, settings, ready_checks={"event_store": es.last_position},
+    app = make_app(SERVICE, settings, ready_checks={"event_store": es.last_position,
+                                                    "events": p.ready},
                    description="Stock per SKU: reserve all lines or none, release, commit.")
     install_store_errors(app)
     install_faults(app, SERVICE, settings)

@@ -97,8 +97,9 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
             state.apply(e)
 
     p = Participant(es, fold, types=[*o.ORDER_EVENTS, *FATE_EVENTS], read_back=True)
-    p.catch_up()
-    app = make_app(SERVICE, settings, ready_checks={"event_store": es.last_position},
+    p.start()
+    app = make_app(SERVICE, settings, ready_checks={"event_store": es.last_position,
+                                                    "events": p.ready},
                    description="Orders: PENDING -> CONFIRMED | CANCELLED. Money in integer cents.")
     install_store_errors(app)
     install_faults(app, SERVICE, settings)

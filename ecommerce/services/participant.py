@@ -13,23 +13,36 @@ Replies: a request's first answer is stored with the event it appended (see
 `ecommerce.domain.idempotency`) and, for answers that appended nothing, in memory, together
 with the fingerprint of the request; a request carrying the same `Idempotency-Key` and the
 same content gets that answer again, one with other content 422 `idempotency_key_reused`.
+
+An event the fold cannot read (a shape the domain does not know) stops the catch-up just
+before it: every request answers 503 `unreadable_event` naming it, and `/readyz` fails, until
+an operator parks it (`labkit events park`); a parked event that cannot be read is skipped, as
+the projector skips it. The process starts either way, to say so.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from ecommerce.domain.events import NewEvent, RecordedEvent, encode_event, iso_utc
+from ecommerce.domain.events import (
+    NewEvent,
+    RecordedEvent,
+    UnreadableEventError,
+    encode_event,
+    iso_utc,
+)
 from ecommerce.domain.idempotency import KeyReused, Replies, fingerprint, reply_metadata
+from ecommerce.projections.parking import parked_positions
 from ecommerce.store.base import (
     AppendResult,
     ConcurrencyError,
@@ -41,6 +54,9 @@ from ecommerce.store.base import (
 #: How many times a decision is retried after a concurrent writer moved a stream.
 RETRIES = 20
 BATCH = 2000
+
+log = logging.getLogger("participant")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -88,6 +104,8 @@ class Participant:
         self.position = 0
         #: Positions of our own appends folded already (ahead of `position`): skip them once.
         self._ahead: set[int] = set()
+        #: Parked events the fold could not read, skipped (each logged once).
+        self._skipped: set[int] = set()
 
     def catch_up(self) -> int:
         """Fold every new event of this service; returns how many there were."""
@@ -104,7 +122,11 @@ class Participant:
                     if ahead and e.position in ahead:
                         ahead.discard(e.position)
                         continue
-                    self._fold(e)
+                    try:
+                        self._fold(e)
+                    except Exception as exc:
+                        self.position = max(self.position, e.position - 1)  # folded so far
+                        self._past_unreadable(e, exc)
                 seen += len(batch)
                 if len(batch) < BATCH:
                     self.position = max(self.position, head)
@@ -112,6 +134,29 @@ class Participant:
                         self._ahead = {p for p in ahead if p > self.position}
                     return seen
                 self.position = batch[-1].position
+
+    def _past_unreadable(self, e: RecordedEvent, exc: Exception) -> None:
+        """Go on past `e`, which the fold could not read, if it is parked; else stop there."""
+        error = exc if isinstance(exc, UnreadableEventError) else UnreadableEventError(e, exc)
+        if e.position not in parked_positions(self.store):
+            raise error from exc
+        if e.position not in self._skipped:
+            self._skipped.add(e.position)
+            log.warning("skipped a parked event it cannot read: %s", error)
+
+    def start(self) -> bool:
+        """The first catch-up, when the process starts. An unreadable event does not keep it
+        from starting (it must answer, to say which event stops it): logged, and False."""
+        try:
+            self.catch_up()
+        except UnreadableEventError as exc:
+            log.error("stopped at an event it cannot read: %s", exc)
+            return False
+        return True
+
+    def ready(self) -> None:
+        """For `/readyz`: raises `UnreadableEventError` while an event stops the catch-up."""
+        self.catch_up()
 
     def _fold(self, e: RecordedEvent) -> None:
         self._apply(e)
@@ -196,6 +241,21 @@ class Participant:
         if key.given:
             metadata |= reply_metadata(endpoint, key.value, status, body, key.request)
         return replace(event, metadata=metadata)
+
+
+def fold_past_parked(store: EventStore, events: list[RecordedEvent],
+                     fold: Callable[[list[RecordedEvent]], T]) -> T:
+    """`fold(events)`, leaving out each event it cannot read that is parked (as the catch-up
+    and the projector do); an unreadable event that is not parked stops it."""
+    parked: set[int] | None = None
+    while True:
+        try:
+            return fold(events)
+        except UnreadableEventError as exc:
+            parked = parked_positions(store) if parked is None else parked
+            if exc.position not in parked:
+                raise
+            events = [e for e in events if e.position != exc.position]
 
 
 def install_store_errors(app: FastAPI) -> None:

@@ -80,7 +80,8 @@ def _refunded(p: pay.Payment | None, order_id: str) -> dict[str, Any]:
 
 def open_merchant(p: Participant, ledger: pay.Ledger) -> None:
     with p.lock:
-        p.catch_up()
+        if not p.start():  # stopped at an unreadable event: it says so (503, /readyz)
+            return
         ev = pay.open_account(ledger, pay.MERCHANT, 0)
         if ev is not None:  # fixed id: two replicas starting together open it once
             p.append(pay.stream_id(pay.MERCHANT), ev, "any")
@@ -101,7 +102,8 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
     p = Participant(es, fold, types=list(dict.fromkeys(
         [*pay.PAYMENT_EVENTS, *FATE_EVENTS, *pay.ORDER_TERMS_EVENTS])))
     open_merchant(p, ledger)
-    app = make_app(SERVICE, settings, ready_checks={"event_store": es.last_position},
+    app = make_app(SERVICE, settings, ready_checks={"event_store": es.last_position,
+                                                    "events": p.ready},
                    description="Accounts, charges and refunds. Money in integer cents; the total "
                                "over all accounts never changes.")
     install_store_errors(app)

@@ -52,7 +52,7 @@ def create_app(settings: Settings, store: EventStore | None = None,
     es = store or open_event_store(settings)
     state = Users()
     p = Participant(es, state.apply, stream_prefix=PREFIX)
-    p.catch_up()
+    p.start()
     commands = httpx.Client(base_url=settings.peer_url(COMMAND_SERVICE), timeout=PEER_TIMEOUT,
                             transport=transport)
 
@@ -60,7 +60,7 @@ def create_app(settings: Settings, store: EventStore | None = None,
     # store, and the course deploys this service (02-saga) before command-service (03-cqrs).
     # POST /api/users answers 503 `peer_unavailable` while command-service is not there.
     app = make_app(SERVICE, settings,
-                   ready_checks={"event_store": es.last_position},
+                   ready_checks={"event_store": es.last_position, "events": p.ready},
                    description="Users, read from the event store; writes go to command-service.")
     install_store_errors(app)
     install_faults(app, SERVICE, settings)

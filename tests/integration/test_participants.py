@@ -444,10 +444,50 @@ def test_user_service_reads_the_log_and_forwards_creates(services: Services,
     assert (down.status_code, down.json()["reason"]) == (503, "peer_unavailable")
 
 
+def test_an_event_no_fold_can_read_stops_the_service_until_it_is_parked(
+        services: Services, backend: Backend) -> None:
+    """`labkit events append user-zz UserCreated '{"foo": 1}'` made every user read a 500 and
+    user-service unable to start, parked or not. Now it starts, every answer (and /readyz)
+    names the event and how to park it, and after parking both services go on without it."""
+    from ecommerce.domain.events import NewEvent
+    from ecommerce.projections.parking import park
+
+    commands = services.start("command-service", pg=backend)
+    users = services.start("user-service", pg=backend,
+                           env={"LABKIT_COMMAND_SERVICE_URL": commands.url})
+    kim = post(users, "/api/users", {"name": "Kim", "email": "kim@example.com"}).json()
+    store = store_of(services, backend)
+    bad = store.append("user-zz", [NewEvent("UserCreated", {"foo": 1})], "none").positions[0]
+
+    def stopped(r: httpx.Response) -> str:
+        assert (r.status_code, r.json()["reason"]) == (503, "unreadable_event"), r.text
+        return r.json()["detail"]
+
+    said = stopped(users.client.get(f"/api/users/{kim['id']}"))
+    assert said.startswith(f"user-service cannot go on: event #{bad} (UserCreated in user-zz) "
+                           "cannot be read (KeyError: 'name')"), said
+    assert f"labkit events park {bad} --reason" in said
+    ready = users.client.get("/readyz")
+    assert ready.status_code == 503 and f"event #{bad}" in ready.json()["checks"]["events"]
+    users.restart(ready_path="/healthz")  # it starts, to say why it cannot serve
+    stopped(users.client.get("/api/users"))
+    update = {"user_id": "zz", "name": "Z"}
+    stopped(commands.client.post("/api/commands/update-user", json=update))
+
+    park(store, bad, "a UserCreated without name or email", by="test")
+    assert users.client.get(f"/api/users/{kim['id']}").json()["name"] == "Kim"
+    assert users.client.get("/api/users/zz").status_code == 404  # its only event is skipped
+    assert users.client.get("/readyz").status_code == 200
+    refused = commands.client.post("/api/commands/update-user", json=update)
+    assert (refused.status_code, refused.json()["reason"]) == (404, "not_found"), refused.text
+    store.close()
+
+
 def test_probes_and_openapi(services: Services) -> None:
     inv = services.start("inventory-service")
     ready = inv.client.get("/readyz").json()
-    assert ready["status"] == "ready" and ready["checks"] == {"event_store": "ok", "plugins": "ok"}
+    assert ready["status"] == "ready" and ready["checks"] == {"event_store": "ok", "events": "ok",
+                                                              "plugins": "ok"}
     paths = inv.client.get("/openapi.json").json()["paths"]
     assert "/api/inventory/reservations" in paths and "/faults" in paths
     lines = [ln for ln in inv.log_path.read_text().splitlines() if ln.startswith("{")]
@@ -478,3 +518,33 @@ def test_participant_folds_every_event_exactly_once(tmp_path) -> None:
     p.catch_up()
     assert sorted(seen) == sorted(e.id for e in mine + theirs)
     assert len(seen) == 6
+
+
+def test_a_catch_up_stopped_by_an_unreadable_event_folds_nothing_twice(tmp_path) -> None:
+    """The events before the unreadable one in the same read are folded once (a catch-up that
+    failed used to start its next try before them again: a balance counted twice), and after
+    parking it the catch-up goes on past it."""
+    from ecommerce.domain.events import NewEvent, UnreadableEventError
+    from ecommerce.projections.parking import park
+    from ecommerce.services.participant import Participant
+
+    seen: list[int] = []
+
+    def fold(e) -> None:
+        seen.append(e.data["n"] + e.data["amount"])  # KeyError where "amount" is missing
+
+    es = SqliteEventStore(tmp_path / "events.db")
+    p = Participant(es, fold, stream_prefix="payment-")
+    good, bad = {"n": 0, "amount": 1}, {"n": 1}
+    positions = [es.append("payment-a", [NewEvent("Charged", d)], "any").positions[0]
+                 for d in (good, bad, {"n": 2, "amount": 1})]
+    for _ in range(2):
+        with pytest.raises(UnreadableEventError, match=rf"event #{positions[1]} \(Charged"):
+            p.catch_up()
+    assert seen == [1]
+    assert p.start() is False  # logged, not raised
+    park(es, positions[1], "no amount", by="test")
+    p.catch_up()
+    p.ready()
+    assert seen == [1, 3]
+    es.close()
