@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 from ecommerce.projections import get_projections
 from ecommerce.projections.base import Projection
-from ecommerce.projections.projector import Projector
+from ecommerce.projections.projector import ProjectionError, Projector
 from ecommerce.store.base import EventStore
 from ecommerce.store.read_base import ReadStore
 
@@ -82,9 +82,11 @@ def replay(
                 bar.update(n)
         position = min(projector.checkpoints().values())
         old = reads.swap_in(staged, note)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(Exception):
             reads.discard(staged)
+        if isinstance(exc, ProjectionError):
+            raise _stopped(exc) from exc
         raise
     finally:
         if bar is not None:
@@ -99,6 +101,14 @@ def replay(
         position=position,
         cleanup_seconds=round(time.perf_counter() - started - seconds, 4),
     )
+
+
+def _stopped(exc: ProjectionError) -> ProjectionError:
+    """The replay's own sentence: what stopped it, that nothing changed, and the way on."""
+    park = (f" If that event must not be projected, park it (labkit events park {exc.position} "
+            "--reason '...') and replay again." if exc.position is not None else "")
+    return ProjectionError(f"replay stopped: {exc}. Nothing was swapped in: the live read "
+                           f"models are as they were.{park}", exc.position)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as exc:
         parser.error(str(exc.args[0]))
     with open_event_store() as es, open_read_store() as rs:
-        stats = replay(es, rs, chosen, progress=not args.no_progress)
+        try:
+            stats = replay(es, rs, chosen, progress=not args.no_progress)
+        except ProjectionError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     print(json.dumps(stats.as_dict()))
     return 0
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ecommerce.config import Settings
 from ecommerce.projections import all_projections, get_projections
+from ecommerce.projections.projector import ProjectionError
 from ecommerce.projections.replay import replay
 from ecommerce.services.app import ApiError, Limit, make_app, read_store_check, serve
 from ecommerce.store.base import EventStore
@@ -79,7 +80,10 @@ def create_app(settings: Settings, event_store: EventStore | None = None,
         except KeyError as exc:
             raise ApiError(422, "unknown_projection", str(exc.args[0]),
                            known=sorted(all_projections())) from None
-        result = replay(es, rs, chosen, progress=False)
+        try:
+            result = replay(es, rs, chosen, progress=False)
+        except ProjectionError as exc:  # an event a projection cannot apply: say which
+            raise ApiError(409, "replay_stopped", str(exc), position=exc.position) from None
         return {"replay_id": f"replay-{uuid.uuid4().hex[:8]}", "status": "completed",
                 "events_count": result.events, "seconds": result.seconds,
                 "events_per_s": result.events_per_s, "projections": result.projections,

@@ -53,7 +53,8 @@ for command in (up, status, env, down, reset, logs, kill, restart, rollback, doc
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-    from ecommerce.domain.events import EventValidationError
+    from ecommerce.domain.events import EventValidationError, UnreadableEventError
+    from ecommerce.projections.projector import ProjectionError
     from ecommerce.store.base import ConcurrencyError, DuplicateEventError, StoreUnavailableError
     from labkit.lab import LabError
     from labkit.lab.challenges import ChallengeError
@@ -64,7 +65,8 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
     return (LabError, RuntimeErrorWithHint, StoreUnavailableError, EventValidationError,
             ConcurrencyError, DuplicateEventError, ClusterError, NotebookError, ValueError,
-            KeyError, SagaStuckError, SagaTimeout, ChallengeError)
+            KeyError, SagaStuckError, SagaTimeout, ChallengeError, ProjectionError,
+            UnreadableEventError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,3 +122,45 @@ def test_a_checkpoint_committed_apart_counts_events_twice_after_a_crash(stores) 
     finally:
         rs2.close()
 
+
+
+def test_a_replay_stopped_by_a_poison_event_says_which_and_how_and_changes_nothing(
+        stores, monkeypatch, capsys) -> None:
+    """Before: `labkit replay` ended in a ProjectionError traceback, POST /api/events/replay in
+    a plain-text 500 (docs/api.md: never a 500 for any input)."""
+    from fastapi.testclient import TestClient
+
+    from ecommerce.config import Settings
+    from ecommerce.services.eventstore_api import create_app
+    from labkit.cli import main
+
+    es, rs = stores
+    _order(es, "o1")
+    _user(es, 1)
+    Projector(es, rs, get_projections()).run_once()
+    before = rs.get("order_stats", "summary")
+    bad = _poison(es, "o1")
+
+    with TestClient(create_app(Settings.from_env(), es, rs)) as client:
+        r = client.post("/api/events/replay")
+    assert (r.status_code, r.json()["reason"], r.json()["position"]) == (409, "replay_stopped",
+                                                                         bad), r.text
+    said = r.json()["detail"]
+    assert said.startswith(f"replay stopped: projection 'orders' failed on event #{bad} "
+                           f"(OrderConfirmed in order-o1)"), said
+    assert f"park it (labkit events park {bad} --reason '...') and replay again" in said
+
+    for var, path in (("LABKIT_EVENTS_DB", es.path), ("LABKIT_READ_DB", rs.path)):
+        monkeypatch.setenv(var, str(path))
+    monkeypatch.delenv("LABKIT_PG_URL", raising=False)
+    monkeypatch.delenv("LABKIT_REDIS_URL", raising=False)
+    capsys.readouterr()
+    assert main(["replay", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: replay stopped: projection 'orders' failed on event #{bad}")
+    assert "Traceback" not in err
+    assert rs.get("order_stats", "summary") == before  # nothing swapped in
+
+    park(es, bad, "duplicate with a decimal total")
+    assert main(["replay", "--quiet"]) == 0
+    assert rs.get("order_stats", "summary") == before
