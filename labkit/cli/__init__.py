@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 
 import click
+import httpx
 
 from labkit.cli.bench import bench
 from labkit.cli.challenges import challenge
@@ -59,6 +60,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from labkit.lab import LabError
     from labkit.lab.challenges import ChallengeError
     from labkit.lab.saga_client import SagaStuckError, SagaTimeout
+    from labkit.lab.scenarios import ScenarioError
     from labkit.runtime.k8s_errors import ClusterError
     from labkit.runtime.local import RuntimeErrorWithHint
     from labkit.workbook.notebook_files import NotebookError
@@ -66,7 +68,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     return (LabError, RuntimeErrorWithHint, StoreUnavailableError, EventValidationError,
             ConcurrencyError, DuplicateEventError, ClusterError, NotebookError, ValueError,
             KeyError, SagaStuckError, SagaTimeout, ChallengeError, ProjectionError,
-            UnreadableEventError)
+            UnreadableEventError, ScenarioError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     except _expected_errors() as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
+        return 1
+    except httpx.TransportError as exc:  # a service did not answer at all
+        from labkit.ops.unreachable import unreachable
+
+        print(f"error: {unreachable(None, str(exc.request.url), exc)}", file=sys.stderr)
         return 1
     return result if isinstance(result, int) else 0
 

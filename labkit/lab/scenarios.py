@@ -34,6 +34,7 @@ import httpx
 
 from ecommerce.domain import saga as s
 from ecommerce.waiting import WaitTimeout, wait_until
+from labkit.ops.unreachable import service_at, unreachable
 
 SCENARIOS = ("happy", "payment-declined", "out-of-stock", "invalid-user", "payment-timeout",
              "inventory-flaky", "orchestrator-crash")
@@ -149,6 +150,15 @@ def fire(lab: Any, scenario: str, *, user: str | None = None,
     """
     if scenario not in SCENARIOS:
         raise ScenarioError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
+    try:
+        return _fire(lab, scenario, user, lines, step, wait, timeout)
+    except httpx.TransportError as exc:  # a service the set-up needs is down: say which
+        url = str(exc.request.url)
+        raise ScenarioError(unreachable(service_at(url, lab.urls()), url, exc)) from None
+
+
+def _fire(lab: Any, scenario: str, user: str | None, lines: Sequence[Any] | None,
+          step: int | str, wait: bool, timeout: float) -> str:
     saga = lab.saga
     order = list(lines or DEFAULT_LINES)
     customer = user or ALICE

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from ecommerce.services.admin import ADMIN_HEADER, ADMIN_PREFIX
+from labkit.ops.unreachable import unreachable
 
 
 class AdminError(RuntimeError):
@@ -38,8 +39,7 @@ class Admin:
             r = httpx.post(url, json=body, headers={ADMIN_HEADER: self._token},
                            timeout=self._timeout)
         except httpx.HTTPError as exc:
-            raise AdminError(f"{service} is not reachable at {url} ({type(exc).__name__}); is "
-                             "the lab up? (lab.status())") from None
+            raise AdminError(unreachable(service, url, exc)) from None
         try:
             answer = r.json()
         except ValueError:

@@ -22,6 +22,7 @@ import httpx
 
 from ecommerce.services.admin import ADMIN_HEADER
 from ecommerce.services.registry import PARTICIPANTS
+from labkit.ops.unreachable import unreachable
 
 MODES = ("error", "delay", "decline", "crash")
 
@@ -55,8 +56,7 @@ class Faults:
         try:
             r = httpx.request(method, url, timeout=self._timeout, headers=self._headers, **kw)
         except httpx.HTTPError as exc:
-            raise FaultError(f"{service} is not reachable at {url} ({type(exc).__name__}); is the "
-                             "lab up? (lab.status())") from None
+            raise FaultError(unreachable(service, url, exc)) from None
         if r.status_code == 404:
             raise FaultError(f"{service} has fault injection switched off (LABKIT_FAULTS=1 turns "
                              "it on): run lab.up(faults=True) or `labkit up --faults` (cluster: "

@@ -80,3 +80,28 @@ def test_the_log_table_reads_a_stamp_that_has_no_microseconds(lab, sagas) -> Non
     assert len(log) > 2 and str(log["recorded_at"].dt.tz) == "UTC"
     last = log["recorded_at"].iloc[-1]
     assert last.microsecond == 0 and last >= log["recorded_at"].iloc[0].floor("s")
+
+
+def test_a_scenario_whose_service_is_down_says_which_and_how_to_start_it(
+        lab, sagas, monkeypatch, capsys) -> None:
+    """`labkit fire happy` with payment-service killed ended in an httpx.ConnectError traceback
+    (or ReadError, on a kept-alive connection)."""
+    from labkit.cli import main
+    from labkit.lab.scenarios import ScenarioError
+
+    lab.kill("payment-service")
+    try:
+        with pytest.raises(ScenarioError, match=r"^payment-service is not reachable at "
+                                                r"http://127\.0\.0\.1:\d+/api/payments/"
+                                                r"accounts \(\w+Error\); is the service "
+                                                r"running\? \(lab\.status\(\)"):
+            lab.fire("happy")
+        s = lab.settings
+        monkeypatch.setenv("LABKIT_DATA_DIR", str(s.data_dir))
+        capsys.readouterr()
+        assert main(["fire", "happy"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: payment-service is not reachable at "), err
+    finally:
+        lab.up(progress=False)
+    assert lab.saga.wait(lab.fire("happy"), timeout=60)["status"] == "completed"
