@@ -205,7 +205,10 @@ class Gateway:
             status, hdrs, body = _json(503, self._unavailable(route, str(exc)))
             await _answer(send, status, hdrs, body)
             return status
-        url = base + upstream_path + ("?" + query.decode("latin-1") if query else "")
+        # The path the client meant, encoded again: a decoded %3F, %23 or %25 sent as it is would
+        # become a query, a fragment or another escape.
+        quoted = quote(upstream_path, safe=_PATH_SAFE)
+        url = base + quoted + ("?" + query.decode("latin-1") if query else "")
         fields["upstream"] = upstream_path
         try:
             target = httpx.URL(url)
@@ -240,7 +243,7 @@ class Gateway:
                    for k, v in response.headers.multi_items() if k.lower() not in HOP_BY_HOP]
             out += [(b"x-labkit-route", route.label.encode()),
                     (b"x-labkit-backend", route.backend.encode()),
-                    (b"x-labkit-upstream", quote(upstream_path, safe=_PATH_SAFE).encode())]
+                    (b"x-labkit-upstream", quoted.encode())]
             await send({"type": "http.response.start", "status": response.status_code,
                         "headers": out})
             async for chunk in response.aiter_raw():
