@@ -180,7 +180,7 @@ def test_an_unknown_sku_is_refused_naming_the_catalogue_never_asking_for_a_price
         svc: dict[str, ServiceProc]) -> None:
     """order-service, command-service and `labkit saga place` say the same sentence (command-service
     and the CLI used to ask for a price, which command-service refuses as an unknown field)."""
-    sentence = "sku 'NOPE' is not in the catalogue: choose one of " + ", ".join(st.CATALOGUE)
+    sentence = "sku 'NOPE' is not in the catalogue: choose one of " + ", ".join(sorted(st.CATALOGUE))
     order = {"user_id": "alice", "lines": [{"sku": "NOPE", "quantity": 1}]}
     for name, path, status in (("order-service", "/api/orders", 404),
                                ("command-service", "/api/commands/place-order", 422)):
