@@ -831,7 +831,8 @@ def normalise_lines(lines: Sequence[Any], prices: Mapping[str, int] | None = Non
     """Order lines as `[{"sku", "quantity", "price"}]`; accepts `(sku, qty)` pairs too.
 
     Prices are integer cents (1999 is 19.99), like everywhere in the lab. With `prices` (the
-    catalogue) every line costs the catalogue's price, and a line naming another is refused.
+    catalogue) every line costs the catalogue's price: a line naming another price, or a SKU
+    the catalogue does not have (`unknown_sku`, whatever its price), is refused.
     """
     if not lines:
         raise SagaRuleError("no_lines", "an order needs at least one line")
@@ -849,13 +850,8 @@ def normalise_lines(lines: Sequence[Any], prices: Mapping[str, int] | None = Non
         if isinstance(qty, bool) or not isinstance(qty, int) or qty < 1:
             raise SagaRuleError("bad_line", f"line quantity must be an int >= 1; got {qty!r}")
         if prices is not None:
-            # Prices come from the catalogue: a client's own price is refused, not charged.
-            if price is not None and price != prices.get(sku, price):
-                raise SagaRuleError("price_mismatch",
-                                    f"{sku} costs {prices[sku]} cents (the catalogue's price); "
-                                    f"leave the price out instead of sending {price!r}")
-            price = prices.get(sku, price)
-        if price is None:
+            price = _catalogue_price(sku, price, prices)
+        if price is None:  # no catalogue: the caller prices each line
             raise SagaRuleError("bad_line", f"no price for {sku!r}: give one (integer cents)")
         if isinstance(price, bool) or not isinstance(price, int) or price < 0:
             raise SagaRuleError("bad_line", f"line price is integer cents >= 0; got {price!r}")
@@ -864,6 +860,18 @@ def normalise_lines(lines: Sequence[Any], prices: Mapping[str, int] | None = Non
     if len(set(skus)) != len(skus):
         raise SagaRuleError("bad_line", "each sku may appear on one line only")
     return out
+
+
+def _catalogue_price(sku: str, price: Any, prices: Mapping[str, int]) -> int:
+    """The catalogue's price of `sku`: an unknown SKU is refused whatever price the line names,
+    and a client's own price is refused, not charged."""
+    if sku not in prices:
+        raise SagaRuleError("unknown_sku", stock.not_in_catalogue(sku, prices))
+    if price is not None and price != prices[sku]:
+        raise SagaRuleError("price_mismatch",
+                            f"{sku} costs {prices[sku]} cents (the catalogue's price); "
+                            f"leave the price out instead of sending {price!r}")
+    return prices[sku]
 
 
 def order_amount(lines: Sequence[Mapping[str, Any]]) -> int:

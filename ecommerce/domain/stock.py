@@ -44,6 +44,17 @@ CATALOGUE: dict[str, CatalogueItem] = {
     )
 }
 
+
+
+def not_in_catalogue(sku: str, skus: Iterable[str]) -> str:
+    """The sentence for an order line naming an unknown SKU: the SKUs one can order, sorted (the
+    same from every caller, whether its catalogue came from inventory-service or the code)."""
+    known = ", ".join(sorted(skus))
+    if not known:
+        return f"sku {sku!r} is not in the catalogue, which is empty"
+    return f"sku {sku!r} is not in the catalogue: choose one of {known}"
+
+
 STOCK_SEEDED = "StockSeeded"
 STOCK_RESERVED = "StockReserved"
 STOCK_RELEASED = "StockReleased"

@@ -21,7 +21,7 @@ from ecommerce.domain import orders as o
 from ecommerce.domain.events import RecordedEvent
 from ecommerce.domain.fate import FATE_EVENTS, ORDER_WITHDRAWN, Fates
 from ecommerce.domain.idempotency import event_id
-from ecommerce.domain.stock import CATALOGUE
+from ecommerce.domain.stock import CATALOGUE, not_in_catalogue
 from ecommerce.services.app import ApiError, IdempotencyKey, Limit, Offset, make_app, serve
 from ecommerce.services.faults import install_faults
 from ecommerce.services.participant import Key, Participant, install_store_errors
@@ -80,8 +80,7 @@ def priced(lines: list[OrderLine]) -> list[dict[str, Any]]:
     for ln in lines:
         item = CATALOGUE.get(ln.sku)
         if item is None:
-            raise o.OrderRuleError("unknown_sku", f"sku {ln.sku!r} is not in the catalogue "
-                                   f"({', '.join(CATALOGUE)})")
+            raise o.OrderRuleError("unknown_sku", not_in_catalogue(ln.sku, CATALOGUE))
         out.append({"sku": ln.sku, "quantity": ln.quantity, "price": item.price})
     return out
 

@@ -13,7 +13,9 @@ same for the lab's processes, so the course's curl lines run unchanged against
 - each request is logged as one JSON line: method, host, path, route matched, backend, upstream
   path, status, ms (`labkit logs gateway`); responses carry `X-Labkit-Route`,
   `X-Labkit-Backend` and `X-Labkit-Upstream` (the path the service received, percent-encoded
-  where it is not ASCII) so a student can see the way a request took (`curl -i`).
+  where it is not ASCII) so a student can see the way a request took (`curl -i`);
+- a path it will not forward (a control character: 400 `invalid_path`) or a URL it cannot send
+  (414 `uri_too_long`, 400 `invalid_url`) gets a JSON error from the gateway itself.
 
 Students add rules of their own (notebook 01's exercises) as HTTPRoute YAML files in
 `<data dir>/routes/` (`labkit.runtime.routes.STUDENT_ROUTES_DIRNAME`): the gateway re-reads that
@@ -55,9 +57,30 @@ _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "proxy-connection", "te", "trailer", "trailers", "transfer-encoding",
                         "upgrade"})
+#: The longest URL httpx sends (`httpx._urlparse.MAX_URL_LENGTH`): a longer one is a 414.
+MAX_URL_LENGTH = 65536
+#: How much of a refused path an error message shows.
+SHOWN_PATH = 200
 #: The gateway's own probes (the runtime waits on /readyz like on every service).
 PROBES = ("/healthz", "/readyz")
 TIMEOUT = httpx.Timeout(connect=5.0, read=300.0, write=300.0, pool=10.0)
+
+
+def _control_character(path: str) -> str | None:
+    """The first control character (C0 or DEL) in a decoded path: no URL may carry one."""
+    return next((c for c in path if c < " " or c == "\x7f"), None)
+
+
+def _shown(path: str) -> str:
+    """A path as a message shows it: percent-encoded, cut after SHOWN_PATH characters."""
+    shown = quote(path, safe=_PATH_SAFE)
+    return shown if len(shown) <= SHOWN_PATH else shown[:SHOWN_PATH] + "..."
+
+
+def _invalid_path(path: str, bad: str) -> dict[str, Any]:
+    return {"detail": f"the path {_shown(path)} holds a control character ({quote(bad)}), "
+                      "which no URL may carry: remove it and send the request again",
+            "reason": "invalid_path"}
 
 
 def _json(status: int, body: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -131,6 +154,11 @@ class Gateway:
                     "student_errors": self.student_errors})
                 await _answer(send, status, hdrs, body)
                 return
+            bad = _control_character(path)
+            if bad is not None:  # answered here, never forwarded (a CR LF could split a header)
+                status, hdrs, body = _json(400, _invalid_path(path, bad))
+                await _answer(send, status, hdrs, body)
+                return
             route = match(self.routes, host, path)
             if route is None:
                 fields["route"] = None
@@ -177,8 +205,17 @@ class Gateway:
             status, hdrs, body = _json(503, self._unavailable(route, str(exc)))
             await _answer(send, status, hdrs, body)
             return status
-        url = base + upstream_path + ("?" + query.decode("latin-1") if query else "")
+        # The path the client meant, encoded again: a decoded %3F, %23 or %25 sent as it is would
+        # become a query, a fragment or another escape.
+        quoted = quote(upstream_path, safe=_PATH_SAFE)
+        url = base + quoted + ("?" + query.decode("latin-1") if query else "")
         fields["upstream"] = upstream_path
+        try:
+            target = httpx.URL(url)
+        except httpx.InvalidURL as exc:  # a client's URL httpx will not send: never a 500
+            status, hdrs, body = _json(*self._unsendable(route, url, exc))
+            await _answer(send, status, hdrs, body)
+            return status
         forward = [(k, v) for k, v in headers if k not in HOP_BY_HOP]
         client_addr = scope.get("client") or ("", 0)
         host = next((v for k, v in headers if k == "host"), b"")
@@ -191,7 +228,7 @@ class Gateway:
         has_body = any(k in ("content-length", "transfer-encoding") for k, _ in headers)
         # httpx.Request, not client.build_request: only the client's headers go on, none of
         # httpx's defaults (User-Agent, Accept-Encoding...).
-        request = httpx.Request(scope["method"], url,
+        request = httpx.Request(scope["method"], target,
                                 headers=[(k.encode("latin-1"), v) for k, v in forward],
                                 content=_body(receive) if has_body else None,
                                 extensions={"timeout": TIMEOUT.as_dict()})
@@ -206,7 +243,7 @@ class Gateway:
                    for k, v in response.headers.multi_items() if k.lower() not in HOP_BY_HOP]
             out += [(b"x-labkit-route", route.label.encode()),
                     (b"x-labkit-backend", route.backend.encode()),
-                    (b"x-labkit-upstream", quote(upstream_path, safe=_PATH_SAFE).encode())]
+                    (b"x-labkit-upstream", quoted.encode())]
             await send({"type": "http.response.start", "status": response.status_code,
                         "headers": out})
             async for chunk in response.aiter_raw():
@@ -215,6 +252,18 @@ class Gateway:
         finally:
             await response.aclose()
         return response.status_code
+
+    @staticmethod
+    def _unsendable(route: Route, url: str, exc: httpx.InvalidURL) -> tuple[int, dict[str, Any]]:
+        if len(url) > MAX_URL_LENGTH:
+            return 414, {"detail": f"the URL for {route.backend} would be {len(url)} characters, "
+                                   f"over the {MAX_URL_LENGTH} the gateway can send: shorten "
+                                   "the path or the query string",
+                         "reason": "uri_too_long"}
+        return 400, {"detail": f"the gateway cannot send this URL to {route.backend} "
+                               f"({str(exc).rstrip('.')}): "
+                               "fix the path or the query string",
+                     "reason": "invalid_url"}
 
     def _unavailable(self, route: Route, why: str) -> dict[str, Any]:
         step = self.steps.get(route.backend)

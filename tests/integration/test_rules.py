@@ -6,6 +6,8 @@ One set of services shares one event store (as in the lab); every test uses its 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
@@ -15,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ecommerce.config import REPO_DIR
 from ecommerce.domain import fate
 from ecommerce.domain import stock as st
 from ecommerce.store.sqlite_events import SqliteEventStore
@@ -171,6 +174,28 @@ def test_prices_come_from_the_catalogue(svc: dict[str, ServiceProc]) -> None:
     placed = post(svc["order-service"], "/api/orders",
                   {"user_id": "mallory", "lines": [{"sku": "LAPTOP-14", "quantity": 1}]})
     assert placed.json()["total"] == st.CATALOGUE["LAPTOP-14"].price
+
+
+def test_an_unknown_sku_is_refused_naming_the_catalogue_never_asking_for_a_price(
+        svc: dict[str, ServiceProc]) -> None:
+    """order-service, command-service and `labkit saga place` say the same sentence (command-service
+    and the CLI used to ask for a price, which command-service refuses as an unknown field)."""
+    sentence = "sku 'NOPE' is not in the catalogue: choose one of " + ", ".join(sorted(st.CATALOGUE))
+    order = {"user_id": "alice", "lines": [{"sku": "NOPE", "quantity": 1}]}
+    for name, path, status in (("order-service", "/api/orders", 404),
+                               ("command-service", "/api/commands/place-order", 422)):
+        r = post(svc[name], path, order)
+        assert (r.status_code, r.json()["reason"], r.json()["detail"]) == (
+            status, "unknown_sku", sentence), r.text
+    cmd = svc["command-service"]
+    for line in ("NOPE:1", "NOPE:1:500"):  # the CLI takes a price, but not for an unknown SKU
+        done = subprocess.run([sys.executable, "-m", "labkit.cli", "saga", "place", "--user",
+                               "alice", "--line", line], env=cmd.env, cwd=REPO_DIR,
+                              capture_output=True, text=True, timeout=120)
+        assert (done.returncode, done.stderr.strip()) == (2, f"error: {sentence}"), done.stderr
+    with closing(SqliteEventStore(cmd.env["LABKIT_EVENTS_DB"])) as es:
+        started = es.read_all(0, 100_000, types=["SagaStarted"])
+    assert not [e for e in started if "NOPE" in str(e.data["lines"])]  # no saga was started
 
 
 def test_money_and_stock_come_in_only_through_admin_commands(

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from ecommerce.domain.saga import SagaRuleError
 from ecommerce.store.http_events import HttpEventStore, ReadOnlyStoreError
 from labkit.lab import Lab
 from labkit.lab.scenarios import ensure_customer
@@ -57,7 +58,9 @@ def test_place_order_is_idempotent_and_validated(lab: Lab) -> None:
     assert bad.status_code == 422
     unknown = client.post("/api/commands/place-order",
                           json={"user_id": "alice", "lines": [{"sku": "NOPE", "quantity": 1}]})
-    assert unknown.status_code == 422 and unknown.json()["reason"] == "bad_line"
+    assert unknown.status_code == 422 and unknown.json()["reason"] == "unknown_sku"
+    with pytest.raises(SagaRuleError, match="'NOPE' is not in the catalogue: choose one of"):
+        lab.saga.place_order("alice", [("NOPE", 1)])  # the notebook's API says the same
 
 
 def test_the_http_store_never_writes(lab: Lab) -> None:

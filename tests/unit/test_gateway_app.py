@@ -174,3 +174,29 @@ def test_probes_answer_without_a_backend() -> None:
     gw = Gateway(load_routes(), lambda name: f"http://{name}.test")
     ready = _call(gw, "GET", "/readyz")
     assert ready.status == 200 and json.loads(ready.body)["service"] == "gateway"
+
+
+def test_a_url_httpx_refuses_is_answered_with_a_json_400_not_forwarded() -> None:
+    """The safety net under the path rules: whatever URL httpx will not send (here a raw control
+    byte in the query, which an ASGI server could pass on) is a 400 the gateway answers."""
+    forwarded: list[httpx.Request] = []
+
+    def backend(request: httpx.Request) -> httpx.Response:
+        forwarded.append(request)
+        return _json_response({})
+
+    gw = Gateway(load_routes(), lambda name: f"http://{name}.test", transport=Backend(backend))
+
+    async def run() -> Sent:
+        sent = Sent()
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        await gw({**_scope("GET", "/api/orders/1"), "query_string": b"a=\x00"}, receive, sent)
+        return sent
+
+    sent = asyncio.run(run())
+    body = json.loads(sent.body)
+    assert (sent.status, body["reason"]) == (400, "invalid_url") and not forwarded
+    assert "order-service" in body["detail"] and "fix the path or the query" in body["detail"]

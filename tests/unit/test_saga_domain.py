@@ -223,7 +223,15 @@ def test_lines_are_normalised_and_checked() -> None:
         with pytest.raises(s.SagaRuleError):
             s.normalise_lines(bad, {"KB": 1})
     with pytest.raises(s.SagaRuleError, match="no price"):
-        s.normalise_lines([("ZZ", 1)], {})
+        s.normalise_lines([("ZZ", 1)])  # no catalogue: the caller prices each line
+
+
+@pytest.mark.parametrize("line", [("NOPE", 1), ("NOPE", 1, 500), {"sku": "NOPE", "quantity": 1}])
+def test_an_unknown_sku_is_refused_naming_the_catalogue_never_asking_for_a_price(line) -> None:
+    with pytest.raises(s.SagaRuleError) as err:
+        s.normalise_lines([line], {"KB": 1500, "MS": 500})
+    assert err.value.reason == "unknown_sku"
+    assert str(err.value) == "sku 'NOPE' is not in the catalogue: choose one of KB, MS"
 
 
 def test_folding_copies_states_exactly_and_refuses_unknown_fields() -> None:
