@@ -1,8 +1,10 @@
 """order-service: places orders (PENDING), confirms them, cancels them (the compensation).
 
 Streams `order-<id>`. Money is integer cents (`price`, `total`). Prices come from the
-catalogue (`ecommerce.domain.stock.CATALOGUE`), never from the client. A confirm is refused
-once a compensation withdrew the order (`ecommerce.domain.fate`).
+catalogue (`ecommerce.domain.stock.CATALOGUE`), never from the client. A confirm needs the
+order paid and its stock reserved, as the saga's steps before the pivot leave it (409
+`not_paid`, `not_reserved`: `ecommerce.domain.backing`), and is refused once a compensation
+withdrew the order (`ecommerce.domain.fate`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from ecommerce.config import Settings
 from ecommerce.domain import orders as o
+from ecommerce.domain.backing import BACKING_EVENTS, Backing, check_backed
 from ecommerce.domain.events import RecordedEvent
 from ecommerce.domain.fate import FATE_EVENTS, ORDER_WITHDRAWN, Fates
 from ecommerce.domain.idempotency import event_id
@@ -89,13 +92,17 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
     es = store or open_event_store(settings)
     state = Orders()
     fates = Fates()
+    backing = Backing()
 
     def fold(e: RecordedEvent) -> None:
         fates.apply(e)
-        if e.stream_id.startswith(o.STREAM_PREFIX) and e.type != ORDER_WITHDRAWN:
+        if e.type in BACKING_EVENTS:
+            backing.apply(e)
+        elif e.stream_id.startswith(o.STREAM_PREFIX) and e.type != ORDER_WITHDRAWN:
             state.apply(e)
 
-    p = Participant(es, fold, types=[*o.ORDER_EVENTS, *FATE_EVENTS], read_back=True)
+    p = Participant(es, fold, types=[*o.ORDER_EVENTS, *FATE_EVENTS, *BACKING_EVENTS],
+                    read_back=True)
     p.start()
     app = make_app(SERVICE, settings, ready_checks={"event_store": es.last_position,
                                                     "events": p.ready},
@@ -149,10 +156,12 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
         return p.run(attempt)
 
     def confirm_unless_withdrawn(order: o.Order) -> Any:
-        if order.exists and order.status == o.PENDING and order.id in fates.withdrawn:
-            raise o.OrderRuleError(
-                "order_withdrawn", f"order {order.id} cannot be confirmed: its payment was "
-                "refunded or its stock released (a compensation ran); cancel it instead")
+        if order.exists and order.status == o.PENDING:
+            if order.id in fates.withdrawn:
+                raise o.OrderRuleError(
+                    "order_withdrawn", f"order {order.id} cannot be confirmed: its payment was "
+                    "refunded or its stock released (a compensation ran); cancel it instead")
+            check_backed(order, backing)  # paid and reserved, whoever asks
         return o.confirm(order)
 
     @app.post("/api/orders/{order_id}/confirm", tags=["orders"], summary="Confirm (the pivot)")

@@ -61,6 +61,17 @@ def stock_of(svc: ServiceProc, sku: str) -> dict[str, Any]:
     return r.json()
 
 
+def back_order(es: EventStore, oid: str, user: str, total: int,
+               lines: list[dict[str, Any]]) -> None:
+    """Record what payment- and inventory-service record for an order before the saga's pivot
+    (its charge and its reservation), for tests that run order-service alone."""
+    from ecommerce.domain.events import NewEvent
+
+    es.append(pay.stream_id(user), [NewEvent(pay.PAYMENT_CHARGED, {
+        "order_id": oid, "account_id": user, "amount": total})], "any")
+    es.append(st.reservation_stream(oid), [st.made(oid, st.make_lines(lines))], "none")
+
+
 def conserved(item: dict[str, Any]) -> None:
     assert item["available"] >= 0 and item["reserved"] >= 0
     assert item["available"] + item["reserved"] + item["sold"] == item["initial"]
@@ -82,6 +93,8 @@ def test_order_lifecycle_and_replayed_requests(services: Services, backend: Back
     other_key = post(orders, "/api/orders", body, key="someone-else")
     assert (other_key.status_code, other_key.json()["reason"]) == (409, "already_exists")
 
+    with store_of(services, backend) as es:  # what the saga's steps before the pivot record
+        back_order(es, "o-1", "alice", 137_400, body["lines"])
     confirmed = post(orders, "/api/orders/o-1/confirm", {}, key="s-1:confirm_order")
     assert confirmed.status_code == 200 and confirmed.json()["status"] == "CONFIRMED"
     assert post(orders, "/api/orders/o-1/confirm", {}, key="s-1:confirm_order").json() == \

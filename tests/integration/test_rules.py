@@ -95,6 +95,41 @@ def test_a_confirmed_order_turns_its_reservation_into_a_sale(svc: dict[str, Serv
     assert after["available"] + after["reserved"] + after["sold"] == after["initial"]
 
 
+def test_an_order_is_confirmed_only_once_paid_and_reserved(svc: dict[str, ServiceProc]) -> None:
+    """`curl -X POST .../api/orders/ID/confirm` confirmed an order nobody paid for and whose
+    goods nobody held (the invariants' "CONFIRMED exactly when CHARGED and RESERVED")."""
+    orders, pay, inv = svc["order-service"], svc["payment-service"], svc["inventory-service"]
+    user, lines = new_id("u"), [{"sku": "MOUSE-WL", "quantity": 2}]
+    fund(pay, user, 100_000)
+
+    def place() -> tuple[str, int]:
+        oid = new_id("o")
+        placed = post(orders, "/api/orders", {"order_id": oid, "user_id": user, "lines": lines})
+        assert placed.status_code == 201, placed.text
+        return oid, placed.json()["total"]
+
+    def confirm(oid: str) -> tuple[int, str]:
+        r = post(orders, f"/api/orders/{oid}/confirm")
+        return r.status_code, r.json().get("reason") or r.json()["status"]
+
+    oid, total = place()
+    assert confirm(oid) == (409, "not_paid")
+    assert post(inv, "/api/inventory/reservations", {"order_id": oid, "lines": lines}
+                ).status_code == 201
+    assert confirm(oid) == (409, "not_paid")
+    assert post(pay, "/api/payments", {"order_id": oid, "account_id": user, "amount": total}
+                ).status_code == 201
+    assert confirm(oid) == (200, "CONFIRMED")
+
+    unreserved, total = place()
+    assert post(pay, "/api/payments", {"order_id": unreserved, "account_id": user,
+                                       "amount": total}).status_code == 201
+    refused = post(orders, f"/api/orders/{unreserved}/confirm")
+    assert (refused.status_code, refused.json()["reason"]) == (409, "not_reserved")
+    assert "its stock (MOUSE-WL x2) is not reserved" in refused.json()["detail"]
+    assert orders.client.get(f"/api/orders/{unreserved}").json()["status"] == "PENDING"
+
+
 def test_a_refund_before_the_confirm_makes_the_confirm_refuse(
         svc: dict[str, ServiceProc]) -> None:
     """The race the fate id closes: a direct refund while the saga is about to confirm."""
