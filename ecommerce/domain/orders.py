@@ -24,6 +24,8 @@ PENDING, CONFIRMED, CANCELLED = "PENDING", "CONFIRMED", "CANCELLED"
 STATUSES = (PENDING, CONFIRMED, CANCELLED)
 STREAM_PREFIX = "order-"
 
+#: What an order (or account, saga) id may be: what every service takes in a URL path.
+ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
 MAX_LINES = 50
 MAX_QUANTITY = 1_000_000
 #: Largest price of one unit, in cents (a hundred million).

@@ -836,6 +836,8 @@ def normalise_lines(lines: Sequence[Any], prices: Mapping[str, int] | None = Non
     """
     if not lines:
         raise SagaRuleError("no_lines", "an order needs at least one line")
+    if len(lines) > o.MAX_LINES:
+        raise SagaRuleError("bad_line", f"an order has at most {o.MAX_LINES} lines")
     out = []
     for line in lines:
         if isinstance(line, Mapping):
@@ -847,8 +849,9 @@ def normalise_lines(lines: Sequence[Any], prices: Mapping[str, int] | None = Non
             raise SagaRuleError("bad_line", f"an order line is {{sku, quantity, price}}; got {line!r}")
         if not isinstance(sku, str) or not sku:
             raise SagaRuleError("bad_line", f"line sku must be a non-empty string; got {sku!r}")
-        if isinstance(qty, bool) or not isinstance(qty, int) or qty < 1:
-            raise SagaRuleError("bad_line", f"line quantity must be an int >= 1; got {qty!r}")
+        if isinstance(qty, bool) or not isinstance(qty, int) or not 1 <= qty <= o.MAX_QUANTITY:
+            raise SagaRuleError("bad_line", f"line quantity must be an int from 1 to "
+                                            f"{o.MAX_QUANTITY:,}; got {qty!r}")
         if prices is not None:
             price = _catalogue_price(sku, price, prices)
         if price is None:  # no catalogue: the caller prices each line

@@ -47,6 +47,7 @@ import contextlib
 import logging
 import os
 import random
+import re
 import signal
 import threading
 import time
@@ -56,6 +57,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from ecommerce import logs
+from ecommerce.domain import orders as o
 from ecommerce.domain import saga as s
 from ecommerce.domain.events import NewEvent, iso_utc
 from ecommerce.health import Heartbeat
@@ -120,6 +122,10 @@ def start_saga(store: EventStore, user_id: str, lines: Sequence[Any], *,
     """
     sid = saga_id or new_saga_id()
     oid = order_id or f"ord-{sid}"
+    for what, value in (("saga id", sid), ("order id", oid)):
+        if not re.match(o.ID_PATTERN, value):  # the participants' URLs would refuse it later
+            raise s.SagaRuleError("bad_id", f"{what} {value[:120]!r} is refused: 1 to 100 "
+                                            "letters, digits, '_', '.', ':' or '-'")
     if prices is None:
         from ecommerce.domain.stock import CATALOGUE
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from ecommerce.domain import orders as o
 from ecommerce.domain import saga as s
 
 POLICY = s.RetryPolicy()
@@ -224,6 +225,18 @@ def test_lines_are_normalised_and_checked() -> None:
             s.normalise_lines(bad, {"KB": 1})
     with pytest.raises(s.SagaRuleError, match="no price"):
         s.normalise_lines([("ZZ", 1)])  # no catalogue: the caller prices each line
+
+
+def test_lines_order_service_would_refuse_are_refused_before_any_saga_starts() -> None:
+    """`labkit saga place --line MOUSE-WL:99999999999999999999999` started a saga whose
+    amount had 27 digits, which create_order then refused (validation_error)."""
+    with pytest.raises(s.SagaRuleError, match=r"line quantity must be an int from 1 to "
+                                              r"1,000,000; got 99999999999999999999999"):
+        s.normalise_lines([("KB", 99999999999999999999999)], {"KB": 1})
+    assert s.normalise_lines([("KB", o.MAX_QUANTITY)], {"KB": 1})[0]["quantity"] == 1_000_000
+    many = [(f"S{n}", 1) for n in range(o.MAX_LINES + 1)]
+    with pytest.raises(s.SagaRuleError, match="an order has at most 50 lines"):
+        s.normalise_lines(many, {sku: 1 for sku, _ in many})
 
 
 @pytest.mark.parametrize("line", [("NOPE", 1), ("NOPE", 1, 500), {"sku": "NOPE", "quantity": 1}])

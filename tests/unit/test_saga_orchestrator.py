@@ -376,3 +376,13 @@ def test_http_participants_send_the_key_and_classify_answers() -> None:
     assert isinstance(parts.call("create_order", "action", state), s.Transient)
     assert [r.headers["Idempotency-Key"] for r in seen] == [
         "sg9:charge_payment", "sg9:reserve_stock", "sg9:validate_user", "sg9:create_order"]
+
+
+@pytest.mark.parametrize(("field", "value"), [("order_id", "주문 ✓/../x"), ("order_id", "o" * 400),
+                                              ("saga_id", "a b")])
+def test_an_id_the_participants_would_refuse_starts_no_saga(store, field, value) -> None:
+    """`labkit saga place --order-id "주문 ✓/../x"` started a saga that failed at create_order
+    (order-service takes 1-100 of letters, digits, _ . : - in its URLs)."""
+    with pytest.raises(s.SagaRuleError, match=r"id .* is refused: 1 to 100 letters, digits"):
+        start_saga(store, "u1", [("KB", 1)], prices=PRICES, **{field: value})
+    assert store.last_position() == 0
