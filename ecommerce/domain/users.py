@@ -7,6 +7,7 @@ the state is only ever changed by applying events.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -88,9 +89,15 @@ def _clean_email(email: object) -> str:
     return email.strip().lower()
 
 
+#: Text-direction overrides and isolates: they make a name display as something it is not.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def _clean_name(name: object) -> str:
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        raise UserRuleError("invalid_name", "name must be 1 to 200 characters")
+    if (not isinstance(name, str) or not name.strip() or len(name) > 200
+            or any(unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS for c in name)):
+        raise UserRuleError("invalid_name", "name must be 1 to 200 characters, not blank, "
+                                            "without control or text-direction characters")
     return name.strip()
 
 

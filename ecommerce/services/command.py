@@ -17,7 +17,7 @@ from functools import partial
 from typing import Annotated, Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from ecommerce.config import Settings
 from ecommerce.domain import users as u
@@ -52,7 +52,7 @@ class UpdateUser(BaseModel):
     user_id: UserId
     name: str | None = Field(None, min_length=1, max_length=200)
     email: str | None = Field(None, min_length=3, max_length=320)
-    expected_version: int | None = Field(None, ge=0, le=2**31)
+    expected_version: StrictInt | None = Field(None, ge=0, le=2**31)
 
 
 class DeactivateUser(BaseModel):
@@ -60,7 +60,7 @@ class DeactivateUser(BaseModel):
         "examples": [{"user_id": "alice", "reason": "left the course"}]})
     user_id: UserId
     reason: str = Field("", max_length=500)
-    expected_version: int | None = Field(None, ge=0, le=2**31)
+    expected_version: StrictInt | None = Field(None, ge=0, le=2**31)
 
 
 class OrderLine(BaseModel):
@@ -68,7 +68,7 @@ class OrderLine(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     sku: str = Field(min_length=1, max_length=64)
-    quantity: int = Field(ge=1, le=10_000)
+    quantity: StrictInt = Field(ge=1, le=10_000)
 
 
 class PlaceOrder(BaseModel):

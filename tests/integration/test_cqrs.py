@@ -166,3 +166,15 @@ def test_replay_rebuilds_the_same_views(cmd, qry, evs) -> None:
     stats_after = qry.get("/api/queries/user-stats").json()
     same = ("total_users", "active_users") + (("new_users_today",) if utc_day() == day else ())
     assert {k: stats_after[k] for k in same} == {k: stats_before[k] for k in same}
+
+
+def test_a_boolean_is_neither_a_quantity_nor_a_version(cmd) -> None:
+    """`"quantity": true` was accepted as 1 (pydantic's lax int); order-service refused it."""
+    r = cmd.post("/api/commands/place-order",
+                 json={"user_id": "alice", "lines": [{"sku": "MOUSE-WL", "quantity": True}]})
+    assert (r.status_code, [e["field"] for e in r.json()["errors"]]) == (
+        422, ["lines.0.quantity"]), r.text
+    r = cmd.post("/api/commands/update-user",
+                 json={"user_id": "nobody", "name": "X", "expected_version": True})
+    assert (r.status_code, [e["field"] for e in r.json()["errors"]]) == (
+        422, ["expected_version"]), r.text

@@ -25,6 +25,10 @@ def test_user_lifecycle_is_folded_from_its_events(tmp_path) -> None:
         (lambda: u.create(u.User("1", version=1), "a", "a@b.co"), "already_exists"),
         (lambda: u.create(u.User("1"), "a", "not-an-email"), "invalid_email"),
         (lambda: u.create(u.User("1"), "  ", "a@b.co"), "invalid_name"),
+        (lambda: u.create(u.User("1"), "Kim\x00", "a@b.co"), "invalid_name"),
+        (lambda: u.create(u.User("1"), "Kim\nLee", "a@b.co"), "invalid_name"),
+        # "Kim" + RIGHT-TO-LEFT OVERRIDE: the name would display reversed
+        (lambda: u.update(u.User("1", version=1), name="Kim\u202egnp.exe"), "invalid_name"),
         (lambda: u.update(u.User("1"), name="x"), "not_found"),
         (lambda: u.update(u.User("1", version=1)), "nothing_to_update"),
         (lambda: u.deactivate(u.User("1", version=2, status="inactive")), "already_inactive"),
@@ -35,3 +39,7 @@ def test_commands_that_break_a_rule_say_which(call, reason) -> None:
     with pytest.raises(u.UserRuleError) as info:
         call()
     assert info.value.reason == reason
+
+
+def test_a_name_in_any_script_is_kept() -> None:
+    assert u.create(u.User("1"), " 김민수 (Минсу) ", "a@b.co").data["name"] == "김민수 (Минсу)"
