@@ -129,6 +129,27 @@ def apply(order: Order, event: RecordedEvent) -> Order:
     return replace(order, version=event.version)
 
 
+class OrderBook:
+    """Every order of the log, folded by `apply` from the order events (`ORDER_EVENTS`) of the
+    `order-*` streams: what a participant checks a request against, whoever sends it
+    (payment-service: an order's customer, total and status; inventory-service: its lines and
+    status). Events of other types or streams are ignored, so any event may be given."""
+
+    def __init__(self) -> None:
+        self.orders: dict[str, Order] = {}
+
+    def apply(self, event: RecordedEvent) -> None:
+        if event.type not in ORDER_EVENTS or not event.stream_id.startswith(STREAM_PREFIX):
+            return
+        order_id = event.stream_id[len(STREAM_PREFIX):]
+        self.orders[order_id] = apply(self.orders.get(order_id) or Order(order_id), event)
+
+    def get(self, order_id: str) -> Order | None:
+        """The order as placed and since changed; None if the log has no such order."""
+        order = self.orders.get(order_id)
+        return order if order is not None and order.exists else None
+
+
 def fold(order_id: str, events: Iterable[RecordedEvent]) -> Order:
     order = Order(order_id)
     for e in events:

@@ -214,25 +214,14 @@ def charge(ledger: Ledger, order_id: str, account_id: str, amount: int, *, attem
 
 
 #: The order events payment-service folds to know what may be charged (`Payable`).
-ORDER_TERMS_EVENTS = (o.ORDER_PLACED, o.ORDER_CONFIRMED, o.ORDER_CANCELLED)
+ORDER_TERMS_EVENTS = o.ORDER_EVENTS
+
+#: The orders of the log, folded by the orders domain (`orders.OrderBook`, shared with
+#: inventory-service): payment-service needs their customer, total and status.
+Payable = o.OrderBook
 
 
-class Payable:
-    """The orders of the log, folded by the orders domain (`orders.apply`): payment-service
-    needs their customer, total and status."""
-
-    def __init__(self) -> None:
-        self.orders: dict[str, o.Order] = {}
-
-    def apply(self, event: RecordedEvent) -> None:
-        if event.type not in ORDER_TERMS_EVENTS or not event.stream_id.startswith(
-                o.STREAM_PREFIX):
-            return
-        order_id = event.stream_id[len(o.STREAM_PREFIX):]
-        self.orders[order_id] = o.apply(self.orders.get(order_id) or o.Order(order_id), event)
-
-
-def check_chargeable(payable: Payable, order_id: str, account_id: str, amount: int, *,
+def check_chargeable(payable: o.OrderBook, order_id: str, account_id: str, amount: int, *,
                      withdrawn: bool = False) -> None:
     """Raise `PaymentRuleError` unless a new charge of `amount` from `account_id` may pay for
     the order: it exists in the log, is PENDING and not withdrawn by a compensation
@@ -240,8 +229,8 @@ def check_chargeable(payable: Payable, order_id: str, account_id: str, amount: i
 
     Reasons: `order_not_found`, `order_not_pending`, `account_mismatch`, `amount_mismatch`.
     """
-    terms = payable.orders.get(order_id)
-    if terms is None or not terms.exists:
+    terms = payable.get(order_id)
+    if terms is None:
         raise PaymentRuleError("order_not_found",
                                f"order {order_id} does not exist: a charge pays for an order "
                                "placed first (POST /api/orders, the saga's create_order step)")

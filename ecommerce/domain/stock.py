@@ -7,6 +7,12 @@ the first decision appended wins, and the holds in the SKU streams are then made
 it. Holds, releases and shipments have deterministic ids (per SKU and order), so an order holds
 a SKU at most once, however often a request is retried.
 
+A reservation is for an order of the shared log, as it was placed, and a sale for a confirmed
+one, whoever calls: inventory-service folds the orders (`orders.OrderBook`) and refuses a new
+reservation unless the order exists, is PENDING and not withdrawn by a compensation, and the
+lines are exactly the order's (`check_reservable`), and a commit unless the order is CONFIRMED
+(`check_committable`).
+
 Conservation: for every SKU, `available + reserved + sold == initial` at every version
 (`initial` counts the seeding and every restock, the admin command).
 Prices are integer cents.
@@ -18,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ecommerce.domain import orders as o
 from ecommerce.domain.events import NewEvent, RecordedEvent
 from ecommerce.domain.idempotency import event_id
 
@@ -222,6 +229,48 @@ def check_known(inv: Inventory, lines: Lines) -> None:
     for sku, _ in lines:
         if not inv.stock(sku).exists:
             raise StockRuleError("unknown_sku", f"sku {sku!r} is not in the catalogue", sku=sku)
+
+
+def _described(lines: Iterable[tuple[str, int]]) -> str:
+    return ", ".join(f"{q} x {sku}" for sku, q in sorted(lines))
+
+
+def check_reservable(book: o.OrderBook, order_id: str, lines: Lines, *,
+                     withdrawn: bool = False) -> None:
+    """Raise `StockRuleError` unless a new reservation of `lines` may hold stock for the order:
+    it exists in the log, is PENDING and not withdrawn by a compensation (`withdrawn`), and
+    `lines` are exactly its lines (the same SKUs and quantities, in any order).
+
+    Reasons: `order_not_found`, `order_not_pending`, `lines_mismatch` (details: `order_lines`).
+    """
+    order = book.get(order_id)
+    if order is None:
+        raise StockRuleError("order_not_found",
+                             f"order {order_id} does not exist: a reservation is for an order "
+                             "placed first (POST /api/orders, the saga's create_order step)")
+    if order.status != o.PENDING or withdrawn:
+        state = "withdrawn by a compensation" if order.status == o.PENDING else order.status
+        raise StockRuleError("order_not_pending",
+                             f"order {order_id} is {state}: stock is reserved only for a PENDING "
+                             "order")
+    held = tuple((ln.sku, ln.quantity) for ln in order.lines)
+    if dict(lines) != dict(held):
+        raise StockRuleError("lines_mismatch",
+                             f"order {order_id} holds {_described(held)}: a reservation is for "
+                             f"exactly the order's lines (the same SKUs and quantities), not "
+                             f"{_described(lines)}", order_lines=lines_as_dicts(held))
+
+
+def check_committable(book: o.OrderBook, order_id: str) -> None:
+    """Raise `StockRuleError("order_not_confirmed")` unless the order is CONFIRMED in the log:
+    only then may its held units be sold."""
+    order = book.get(order_id)
+    if order is None or order.status != o.CONFIRMED:
+        state = "does not exist" if order is None else f"is {order.status}"
+        raise StockRuleError("order_not_confirmed",
+                             f"order {order_id} {state}: stock leaves the warehouse only for a "
+                             "CONFIRMED order (inventory-service commits a confirmed order's "
+                             "reservation by itself when it sees OrderConfirmed)")
 
 
 def shortage(inv: Inventory, order_id: str, lines: Lines) -> dict[str, Any] | None:

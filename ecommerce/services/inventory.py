@@ -5,7 +5,11 @@ Streams `stock-<sku>` (guarded by expected version: no oversell) and `reservatio
 
 A CONFIRMED order's reservation becomes a sale (`ReservationCommitted`, the units leave as
 `sold`) as soon as this service sees the confirmation, and a release of it is refused (409
-`order_confirmed`, `ecommerce.domain.fate`). Restocking is an admin command (`/admin/...`,
+`order_confirmed`, `ecommerce.domain.fate`). Stock is held for an order of the shared log and
+sold for a confirmed one, whoever calls: a new reservation needs the order to exist (404
+`order_not_found`), be PENDING (409 `order_not_pending`) and have exactly these lines (409
+`lines_mismatch`); a manual commit needs it CONFIRMED (409 `order_not_confirmed`;
+`ecommerce.domain.stock.check_reservable`, `check_committable`). Restocking is an admin command (`/admin/...`,
 off unless LABKIT_ADMIN_TOKEN is set).
 """
 
@@ -21,6 +25,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from ecommerce.config import Settings
+from ecommerce.domain import orders as o
 from ecommerce.domain import stock as st
 from ecommerce.domain.events import RecordedEvent
 from ecommerce.domain.fate import (
@@ -31,7 +36,7 @@ from ecommerce.domain.fate import (
     check_withdrawable,
 )
 from ecommerce.services.admin import ADMIN_PREFIX, admin_dependencies, admin_enabled
-from ecommerce.services.app import ApiError, IdempotencyKey, make_app, serve
+from ecommerce.services.app import ApiError, ErrorBody, IdempotencyKey, make_app, serve
 from ecommerce.services.faults import install_faults
 from ecommerce.services.participant import Key, Participant, install_store_errors
 from ecommerce.store.base import ConcurrencyError, DuplicateEventError, EventStore
@@ -105,11 +110,14 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
     es = store or open_event_store(settings)
     inv = st.Inventory()
     fates = Fates()
+    #: The orders of the log: what a reservation or a commit is checked against.
+    book = o.OrderBook()
     #: Confirmed orders whose reservation may still be open (turned into sales by `settle`).
     to_commit: set[str] = set()
 
     def fold(e: RecordedEvent) -> None:
         fates.apply(e)
+        book.apply(e)
         if e.type in st.INVENTORY_EVENTS:
             inv.apply(e)
         elif e.stream_id.startswith(st.RESERVATION_PREFIX):  # a fate claim: the version moves
@@ -119,7 +127,8 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
         if e.type == ORDER_CONFIRMED:
             to_commit.add(e.data["order_id"])
 
-    p = Participant(es, fold, types=[*st.INVENTORY_EVENTS, *FATE_EVENTS])
+    p = Participant(es, fold, types=list(dict.fromkeys(
+        [*st.INVENTORY_EVENTS, *FATE_EVENTS, *o.ORDER_EVENTS])))
     seed_catalogue(p, inv)
     app = make_app(SERVICE, settings, ready_checks={"event_store": es.last_position,
                                                     "events": p.ready},
@@ -179,7 +188,13 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
                         f"the reservation of order {r.order_id} was released")
 
     @app.post("/api/inventory/reservations", status_code=201, tags=["inventory"],
-              summary="Reserve every line of an order, or nothing (409 insufficient_stock)")
+              summary="Reserve every line of an order, or nothing (409 insufficient_stock)",
+              responses={
+                  404: {"model": ErrorBody, "description": "`order_not_found`: no such order in "
+                        "the log; `unknown_sku`"},
+                  409: {"model": ErrorBody, "description": "`insufficient_stock`; "
+                        "`order_not_pending`: the order is confirmed, cancelled or withdrawn; "
+                        "`lines_mismatch`: not the order's lines; `already_released`"}})
     def reserve(body: Reserve, idempotency_key: IdempotencyKey = None) -> JSONResponse:
         key, oid = Key.of(idempotency_key, body.model_dump()), body.order_id
         endpoint = f"reserve/{oid}"
@@ -187,13 +202,17 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
         def attempt() -> JSONResponse:
             if (hit := p.replay(endpoint, key)) is not None:
                 return hit
+            # A decided order answers its decision, whatever the order became since (a retry of
+            # a reservation made while it was PENDING still gets its 201 once it is CONFIRMED).
             if (r := inv.reservations.get(oid)) is not None:
                 return from_decision(endpoint, key, r)
             try:
                 lines = st.make_lines([ln.model_dump() for ln in body.lines])
                 st.check_known(inv, lines)
+                # A new reservation: for an order of the log, PENDING, exactly its lines.
+                st.check_reservable(book, oid, lines, withdrawn=oid in fates.withdrawn)
             except st.StockRuleError as exc:
-                status = 404 if exc.reason == "unknown_sku" else 409
+                status = 404 if exc.reason in ("unknown_sku", "order_not_found") else 409
                 return p.refuse(endpoint, key, status, exc.reason, str(exc), **exc.details)
             short = st.shortage(inv, oid, lines)
             try:
@@ -247,7 +266,9 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
         return release_(order_id, Key.of(idempotency_key, request))
 
     @app.post("/api/inventory/reservations/{order_id}/commit", tags=["inventory"],
-              summary="The reserved stock leaves the warehouse (the order is confirmed)")
+              summary="The reserved stock leaves the warehouse (the order is confirmed)",
+              responses={409: {"model": ErrorBody, "description": "`order_not_confirmed`: the "
+                               "order is not CONFIRMED in the log; `not_reserved`"}})
     def commit(order_id: OrderId, idempotency_key: IdempotencyKey = None) -> JSONResponse:
         key = Key.of(idempotency_key, {"order_id": order_id})
         endpoint = f"commit/{order_id}"
@@ -255,6 +276,10 @@ def create_app(settings: Settings, store: EventStore | None = None) -> FastAPI:
         def attempt() -> JSONResponse:
             if (hit := p.replay(endpoint, key)) is not None:
                 return hit
+            try:  # only a CONFIRMED order's stock is sold, whoever asks
+                st.check_committable(book, order_id)
+            except st.StockRuleError as exc:
+                return p.refuse(endpoint, key, 409, exc.reason, str(exc))
             r = inv.reservation(order_id)
             reply = {"order_id": order_id, "status": st.COMMITTED,
                      "lines": st.lines_as_dicts(r.lines)}

@@ -18,6 +18,7 @@ import pytest
 from ecommerce.domain import orders as o
 from ecommerce.domain import payments as pay
 from ecommerce.domain import stock as st
+from ecommerce.services import inventory as inv_service
 from ecommerce.services.faults import CRASH_EXIT_CODE
 from ecommerce.store.base import EventStore
 from ecommerce.store.postgres_events import PostgresEventStore
@@ -25,6 +26,7 @@ from ecommerce.store.sqlite_events import SqliteEventStore
 from labkit.ops.fault_client import FaultError, Faults
 from tests.integration import service_proc
 from tests.integration.service_proc import ADMIN, ADMIN_TOKEN, ServiceProc, Services, fund
+from tests.waiting import wait_until
 
 services = service_proc.services  # the fixture: real subprocesses, stopped after each test
 
@@ -150,21 +152,51 @@ def test_order_errors_are_field_level_and_not_found(services: Services) -> None:
 # -- inventory-service ------------------------------------------------------------------------
 
 
+def place_lines(services: Services, orders: dict[str, list[dict[str, Any]]],
+                backend: Backend = None) -> None:
+    """Place orders with these lines (`{"sku", "quantity"}`) in the shared log as order-service
+    does, at the catalogue's prices: inventory-service reserves stock only for such an order."""
+    with store_of(services, backend) as es:
+        for oid, lines in orders.items():
+            priced = [{**ln, "price": st.CATALOGUE[ln["sku"]].price} for ln in lines]
+            es.append(o.stream_id(oid), [o.place(o.Order(oid), "alice", priced)], "none")
+
+
+def reserve_body(services: Services, oid: str, lines: list[dict[str, Any]],
+                 backend: Backend = None) -> dict[str, Any]:
+    """The order placed with these lines, and the body of its reservation."""
+    place_lines(services, {oid: lines}, backend)
+    return {"order_id": oid, "lines": lines}
+
+
+def decide(services: Services, oid: str, status: str, backend: Backend = None) -> None:
+    """Confirm or cancel a placed order in the log, as order-service does."""
+    with store_of(services, backend) as es:
+        order = o.fold(oid, es.read_stream(o.stream_id(oid)))
+        ev = o.confirm(order) if status == o.CONFIRMED else o.cancel(order, "test")
+        assert ev is not None
+        es.append(o.stream_id(oid), [ev], order.version)
+
+
+def everything(inv: ServiceProc) -> dict[str, dict[str, Any]]:
+    return {i["sku"]: i for i in inv.client.get("/api/inventory").json()["items"]}
+
+
 def test_reservation_is_all_or_nothing_and_a_retry_gets_the_first_answer(
         services: Services) -> None:
     inv = services.start("inventory-service")
     items = {i["sku"]: i for i in inv.client.get("/api/inventory").json()["items"]}
     assert set(items) == set(st.CATALOGUE)
     headset = st.CATALOGUE["HEADSET-BT"].initial
-    too_many = {"order_id": "o-1", "lines": [{"sku": "MOUSE-WL", "quantity": 2},
-                                             {"sku": "HEADSET-BT", "quantity": headset + 1}]}
+    too_many = reserve_body(services, "o-1", [{"sku": "MOUSE-WL", "quantity": 2},
+                                              {"sku": "HEADSET-BT", "quantity": headset + 1}])
     refused = post(inv, "/api/inventory/reservations", too_many, key="s-1:reserve_stock")
     assert refused.status_code == 409
     assert refused.json()["reason"] == "insufficient_stock"
     assert refused.json()["sku"] == "HEADSET-BT"
     assert stock_of(inv, "MOUSE-WL")["reserved"] == 0  # nothing stays reserved
 
-    ok = {"order_id": "o-2", "lines": [{"sku": "HEADSET-BT", "quantity": headset}]}
+    ok = reserve_body(services, "o-2", [{"sku": "HEADSET-BT", "quantity": headset}])
     reserved = post(inv, "/api/inventory/reservations", ok, key="s-2:reserve_stock")
     assert (reserved.status_code, reserved.json()["status"]) == (201, "RESERVED")
     assert stock_of(inv, "HEADSET-BT")["available"] == 0
@@ -176,6 +208,8 @@ def test_reservation_is_all_or_nothing_and_a_retry_gets_the_first_answer(
         reserved.json()
     assert stock_of(inv, "HEADSET-BT")["available"] == headset
 
+    # The SKU is checked against the catalogue before the lines against the order.
+    place_lines(services, {"o-3": [{"sku": "MOUSE-WL", "quantity": 1}]})
     unknown = post(inv, "/api/inventory/reservations",
                    {"order_id": "o-3", "lines": [{"sku": "NOPE", "quantity": 1}]})
     assert (unknown.status_code, unknown.json()["reason"]) == (404, "unknown_sku")
@@ -186,7 +220,7 @@ def test_release_is_the_compensation_and_a_noop_when_nothing_is_held(services: S
     inv = services.start("inventory-service")
     before = stock_of(inv, "MONITOR-27")
     post(inv, "/api/inventory/reservations",
-         {"order_id": "o-1", "lines": [{"sku": "MONITOR-27", "quantity": 4}]})
+         reserve_body(services, "o-1", [{"sku": "MONITOR-27", "quantity": 4}]))
     assert stock_of(inv, "MONITOR-27")["reserved"] == 4
     first = post(inv, "/api/inventory/reservations/o-1/release", {})
     assert first.status_code == 200 and first.json()["status"] == "RELEASED"
@@ -195,20 +229,99 @@ def test_release_is_the_compensation_and_a_noop_when_nothing_is_held(services: S
     assert (after["available"], after["reserved"]) == (before["available"], 0)
 
     # A release that overtakes its slow reservation: the late reserve takes nothing.
+    late_body = reserve_body(services, "o-late", [{"sku": "MONITOR-27", "quantity": 1}])
     assert post(inv, "/api/inventory/reservations/o-late/release").status_code == 200
-    late = post(inv, "/api/inventory/reservations",
-                {"order_id": "o-late", "lines": [{"sku": "MONITOR-27", "quantity": 1}]})
+    late = post(inv, "/api/inventory/reservations", late_body)
     assert (late.status_code, late.json()["reason"]) == (409, "already_released")
     assert stock_of(inv, "MONITOR-27")["reserved"] == 0
 
     post(inv, "/api/inventory/reservations",
-         {"order_id": "o-2", "lines": [{"sku": "MONITOR-27", "quantity": 2}]})
+         reserve_body(services, "o-2", [{"sku": "MONITOR-27", "quantity": 2}]))
+    decide(services, "o-2", o.CONFIRMED)  # the stock of a confirmed order is sold
     assert post(inv, "/api/inventory/reservations/o-2/commit").json()["status"] == "COMMITTED"
     shipped = stock_of(inv, "MONITOR-27")
     assert (shipped["sold"], shipped["reserved"]) == (2, 0)
     conserved(shipped)
     assert post(inv, "/api/inventory/reservations/o-2/release").json()["reason"] == \
         "already_committed"
+
+
+def test_no_stock_is_held_or_sold_for_an_order_nobody_placed(services: Services,
+                                                              backend: Backend) -> None:
+    """The hole found on a running lab: a reservation, then a commit, for an order nobody
+    placed sold the last headsets, and real orders then failed with insufficient_stock."""
+    inv = services.start("inventory-service", pg=backend)
+    before = everything(inv)
+    ghost = {"order_id": "o-inv-1", "lines": [{"sku": "HEADSET-BT", "quantity": 2}]}
+    r = post(inv, "/api/inventory/reservations", ghost, key="k-ghost")
+    assert (r.status_code, r.json()["reason"]) == (404, "order_not_found"), r.text
+    assert "placed first" in r.json()["detail"] and "POST /api/orders" in r.json()["detail"]
+    assert post(inv, "/api/inventory/reservations", ghost, key="k-ghost").json() == r.json()
+    c = post(inv, "/api/inventory/reservations/o-inv-1/commit")
+    assert (c.status_code, c.json()["reason"]) == (409, "order_not_confirmed"), c.text
+    assert inv.client.get("/api/inventory/reservations/o-inv-1").status_code == 404
+    assert everything(inv) == before  # nothing was held, nothing sold
+    # The order placed afterwards gets its headsets.
+    place_lines(services, {"o-inv-2": [{"sku": "HEADSET-BT", "quantity": 3}]}, backend)
+    r = post(inv, "/api/inventory/reservations",
+             {"order_id": "o-inv-2", "lines": [{"sku": "HEADSET-BT", "quantity": 3}]})
+    assert (r.status_code, r.json()["status"]) == (201, "RESERVED"), r.text
+
+
+def test_a_reservation_is_for_a_pending_order_and_exactly_its_lines(services: Services) -> None:
+    inv = services.start("inventory-service")
+    before = everything(inv)
+    lines = [{"sku": "HEADSET-BT", "quantity": 1}, {"sku": "MOUSE-WL", "quantity": 2}]
+    place_lines(services, {"o-real": lines, "o-cancelled": lines, "o-confirmed": lines})
+    decide(services, "o-cancelled", o.CANCELLED)
+    decide(services, "o-confirmed", o.CONFIRMED)
+    for wrong in ([{"sku": "HEADSET-BT", "quantity": 3}],  # the order's SKU, not its lines
+                  [*lines, {"sku": "KEYBOARD-MX", "quantity": 1}],
+                  [{"sku": "HEADSET-BT", "quantity": 2}, {"sku": "MOUSE-WL", "quantity": 2}],
+                  [{"sku": "KEYBOARD-MX", "quantity": 1}]):
+        r = post(inv, "/api/inventory/reservations", {"order_id": "o-real", "lines": wrong})
+        assert (r.status_code, r.json()["reason"]) == (409, "lines_mismatch"), r.text
+        assert "holds 1 x HEADSET-BT, 2 x MOUSE-WL" in r.json()["detail"]
+        assert r.json()["order_lines"] == lines
+    for oid, status in (("o-cancelled", o.CANCELLED), ("o-confirmed", o.CONFIRMED)):
+        r = post(inv, "/api/inventory/reservations", {"order_id": oid, "lines": lines})
+        assert (r.status_code, r.json()["reason"]) == (409, "order_not_pending"), r.text
+        assert status in r.json()["detail"]
+    assert everything(inv) == before  # nothing was held, nothing sold
+    with store_of(services, None) as es:
+        assert not es.read_all(0, 10_000, types=[*st.RESERVATION_EVENTS, st.STOCK_RESERVED])
+    # Its own lines, in any order: reserved.
+    r = post(inv, "/api/inventory/reservations", {"order_id": "o-real", "lines": lines[::-1]})
+    assert (r.status_code, r.json()["status"]) == (201, "RESERVED"), r.text
+    assert stock_of(inv, "MOUSE-WL")["reserved"] == 2
+
+
+def test_stock_is_sold_only_for_a_confirmed_order(services: Services, backend: Backend) -> None:
+    inv = services.start("inventory-service", pg=backend)
+    lines = [{"sku": "HEADSET-BT", "quantity": 1}, {"sku": "MOUSE-WL", "quantity": 2}]
+    body = reserve_body(services, "o-real", lines, backend)
+    reserved = post(inv, "/api/inventory/reservations", body, key="s-real:reserve_stock")
+    assert (reserved.status_code, reserved.json()["status"]) == (201, "RESERVED"), reserved.text
+    c = post(inv, "/api/inventory/reservations/o-real/commit", key="k-commit")
+    assert (c.status_code, c.json()["reason"]) == (409, "order_not_confirmed"), c.text
+    assert "only for a CONFIRMED order" in c.json()["detail"]
+    time.sleep(2 * inv_service.SETTLE_EVERY)  # the settling loop does not sell it either
+    held = stock_of(inv, "HEADSET-BT")
+    assert (held["reserved"], held["sold"]) == (1, 0)
+    assert inv.client.get("/api/inventory/reservations/o-real").json()["status"] == st.RESERVED
+
+    decide(services, "o-real", o.CONFIRMED, backend)
+    # A retry of the reservation made while the order was PENDING still gets its 201.
+    again = post(inv, "/api/inventory/reservations", body, key="s-real:reserve_stock")
+    assert (again.status_code, again.json()) == (201, reserved.json())
+    assert post(inv, "/api/inventory/reservations", body).status_code == 201
+    c = post(inv, "/api/inventory/reservations/o-real/commit")
+    assert (c.status_code, c.json()["status"]) == (200, "COMMITTED"), c.text
+    wait_until(lambda: inv.client.get("/api/inventory/reservations/o-real").json()["status"]
+               == st.COMMITTED, what="the confirmed order's reservation committed")
+    sold = stock_of(inv, "HEADSET-BT")
+    assert (sold["reserved"], sold["sold"]) == (0, 1)
+    conserved(sold)
 
 
 def test_no_oversell_with_two_replicas_under_concurrency(services: Services,
@@ -223,10 +336,11 @@ def test_no_oversell_with_two_replicas_under_concurrency(services: Services,
     assert seeded == Counter({st.stock_stream(sku): 1 for sku in st.CATALOGUE})
 
     initial = st.CATALOGUE["LAPTOP-14"].initial
+    bodies = [reserve_body(services, f"o-{n}", [{"sku": "LAPTOP-14", "quantity": 1 + n % 2},
+                                                {"sku": "MOUSE-WL", "quantity": 1}], backend)
+              for n in range(30)]
     calls = [
-        (lambda svc=svc, n=n: post(svc, "/api/inventory/reservations", {
-            "order_id": f"o-{n}", "lines": [{"sku": "LAPTOP-14", "quantity": 1 + n % 2},
-                                            {"sku": "MOUSE-WL", "quantity": 1}]}))
+        (lambda svc=svc, n=n: post(svc, "/api/inventory/reservations", bodies[n]))
         for n in range(30) for svc in ([a] if n % 2 else [b])
     ]
     results = parallel(calls)

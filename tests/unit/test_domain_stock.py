@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ecommerce.domain import orders as o
 from ecommerce.domain import stock as s
 from ecommerce.domain.events import NewEvent, RecordedEvent
 
@@ -144,6 +145,58 @@ def test_unknown_skus_and_bad_lines() -> None:
                 [{"sku": "A", "quantity": 1}, {"sku": "A", "quantity": 1}]):
         with pytest.raises(s.StockRuleError):
             s.make_lines(bad)
+
+
+def _order_event(n: int, order_id: str, ev: NewEvent) -> RecordedEvent:
+    return RecordedEvent(ev.id, o.stream_id(order_id), n, n, ev.type, 1, dict(ev.data),
+                         dict(ev.metadata), AT)
+
+
+def _book() -> o.OrderBook:
+    """o-1 PENDING, o-2 CANCELLED, o-3 CONFIRMED: each 2 mice and 1 headset."""
+    book = o.OrderBook()
+    lines = [{"sku": "MOUSE-WL", "quantity": 2, "price": 2_500},
+             {"sku": "HEADSET-BT", "quantity": 1, "price": 5_900}]
+    for n, oid in enumerate(("o-1", "o-2", "o-3"), 1):
+        book.apply(_order_event(n, oid, o.place(o.Order(oid), "alice", lines)))
+    book.apply(_order_event(4, "o-2", NewEvent(o.ORDER_CANCELLED, {"order_id": "o-2"})))
+    book.apply(_order_event(5, "o-3", NewEvent(o.ORDER_CONFIRMED, {"order_id": "o-3"})))
+    return book
+
+
+def test_a_reservation_must_match_a_pending_order_of_the_log() -> None:
+    book = _book()
+    # The order's lines, in any order: no error.
+    s.check_reservable(book, "o-1", (("HEADSET-BT", 1), ("MOUSE-WL", 2)))
+    s.check_reservable(book, "o-1", (("MOUSE-WL", 2), ("HEADSET-BT", 1)))
+    for oid, lines, kw, reason in (
+        ("nope", (("MOUSE-WL", 2), ("HEADSET-BT", 1)), {}, "order_not_found"),
+        ("o-2", (("MOUSE-WL", 2), ("HEADSET-BT", 1)), {}, "order_not_pending"),
+        ("o-3", (("MOUSE-WL", 2), ("HEADSET-BT", 1)), {}, "order_not_pending"),
+        ("o-1", (("MOUSE-WL", 2), ("HEADSET-BT", 1)), {"withdrawn": True}, "order_not_pending"),
+        ("o-1", (("MOUSE-WL", 2),), {}, "lines_mismatch"),  # a line missing
+        ("o-1", (("MOUSE-WL", 2), ("HEADSET-BT", 3)), {}, "lines_mismatch"),  # more units
+        ("o-1", (("MOUSE-WL", 2), ("LAPTOP-14", 1)), {}, "lines_mismatch"),  # another SKU
+        ("o-1", (("MOUSE-WL", 2), ("HEADSET-BT", 1), ("LAPTOP-14", 1)), {}, "lines_mismatch"),
+    ):
+        with pytest.raises(s.StockRuleError) as err:
+            s.check_reservable(book, oid, lines, **kw)
+        assert err.value.reason == reason and oid in str(err.value)
+    with pytest.raises(s.StockRuleError) as err:
+        s.check_reservable(book, "o-1", (("HEADSET-BT", 3),))
+    assert "1 x HEADSET-BT, 2 x MOUSE-WL" in str(err.value)  # what the order holds
+    assert err.value.details == {"order_lines": [{"sku": "MOUSE-WL", "quantity": 2},
+                                                 {"sku": "HEADSET-BT", "quantity": 1}]}
+
+
+def test_only_a_confirmed_order_is_committed() -> None:
+    book = _book()
+    s.check_committable(book, "o-3")
+    for oid in ("nope", "o-1", "o-2"):
+        with pytest.raises(s.StockRuleError) as err:
+            s.check_committable(book, oid)
+        assert err.value.reason == "order_not_confirmed" and oid in str(err.value)
+        assert "only for a CONFIRMED order" in str(err.value)
 
 
 ops = st.lists(st.tuples(st.sampled_from(["reserve", "release", "commit"]), st.integers(0, 9),
