@@ -32,7 +32,7 @@ from ecommerce.store.base import EventStore
 from ecommerce.store.factory import open_event_store
 
 SERVICE = "order-service"
-ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
+ID_PATTERN = o.ID_PATTERN  # the ids every participant takes in its URLs
 Ident = Annotated[str, Field(pattern=ID_PATTERN, description="letters, digits, _ . : -")]
 OrderId = Annotated[str, Path(pattern=ID_PATTERN)]
 StatusFilter = Annotated[str | None, Query(pattern="^(PENDING|CONFIRMED|CANCELLED)$")]

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from ecommerce.config import Settings
+from ecommerce.domain import orders as o
 from ecommerce.domain import payments as pay
 from ecommerce.domain.events import RecordedEvent
 from ecommerce.domain.fate import FATE_EVENTS, Fates, OrderFateError, check_withdrawable
@@ -30,7 +31,7 @@ from ecommerce.store.base import EventStore, ExpectedVersion
 from ecommerce.store.factory import open_event_store
 
 SERVICE = "payment-service"
-ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
+ID_PATTERN = o.ID_PATTERN  # the ids every participant takes in its URLs
 Ident = Annotated[str, Field(pattern=ID_PATTERN, description="letters, digits, _ . : -")]
 OrderId = Annotated[str, Path(pattern=ID_PATTERN)]
 
