@@ -38,13 +38,23 @@ class SagaTimeout(TimeoutError):
 
     def __init__(self, saga_id: str, view: dict[str, Any], timeout: float) -> None:
         self.saga_id, self.view = saga_id, view
-        running = [k for k in view.get("actions", []) + view.get("compensations", [])
+        running = [view[k] for k in view.get("actions", []) + view.get("compensations", [])
                    if isinstance(view.get(k), dict) and view[k]["status"] == "running"]
-        super().__init__(
-            f"saga {saga_id} is still {view.get('status')} after {timeout}s"
-            + (f" (in progress: {', '.join(running)})" if running else "")
-            + ". Is the saga-orchestrator running? (lab.status(), lab.logs('saga-orchestrator'))"
-        )
+        super().__init__(f"saga {saga_id} is still {view.get('status')} after {timeout}s"
+                         + (_in_progress(running) if running else
+                            ". Is the saga-orchestrator running? (lab.status(), "
+                            "lab.logs('saga-orchestrator'))"))
+
+
+def _in_progress(steps: list[dict[str, Any]]) -> str:
+    """Where a saga that runs waits: each step, its service, its attempts and last error, and
+    which service to look at (a step that is retried waits for its service, not the
+    orchestrator)."""
+    parts = [f"{p['step']} at {p['service']}, attempt {p['attempts']}"
+             + (f", last error: {p['error']}" if p.get("error") else "") for p in steps]
+    services = ", ".join(dict.fromkeys(p["service"] for p in steps))
+    return (f" (in progress: {'; '.join(parts)}). Is {services} answering? (lab.status(), "
+            f"lab.logs(...)); the saga-orchestrator retries until the step's deadline")
 
 
 class SagaStuckError(RuntimeError):

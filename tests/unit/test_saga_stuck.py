@@ -158,3 +158,21 @@ def test_the_cli_lists_a_stuck_saga_with_its_error_and_retries_it(
     assert "RUNNING" in capsys.readouterr().out
     assert main(["saga", "retry", sid]) == 2
     assert "not stuck" in capsys.readouterr().err
+
+
+def test_a_saga_that_waits_for_a_service_names_it_not_the_orchestrator(tmp_path: Path) -> None:
+    """`labkit saga place --wait` with payment-service down said "Is the saga-orchestrator
+    running?" while the orchestrator was retrying the charge."""
+    from ecommerce.domain.saga_view import describe
+    from labkit.lab.saga_client import SagaTimeout
+
+    with SqliteEventStore(tmp_path / "events.db") as store:
+        sid = start_saga(store, "u1", [("KB", 1)], prices=PRICES)
+        view = describe(s.fold(sid, store.read_stream(s.stream_id(sid))))
+    assert "Is the saga-orchestrator running?" in str(SagaTimeout(sid, view, 5.0))
+    view["charge_payment"].update(status="running", attempts=3, error="ConnectError")
+    said = str(SagaTimeout(sid, view, 5.0))
+    assert said == (f"saga {sid} is still running after 5.0s (in progress: charge_payment at "
+                    "payment-service, attempt 3, last error: ConnectError). Is payment-service "
+                    "answering? (lab.status(), lab.logs(...)); the saga-orchestrator retries "
+                    "until the step's deadline"), said
