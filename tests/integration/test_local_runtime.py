@@ -145,7 +145,7 @@ def test_the_cli_runs_up_status_down(tmp_path) -> None:
     assert status.returncode == 0, status.stderr
     assert {r["status"] for r in json.loads(status.stdout)} == {"not started"}
     bad = run("logs", "nope")
-    assert bad.returncode == 1 and "error: no log for 'nope'" in bad.stderr
+    assert bad.returncode == 1 and "error: unknown process 'nope'; known: " in bad.stderr
     down = run("down")
     assert down.returncode == 0 and "nothing was running" in down.stdout
     for argv, expected in ((["saga", "--help"], "place"), (["chaos", "--help"], "--runs"),
