@@ -149,6 +149,22 @@ class OrderBook:
         order = self.orders.get(order_id)
         return order if order is not None and order.exists else None
 
+    def pending(self, order_id: str, what: str, *, withdrawn: bool = False) -> Order:
+        """The order, if `what` ("a charge", "a reservation") may be made for it: it exists and
+        is PENDING, not withdrawn by a compensation (`withdrawn`). Else `OrderRuleError`:
+        `order_not_found`, `order_not_pending`."""
+        order = self.get(order_id)
+        if order is None:
+            raise OrderRuleError("order_not_found",
+                                 f"order {order_id} does not exist: {what} is for an order "
+                                 "placed first (POST /api/orders, the saga's create_order step)")
+        if order.status != PENDING or withdrawn:
+            state = "withdrawn by a compensation" if order.status == PENDING else order.status
+            raise OrderRuleError("order_not_pending",
+                                 f"order {order_id} is {state}: {what} is made only for a "
+                                 "PENDING order")
+        return order
+
 
 def fold(order_id: str, events: Iterable[RecordedEvent]) -> Order:
     order = Order(order_id)

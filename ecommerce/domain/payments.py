@@ -229,15 +229,10 @@ def check_chargeable(payable: o.OrderBook, order_id: str, account_id: str, amoun
 
     Reasons: `order_not_found`, `order_not_pending`, `account_mismatch`, `amount_mismatch`.
     """
-    terms = payable.get(order_id)
-    if terms is None:
-        raise PaymentRuleError("order_not_found",
-                               f"order {order_id} does not exist: a charge pays for an order "
-                               "placed first (POST /api/orders, the saga's create_order step)")
-    if terms.status != o.PENDING or withdrawn:
-        state = "withdrawn by a compensation" if terms.status == o.PENDING else terms.status
-        raise PaymentRuleError("order_not_pending",
-                               f"order {order_id} is {state}: only a PENDING order is charged")
+    try:
+        terms = payable.pending(order_id, "a charge", withdrawn=withdrawn)
+    except o.OrderRuleError as exc:
+        raise PaymentRuleError(exc.reason, str(exc)) from None
     if account_id != terms.user_id:
         raise PaymentRuleError("account_mismatch",
                                f"order {order_id} is paid from its customer's account "

@@ -243,16 +243,10 @@ def check_reservable(book: o.OrderBook, order_id: str, lines: Lines, *,
 
     Reasons: `order_not_found`, `order_not_pending`, `lines_mismatch` (details: `order_lines`).
     """
-    order = book.get(order_id)
-    if order is None:
-        raise StockRuleError("order_not_found",
-                             f"order {order_id} does not exist: a reservation is for an order "
-                             "placed first (POST /api/orders, the saga's create_order step)")
-    if order.status != o.PENDING or withdrawn:
-        state = "withdrawn by a compensation" if order.status == o.PENDING else order.status
-        raise StockRuleError("order_not_pending",
-                             f"order {order_id} is {state}: stock is reserved only for a PENDING "
-                             "order")
+    try:
+        order = book.pending(order_id, "a reservation", withdrawn=withdrawn)
+    except o.OrderRuleError as exc:
+        raise StockRuleError(exc.reason, str(exc)) from None
     held = tuple((ln.sku, ln.quantity) for ln in order.lines)
     if dict(lines) != dict(held):
         raise StockRuleError("lines_mismatch",
