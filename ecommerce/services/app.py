@@ -263,6 +263,19 @@ def read_store_check(reads: ReadStore) -> Callable[[], str | None]:
     return check
 
 
+def _method_not_allowed(request: Request) -> JSONResponse:
+    """405 with the methods the path takes, from every route of that path (Starlette's own
+    `Allow` names only the first route it met: `HEAD /api/orders` said `POST`)."""
+    path = request.url.path
+    allowed = sorted({m for r in request.app.routes
+                      if getattr(r, "methods", None) and r.path_regex.match(path)
+                      for m in r.methods} - {"HEAD"})
+    return JSONResponse(
+        {"detail": f"{request.method} is not served at {path}: send {' or '.join(allowed)}",
+         "reason": "method_not_allowed", "allowed": allowed},
+        status_code=405, headers={"Allow": ", ".join(allowed)})
+
+
 def make_app(
     service: str,
     settings: Settings,
@@ -335,9 +348,11 @@ def make_app(
         return JSONResponse({"detail": exc.detail, "reason": "body_too_large"}, status_code=413)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Starlette's own (405 method not allowed, 404 no such path): the shared shape too.
-        reason = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        if exc.status_code == 405:
+            return _method_not_allowed(request)
+        reason = {404: "not_found"}.get(exc.status_code, "http_error")
         return JSONResponse({"detail": str(exc.detail), "reason": reason},
                             status_code=exc.status_code, headers=exc.headers)
 
