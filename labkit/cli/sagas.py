@@ -97,7 +97,7 @@ def _no_such_saga(exc: KeyError) -> int:
 
 
 @saga.command(name="list")
-@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--status", "status_", type=click.Choice(["running", "compensating", "stuck",
                                                         *s.TERMINAL_STATUSES]))
 @json_option

@@ -57,6 +57,15 @@ def _in_progress(steps: list[dict[str, Any]]) -> str:
             f"lab.logs(...)); the saga-orchestrator retries until the step's deadline")
 
 
+def _check_count(name: str, value: object, *, allow_none: bool = False) -> None:
+    """A count of sagas is a whole number >= 1 (or None where that means all)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        also = " (None: all)" if allow_none else ""
+        raise ValueError(f"{name} is how many sagas: a whole number >= 1{also}, not {value!r}")
+
+
 class SagaStuckError(RuntimeError):
     """The orchestrator gave up on this saga (`view["stuck_error"]`); an operator must retry it."""
 
@@ -192,7 +201,9 @@ class SagaClient:
         return [self.wait(sid, max(0.0, deadline - time.monotonic())) for sid in saga_ids]
 
     def summaries(self, limit: int | None = 100, status: str | None = None) -> list[dict[str, Any]]:
-        """Sagas, newest first: id, order, user, status, amount, failure, timings."""
+        """Sagas, newest first: id, order, user, status, amount, failure, timings (`limit`:
+        how many at most, None for all)."""
+        _check_count("limit", limit, allow_none=True)
         states: dict[str, s.SagaState] = {}
         after = 0
         types = [s.SAGA_STARTED, s.STEP_FAILED, *s.TERMINAL_EVENTS, *s.STUCK_EVENTS]
@@ -208,7 +219,7 @@ class SagaClient:
         rows = [summary(describe(st)) for st in reversed(states.values()) if st.status != "new"]
         if status:
             rows = [r for r in rows if r["status"] == status]
-        return rows[:limit] if limit else rows
+        return rows if limit is None else rows[:limit]
 
     def retry(self, saga_id: str) -> dict[str, Any]:
         """Ask the orchestrators to drive a stuck saga again (records `SagaResumed`); returns
@@ -230,6 +241,9 @@ class SagaClient:
             ids = [r["saga_id"] for r in self.summaries(limit=10)][::-1]
         elif isinstance(ids, str):
             ids = [ids]
+        ids = list(ids)
+        for sid in ids:  # an unknown id fails as status() does, before anything is drawn
+            self.require(sid)
         rows: list[dict[str, Any]] = []
         for sid in ids:
             events = self.store.read_stream(s.stream_id(sid))
@@ -244,6 +258,7 @@ class SagaClient:
     def latest(self, n: int = 5) -> pd.DataFrame:
         """The timeline of the `n` most recently started sagas (oldest of them first): what a
         chart of "what just happened" needs, whatever placed them."""
+        _check_count("n", n)
         return self.timeline([r["saga_id"] for r in self.summaries(limit=n)][::-1])
 
     # ---- driving in this process (no orchestrator process needed) --------------------------

@@ -16,10 +16,34 @@ from urllib.parse import unquote
 from labkit.runtime.routes import load_routes, match
 
 
+class TraceError(ValueError):
+    """A request `trace` will not send; the message says what to give instead."""
+
+
+def _checked(method: object, path: object, host: object) -> tuple[str, str | None]:
+    """The method (upper case) and the Host header (IDNA for a non-ASCII name), or TraceError
+    before anything is sent: the gateway's address comes from the lab, so `path` is a path."""
+    if not isinstance(method, str) or not method.isalpha():
+        raise TraceError(f"method is an HTTP method such as 'GET' or 'POST', not {method!r}")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise TraceError(f"path is the path only, starting with '/' (e.g. '/api/users'), not "
+                         f"{path!r}: the lab knows the gateway's address, and the host name "
+                         "goes in host=")
+    if host is None or host == "":
+        return method.upper(), None
+    if not isinstance(host, str):
+        raise TraceError(f"host is a host name such as 'api.local', not {host!r}")
+    try:
+        return method.upper(), host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise TraceError(f"host {host!r} is not a valid host name") from None
+
+
 def trace(lab: Any, method: str, path: str, host: str | None = None,
           body: Any = None) -> dict[str, Any]:
     """Send one request through the gateway (`host`: e.g. the course's `api.local`) and say
     which way it went: request, host, route, backend, upstream path, status, ms, answer."""
+    method, host = _checked(method, path, host)
     headers = {"Host": host} if host else {}
     started = time.perf_counter()
     response = lab.http("gateway").request(method, path, headers=headers, json=body)
@@ -37,7 +61,7 @@ def trace(lab: Any, method: str, path: str, host: str | None = None,
     upstream = response.headers.get("x-labkit-upstream")
     if row["route"] is not None:  # the local gateway: it says where this very request went
         row["upstream"] = unquote(upstream) if upstream is not None else None
-    else:  # a cluster's Gateway: the rule the manifests give for this host and path
+    elif getattr(lab, "mode", "local") == "cluster":  # the rule the manifests give for it
         rule = match(load_routes(), host or "", bare)
         if rule is not None:
             row.update(route=f"{rule.label} (from the manifests)", backend=rule.backend,

@@ -114,4 +114,4 @@ class Faults:
         return rows
 
     def __repr__(self) -> str:
-        return "<Faults: inject(service, mode, times=1, seconds=None, path=None), clear(), list()>"
+        return "<Faults: inject(service, mode, times=1, seconds=None, path=None), clear(), armed()>"
