@@ -194,6 +194,9 @@ class Lab:
         return client
 
     def logs(self, name: str, tail: int = 200) -> str:
+        """A process's last `tail` log lines (JSON lines)."""
+        if isinstance(tail, bool) or not isinstance(tail, int) or tail < 1:
+            raise LabError(f"tail is how many lines: a whole number >= 1, not {tail!r}")
         return self.runtime.logs(name, tail=tail)
 
     def kill(self, name: str) -> Any:

@@ -65,3 +65,14 @@ def test_the_faults_helper_names_its_own_methods() -> None:
     shown = repr(faults)
     for name in ("inject", "clear", "armed"):
         assert f"{name}(" in shown and callable(getattr(faults, name))
+
+
+@pytest.mark.parametrize("tail", [0, -5, None, "3"])
+def test_a_log_tail_is_a_whole_number_from_one(tail, tmp_path: Path, monkeypatch) -> None:
+    """`lab.logs("gateway", tail=0)` returned the whole log; None was a raw TypeError."""
+    from labkit.lab import Lab, LabError
+
+    monkeypatch.setenv("LABKIT_MODE", "local")
+    monkeypatch.setenv("LABKIT_DATA_DIR", str(tmp_path))
+    with pytest.raises(LabError, match=r"^tail is how many lines: a whole number >= 1, not "):
+        Lab().logs("gateway", tail=tail)
