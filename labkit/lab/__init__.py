@@ -7,12 +7,14 @@ so no notebook changes to switch.
 
 from __future__ import annotations
 
+import numbers
 import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from ecommerce.config import Settings
+from ecommerce.store.base import MAX_INT64
 from ecommerce.waiting import WaitTimeout, wait_until
 
 if TYPE_CHECKING:
@@ -72,6 +74,9 @@ class Lab:
         """
         from labkit.runtime.steps import UnknownStep, up_to
 
+        if faults is not None and not isinstance(faults, bool):
+            raise LabError(f"faults must be True (fault injection on), False (off) or None (keep "
+                           f"what runs); got {faults!r}")
         try:
             steps = up_to(step)
         except UnknownStep as exc:
@@ -152,6 +157,9 @@ class Lab:
             raise LabError("cluster mode: add the annotation to the Ingress in "
                            "manifests/01-networking/ingress.yaml and apply it; this lab's cluster "
                            "routes through the Gateway (HTTPRoute), which has no such annotation")
+        if target is not None and not (isinstance(target, str) and target.startswith("/")):
+            raise LabError(f"the rewrite target is a path starting with '/' (e.g. \"/\"), or None "
+                           f"for no annotation; got {target!r}")
         import pandas as pd
 
         self.close()
@@ -259,6 +267,10 @@ class Lab:
     def wait_for_projection(self, position: int, projection: str = "users",
                             timeout: float = 10.0) -> float:
         """Wait until the read side has applied `position`; return the seconds waited."""
+        self._check_projection(projection)
+        return self._wait_applied(position, projection, timeout)
+
+    def _wait_applied(self, position: int, projection: str, timeout: float = 10.0) -> float:
         def applied() -> bool:
             cps = self.query("checkpoints")["checkpoints"]
             return bool(cps.get(projection, {}).get("position", 0) >= position)
@@ -270,6 +282,15 @@ class Lab:
             raise LabError(f"projection {projection!r} did not reach position {position} in "
                            f"{timeout}s: is the event-processor running? (lab.status())") from None
         return time.perf_counter() - started
+
+    def _check_projection(self, projection: str) -> None:
+        """Refuse a projection the lab does not run (before anything waits for it)."""
+        from ecommerce.projections import all_projections
+
+        known = {*self.query("checkpoints")["checkpoints"], *all_projections()}
+        if projection not in known:
+            raise LabError(f"unknown projection {projection!r}; the lab runs "
+                           f"{', '.join(sorted(known))} (lab.checkpoints())")
 
     def events(self, after: int = 0, limit: int = 1000, *, stream: str | None = None,
                category: str | None = None, type: str | None = None) -> pd.DataFrame:
@@ -330,13 +351,14 @@ class Lab:
         until query-service shows it: the eventual consistency of CQRS, in milliseconds."""
         import pandas as pd
 
+        self._check_projection(projection)
         rows = []
         for i in range(commands):
             sent = time.perf_counter()
             accepted = self.command("create-user", name=f"Lag probe {i}",
                                     email=f"lag{i}.{time.time_ns()}@example.com")
             acked = time.perf_counter()
-            self.wait_for_projection(accepted["position"], projection)
+            self._wait_applied(accepted["position"], projection)
             seen = time.perf_counter()
             rows.append({"command": i + 1, "position": accepted["position"],
                          "command_ms": (acked - sent) * 1000, "lag_ms": (seen - acked) * 1000})
@@ -449,6 +471,13 @@ class Lab:
         decision is an `EventParked` event in the log; `labkit events park`)."""
         from ecommerce.projections.parking import park
 
+        if (isinstance(position, bool) or not isinstance(position, numbers.Integral)
+                or not 1 <= position <= MAX_INT64):
+            raise LabError(f"position is an event's position in the log, a whole number from 1 "
+                           f"to {MAX_INT64} (lab.events() lists them); got {position!r}")
+        if not isinstance(reason, str) or not reason.strip():
+            raise LabError("say why the event is parked, as text for whoever reads the log next: "
+                           f"lab.park_event({position}, \"the users projection fails on it\")")
         try:
             return park(self.saga.store, int(position), reason, by="lab.park_event")
         except ValueError as exc:

@@ -123,6 +123,9 @@ class Plugins:
         handler: its service); "all", or a list of names. Returns what was registered and
         restarted.
         """
+        if restart is not None and not isinstance(restart, str):
+            restart = list(restart)  # checked now and used after the restart: read it once
+        self._check_restart(restart)
         text, default = source_of(code)
         name = name or default
         if not name or not NAME_RE.match(name):
@@ -206,8 +209,15 @@ class Plugins:
             return list(SERVICES)
         if restart is None:
             return users_of(registered)
+        return Plugins._check_restart(restart)
+
+    @staticmethod
+    def _check_restart(restart: Iterable[str] | str | None) -> list[str]:
+        """The processes `restart` names (none for None or "all"); an unknown one is refused."""
+        if restart is None or restart == "all":
+            return []
         names = [restart] if isinstance(restart, str) else list(restart)
-        unknown = [n for n in names if n not in SERVICES]
+        unknown = [str(n) for n in names if n not in SERVICES]
         if unknown:
             raise PluginError(f"restart: unknown process(es) {', '.join(unknown)}; the lab's "
                               f"processes are {', '.join(SERVICES)}")

@@ -26,6 +26,7 @@ often it runs (a classroom day on one cluster).
 
 from __future__ import annotations
 
+import numbers
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -150,15 +151,44 @@ def fire(lab: Any, scenario: str, *, user: str | None = None,
     """
     if scenario not in SCENARIOS:
         raise ScenarioError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
+    _check_options(user, lines, timeout)
+    crash_step = _step_name(step)
     try:
-        return _fire(lab, scenario, user, lines, step, wait, timeout)
+        return _fire(lab, scenario, user, lines, crash_step, wait, timeout)
     except httpx.TransportError as exc:  # a service the set-up needs is down: say which
         url = str(exc.request.url)
         raise ScenarioError(unreachable(service_at(url, lab.urls()), url, exc)) from None
 
 
+def _check_options(user: str | None, lines: Sequence[Any] | None, timeout: float) -> None:
+    """Refuse options that would be ignored or fail half-way, before anything is set up."""
+    if user is not None and (not isinstance(user, str) or not user.strip()):
+        raise ScenarioError(f"user is a user id like \"alice\" (or leave it out for the "
+                            f"scenario's customer); got {user!r}")
+    if lines is not None and (isinstance(lines, str) or not isinstance(lines, Sequence)
+                              or not lines):
+        raise ScenarioError(f"lines is a non-empty list of (sku, quantity), e.g. "
+                            f"[(\"MOUSE-WL\", 1)] (or leave it out for the default order); "
+                            f"got {lines!r}")
+    if (isinstance(timeout, bool) or not isinstance(timeout, numbers.Real)
+            or not timeout >= 0):
+        raise ScenarioError(f"timeout is a number of seconds >= 0; got {timeout!r}")
+
+
+def _step_name(step: int | str) -> str:
+    """The saga step `orchestrator-crash` crashes after: a number 1-5 or a step name."""
+    if isinstance(step, str) and step in s.STEP_NAMES:
+        return step
+    number = step if isinstance(step, int) and not isinstance(step, bool) else (
+        int(step) if isinstance(step, str) and step.isdigit() else None)
+    if number is None or not 1 <= number <= len(s.STEP_NAMES):
+        raise ScenarioError(f"step is where orchestrator-crash crashes: 1-{len(s.STEP_NAMES)} "
+                            f"or one of {', '.join(s.STEP_NAMES)}; got {step!r}")
+    return s.STEP_NAMES[number - 1]
+
+
 def _fire(lab: Any, scenario: str, user: str | None, lines: Sequence[Any] | None,
-          step: int | str, wait: bool, timeout: float) -> str:
+          step: str, wait: bool, timeout: float) -> str:
     saga = lab.saga
     order = list(lines or DEFAULT_LINES)
     customer = user or ALICE
@@ -186,10 +216,7 @@ def _fire(lab: Any, scenario: str, user: str | None, lines: Sequence[Any] | None
         lab.faults.inject("inventory-service", "error", times=3,
                           path="/api/inventory/reservations")
     elif scenario == "orchestrator-crash":
-        name = s.STEP_NAMES[int(step) - 1] if str(step).isdigit() else str(step)
-        if name not in s.STEP_NAMES:
-            raise ScenarioError(f"step must be 1-5 or one of {', '.join(s.STEP_NAMES)}")
-        crash_after = f"{name}:{s.STEP_SUCCEEDED}"
+        crash_after = f"{step}:{s.STEP_SUCCEEDED}"
     sid = saga.place_order(customer, order, crash_after=crash_after)
     if crash_after is not None:
         _restart_after_crash(lab, sid, crash_after, timeout)

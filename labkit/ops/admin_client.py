@@ -8,11 +8,13 @@ lab's admin token (`ecommerce.services.admin`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 
+from ecommerce.domain.orders import ID_PATTERN
 from ecommerce.services.admin import ADMIN_HEADER, ADMIN_PREFIX
 from labkit.ops.unreachable import unreachable
 
@@ -54,11 +56,17 @@ class Admin:
 
     def fund(self, account_id: str, amount: int) -> dict[str, Any]:
         """Put `amount` cents into the account (opened if needed): `AccountFunded`."""
+        if not isinstance(account_id, str) or not re.fullmatch(ID_PATTERN, account_id):
+            raise AdminError(f"account_id is an account's id like \"alice\" (letters, digits, "
+                             f"'_', '.', ':', '-'; up to 100); got {account_id!r}")
         return self._post("payment-service", f"/payments/accounts/{account_id}/fund",
                           {"amount": amount})
 
     def restock(self, sku: str, quantity: int) -> dict[str, Any]:
         """Bring `quantity` more units of `sku` into the warehouse: `StockRestocked`."""
+        if not isinstance(sku, str) or not sku.strip():
+            raise AdminError(f"sku is a product code like \"MOUSE-WL\" (lab.stock() lists "
+                             f"them); got {sku!r}")
         return self._post("inventory-service", f"/inventory/{sku}/restock",
                           {"quantity": quantity})
 
