@@ -225,7 +225,7 @@ def load_file(path: Path, name: str | None = None) -> Plugin:
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a plugin's exit() is its failure, not ours
         error = failure_sentence(name, path, exc)
         unload(name)
         plugin.error = error

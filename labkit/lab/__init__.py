@@ -10,12 +10,15 @@ from __future__ import annotations
 import numbers
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httpx
 
 from ecommerce.config import Settings
 from ecommerce.store.base import MAX_INT64
 from ecommerce.waiting import WaitTimeout, wait_until
+from labkit.ops.refusal import refusal
+from labkit.ops.unreachable import unreachable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -245,24 +248,55 @@ class Lab:
         self._clients.clear()
 
     # ---- the system ----------------------------------------------------------------------------
+    def _send(self, service: str, method: str, path: str, **kw: Any) -> httpx.Response:
+        """One request to a service; a service that does not answer is a LabError that says
+        which one and how to start it."""
+        client = self.http(service)
+        try:
+            return client.request(method, path, **kw)
+        except httpx.TransportError as exc:
+            url = str(client.base_url.join(path))
+            raise LabError(unreachable(service, url, exc)) from None
+
     def _call(self, service: str, method: str, path: str, **kw: Any) -> dict[str, Any]:
-        response = self.http(service).request(method, path, **kw)
+        return self._answer(service, method, path, self._send(service, method, path, **kw))
+
+    @staticmethod
+    def _answer(service: str, method: str, path: str, response: httpx.Response) -> Any:
+        """The answer's JSON; an error answer is a LabError with the service's own words."""
         try:
             body = response.json()
         except ValueError:
             body = {"detail": response.text}
         if response.status_code >= 400:
-            detail = body.get("detail") if isinstance(body, dict) else body
-            raise LabError(f"{service} {method} {path} -> {response.status_code}: {detail}")
+            raise LabError(f"{service} {method} {path} -> {response.status_code}: "
+                           f"{refusal(body)}")
         return body
+
+    def _named(self, kind: str, service: str, method: str, prefix: str, name: str,
+               **kw: Any) -> dict[str, Any]:
+        """A command or query by name; a name the service does not serve says which it does."""
+        response = self._send(service, method, prefix + name, **kw)
+        if response.status_code == 404 and _no_route(response):
+            names = ", ".join(self._served(service, method, prefix))
+            raise LabError(f"{service} has no {kind} {name!r}: use one of {names}")
+        return self._answer(service, method, prefix + name, response)
+
+    def _served(self, service: str, method: str, prefix: str) -> list[str]:
+        """The names the service serves under `prefix` with `method`, from its own OpenAPI."""
+        paths = self._call(service, "GET", "/openapi.json").get("paths", {})
+        return sorted(p.removeprefix(prefix) for p, ops in paths.items()
+                      if p.startswith(prefix) and method.lower() in ops)
 
     def command(self, name: str, /, **body: Any) -> dict[str, Any]:
         """Send a CQRS command, e.g. `lab.command("create-user", name="Kim", email=...)`."""
-        return self._call("command-service", "POST", f"/api/commands/{name}", json=body)
+        return self._named("command", "command-service", "POST", "/api/commands/", name,
+                           json=body)
 
     def query(self, name: str, /, **params: Any) -> dict[str, Any]:
         """Ask the read side, e.g. `lab.query("users")`, `lab.query("user-stats")`."""
-        return self._call("query-service", "GET", f"/api/queries/{name}", params=params)
+        return self._named("query", "query-service", "GET", "/api/queries/", name,
+                           params=params)
 
     def wait_for_projection(self, position: int, projection: str = "users",
                             timeout: float = 10.0) -> float:
@@ -320,7 +354,8 @@ class Lab:
     def stream(self, stream_id: str, *, raw: bool = False) -> list[dict[str, Any]]:
         """A stream's events, upcast to the current schema versions; `raw=True`: exactly as
         stored in the log (on any backend: SQLite, PostgreSQL, a cluster)."""
-        return self._call("event-store-api", "GET", f"/api/events/streams/{stream_id}",
+        return self._call("event-store-api", "GET",
+                          f"/api/events/streams/{quote(stream_id, safe='')}",
                           params={"raw": "true"} if raw else None)["events"]
 
     def replay(self, projections: list[str] | None = None) -> dict[str, Any]:
@@ -511,6 +546,14 @@ class Lab:
         from labkit.lab.scenarios import fire
 
         return fire(self, scenario, **options)
+
+
+def _no_route(response: httpx.Response) -> bool:
+    """A 404 for a path the service has no route for (not for an unknown id)."""
+    try:
+        return bool(response.json().get("detail") == "Not Found")
+    except (ValueError, AttributeError):
+        return False
 
 
 def connect(mode: str | None = None) -> Lab:

@@ -147,6 +147,7 @@ class Plugins:
         loaded = plugins.load_file(staged, name)
         if not loaded.ok:
             plugins.unload(name)
+            staged.unlink(missing_ok=True)
             raise PluginError(loaded.error.replace(str(staged), f"{name}.py"))
         if not loaded.registered:  # e.g. the exercise's stub: nothing to deploy, not an error
             plugins.unload(name)

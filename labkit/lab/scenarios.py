@@ -35,6 +35,7 @@ import httpx
 
 from ecommerce.domain import saga as s
 from ecommerce.waiting import WaitTimeout, wait_until
+from labkit.ops.refusal import refusal
 from labkit.ops.unreachable import service_at, unreachable
 
 SCENARIOS = ("happy", "payment-declined", "out-of-stock", "invalid-user", "payment-timeout",
@@ -88,7 +89,7 @@ def _check(r: httpx.Response, what: str, ok: Sequence[int]) -> dict[str, Any]:
     except ValueError:
         body = {"detail": r.text}
     if r.status_code not in ok:
-        raise ScenarioError(f"{what}: HTTP {r.status_code} {body.get('detail', body)}")
+        raise ScenarioError(f"{what}: HTTP {r.status_code} {refusal(body)}")
     return body
 
 

@@ -13,6 +13,10 @@ import time
 from typing import Any
 from urllib.parse import unquote
 
+import httpx
+
+from labkit.lab import LabError
+from labkit.ops.unreachable import unreachable
 from labkit.runtime.routes import load_routes, match
 
 
@@ -46,7 +50,11 @@ def trace(lab: Any, method: str, path: str, host: str | None = None,
     method, host = _checked(method, path, host)
     headers = {"Host": host} if host else {}
     started = time.perf_counter()
-    response = lab.http("gateway").request(method, path, headers=headers, json=body)
+    client = lab.http("gateway")
+    try:
+        response = client.request(method, path, headers=headers, json=body)
+    except httpx.TransportError as exc:
+        raise LabError(unreachable("gateway", str(client.base_url.join(path)), exc)) from None
     ms = (time.perf_counter() - started) * 1000
     try:
         answer: Any = response.json()

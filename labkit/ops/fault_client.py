@@ -22,6 +22,7 @@ import httpx
 
 from ecommerce.services.admin import ADMIN_HEADER
 from ecommerce.services.registry import PARTICIPANTS
+from labkit.ops.refusal import refusal
 from labkit.ops.unreachable import unreachable
 
 MODES = ("error", "delay", "decline", "crash")
@@ -66,10 +67,7 @@ class Faults:
         except ValueError:
             body = {"detail": r.text}
         if r.status_code >= 400:
-            detail = body.get("detail") if isinstance(body, dict) else body
-            if isinstance(body, dict) and body.get("errors"):
-                detail = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in body["errors"])
-            raise FaultError(f"{service} refused the fault ({r.status_code}): {detail}")
+            raise FaultError(f"{service} refused the fault ({r.status_code}): {refusal(body)}")
         return body
 
     def inject(self, service: str, mode: str, times: int = 1, seconds: float | None = None,

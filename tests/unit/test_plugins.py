@@ -187,3 +187,20 @@ def test_of_two_plugins_registering_one_name_the_last_deployed_wins(plugin_dir, 
                       "2026-01-01T00:00:00+00:00")
     [write] = get_projections(["per-user"])[0].handlers["OrderPlaced"](e)
     assert write.by == {"by": "b" if configmap else "a"}
+
+
+def test_a_plugin_that_exits_is_a_failed_deploy_and_leaves_no_staged_file(tmp_path):
+    """`raise SystemExit(3)` escaped deploy_code (and the plugin was listed with no error);
+    the files of failed deploys stayed in plugins-staging."""
+    from types import SimpleNamespace
+
+    from labkit.lab.plugins import Plugins
+
+    lab = SimpleNamespace(mode="local", runtime=SimpleNamespace(plugins_dir=tmp_path / "plugins"))
+    with pytest.raises(PluginError, match=r"^plugin bad5\.py failed at line 2: SystemExit: 3;"):
+        Plugins(lab).deploy("x = 1\nraise SystemExit(3)\n", name="bad5")
+    with pytest.raises(PluginError, match=r"plugin bad6\.py failed at line 1: NameError"):
+        Plugins(lab).deploy("nope\n", name="bad6")
+    assert "bad5" not in plugins.LOADED and "bad6" not in plugins.LOADED
+    assert list((tmp_path / "plugins-staging").iterdir()) == []
+    assert not (tmp_path / "plugins").exists()

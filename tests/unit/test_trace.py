@@ -26,3 +26,23 @@ def test_in_cluster_mode_the_rule_comes_from_the_manifests() -> None:
     assert (way["backend"], way["upstream"], way["status"]) == ("user-service",
                                                                 "/api/users/alice", 200)
     assert way["answer"] == {"users": [], "total": 0}
+
+
+def test_a_gateway_that_does_not_answer_says_so_and_how_to_start_it() -> None:
+    import pytest
+
+    from labkit.lab import LabError
+
+    class DownLab:
+        mode = "local"
+
+        def http(self, name: str) -> httpx.Client:
+            def refuse(request: httpx.Request) -> httpx.Response:
+                raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+            return httpx.Client(base_url="http://127.0.0.1:8080",
+                                transport=httpx.MockTransport(refuse))
+
+    with pytest.raises(LabError, match=r"^gateway is not reachable at http://127\.0\.0\.1:8080"
+                                       r"/api/users \(ConnectError\); is the service running"):
+        trace(DownLab(), "GET", "/api/users")
