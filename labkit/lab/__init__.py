@@ -10,13 +10,13 @@ from __future__ import annotations
 import numbers
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import httpx
 
 from ecommerce.config import Settings
 from ecommerce.store.base import MAX_INT64
 from ecommerce.waiting import WaitTimeout, wait_until
+from labkit.ops.admin_client import segment
 from labkit.ops.refusal import refusal
 from labkit.ops.unreachable import unreachable
 
@@ -355,7 +355,7 @@ class Lab:
         """A stream's events, upcast to the current schema versions; `raw=True`: exactly as
         stored in the log (on any backend: SQLite, PostgreSQL, a cluster)."""
         return self._call("event-store-api", "GET",
-                          f"/api/events/streams/{quote(stream_id, safe='')}",
+                          f"/api/events/streams/{segment(stream_id)}",
                           params={"raw": "true"} if raw else None)["events"]
 
     def replay(self, projections: list[str] | None = None) -> dict[str, Any]:
