@@ -69,7 +69,8 @@ def trace(lab: Any, method: str, path: str, host: str | None = None,
     upstream = response.headers.get("x-labkit-upstream")
     if row["route"] is not None:  # the local gateway: it says where this very request went
         row["upstream"] = unquote(upstream) if upstream is not None else None
-    elif getattr(lab, "mode", "local") == "cluster":  # the rule the manifests give for it
+    else:  # a cluster's Gateway, or the local gateway's own answer (a 503: no backend yet):
+        # the rule the manifests give for this host and path
         rule = match(load_routes(), host or "", bare)
         if rule is not None:
             row.update(route=f"{rule.label} (from the manifests)", backend=rule.backend,
