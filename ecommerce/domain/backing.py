@@ -46,7 +46,7 @@ def check_backed(order: o.Order, backing: Backing) -> None:
             "not_paid", f"order {order.id} cannot be confirmed: no charge of its total "
             f"({order.total} cents) from {order.user_id}'s account is recorded. The saga charges "
             "it first (charge_payment: POST /api/payments)")
-    lines = {ln.sku: ln.quantity for ln in order.lines}
+    lines = order.quantities
     if backing.reserved.get(order.id) != lines:
         held = ", ".join(f"{sku} x{q}" for sku, q in sorted(lines.items()))
         raise o.OrderRuleError(

@@ -77,6 +77,11 @@ class Order:
     def exists(self) -> bool:
         return self.version > 0
 
+    @property
+    def quantities(self) -> dict[str, int]:
+        """Units per SKU, in the order of its lines: what a reservation for it must hold."""
+        return {ln.sku: ln.quantity for ln in self.lines}
+
     def as_dict(self) -> dict[str, Any]:
         return {"order_id": self.id, "status": self.status, "total": self.total,
                 "lines": [ln.as_dict() for ln in self.lines], "user_id": self.user_id,

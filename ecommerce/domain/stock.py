@@ -247,7 +247,7 @@ def check_reservable(book: o.OrderBook, order_id: str, lines: Lines, *,
         order = book.pending(order_id, "a reservation", withdrawn=withdrawn)
     except o.OrderRuleError as exc:
         raise StockRuleError(exc.reason, str(exc)) from None
-    held = tuple((ln.sku, ln.quantity) for ln in order.lines)
+    held = tuple(order.quantities.items())
     if dict(lines) != dict(held):
         raise StockRuleError("lines_mismatch",
                              f"order {order_id} holds {_described(held)}: a reservation is for "
