@@ -16,6 +16,7 @@ import httpx
 from ecommerce.config import Settings
 from ecommerce.store.base import MAX_INT64
 from ecommerce.waiting import WaitTimeout, wait_until
+from labkit.lab.counts import check_count
 from labkit.ops.admin_client import segment
 from labkit.ops.refusal import refusal
 from labkit.ops.unreachable import unreachable
@@ -206,8 +207,7 @@ class Lab:
 
     def logs(self, name: str, tail: int = 200) -> str:
         """A process's last `tail` log lines (JSON lines)."""
-        if isinstance(tail, bool) or not isinstance(tail, int) or tail < 1:
-            raise LabError(f"tail is how many lines: a whole number >= 1, not {tail!r}")
+        check_count("tail", tail, "lines", error=LabError)
         return self.runtime.logs(name, tail=tail)
 
     def kill(self, name: str) -> Any:

@@ -22,6 +22,7 @@ from ecommerce.domain.saga_view import TIMELINE_COLUMNS, describe, summary, time
 from ecommerce.saga.orchestrator import resume_saga, start_saga
 from ecommerce.store.base import EventStore
 from ecommerce.waiting import WaitTimeout, wait_until
+from labkit.lab.counts import check_count
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,15 +56,6 @@ def _in_progress(steps: list[dict[str, Any]]) -> str:
     services = ", ".join(dict.fromkeys(p["service"] for p in steps))
     return (f" (in progress: {'; '.join(parts)}). Is {services} answering? (lab.status(), "
             f"lab.logs(...)); the saga-orchestrator retries until the step's deadline")
-
-
-def _check_count(name: str, value: object, *, allow_none: bool = False) -> None:
-    """A count of sagas is a whole number >= 1 (or None where that means all)."""
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        also = " (None: all)" if allow_none else ""
-        raise ValueError(f"{name} is how many sagas: a whole number >= 1{also}, not {value!r}")
 
 
 class SagaStuckError(RuntimeError):
@@ -203,7 +195,7 @@ class SagaClient:
     def summaries(self, limit: int | None = 100, status: str | None = None) -> list[dict[str, Any]]:
         """Sagas, newest first: id, order, user, status, amount, failure, timings (`limit`:
         how many at most, None for all)."""
-        _check_count("limit", limit, allow_none=True)
+        check_count("limit", limit, "sagas", allow_none=True)
         states: dict[str, s.SagaState] = {}
         after = 0
         types = [s.SAGA_STARTED, s.STEP_FAILED, *s.TERMINAL_EVENTS, *s.STUCK_EVENTS]
@@ -258,7 +250,7 @@ class SagaClient:
     def latest(self, n: int = 5) -> pd.DataFrame:
         """The timeline of the `n` most recently started sagas (oldest of them first): what a
         chart of "what just happened" needs, whatever placed them."""
-        _check_count("n", n)
+        check_count("n", n, "sagas")
         return self.timeline([r["saga_id"] for r in self.summaries(limit=n)][::-1])
 
     # ---- driving in this process (no orchestrator process needed) --------------------------
