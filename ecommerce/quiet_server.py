@@ -15,9 +15,23 @@ from typing import Any
 #: Seconds between two turns of the server's housekeeping loop.
 TICK = 1.0
 
+#: Seconds an idle keep-alive connection stays open. uvicorn's default (5 s) equals httpx's
+#: `keepalive_expiry`, so a client could send on a pooled connection at the very moment the
+#: server closed it: the request then fails with a reset (`ReadError`), seen once in CI. The
+#: server must keep a connection longer than any client or proxy in front of it does (httpx:
+#: 5 s; cloud load balancers and ingress controllers: 60 s idle).
+KEEP_ALIVE = 75
 
-def run(app: Any, **config: Any) -> None:
-    """`uvicorn.run(app, **config)` for one process without reload, with the slower tick."""
+
+def config(app: Any, **options: Any) -> Any:
+    """The uvicorn.Config a service runs with: `options` plus the keep-alive above."""
+    import uvicorn
+
+    return uvicorn.Config(app, **{"timeout_keep_alive": KEEP_ALIVE, **options})
+
+
+def run(app: Any, **options: Any) -> None:
+    """`uvicorn.run(app, **options)` for one process without reload, with the slower tick."""
     import uvicorn
 
     class QuietServer(uvicorn.Server):
@@ -29,7 +43,7 @@ def run(app: Any, **config: Any) -> None:
                 counter = (counter + 10) % 864000  # a multiple of 10: the Date header each tick
                 should_exit = await self.on_tick(counter)
 
-    server = QuietServer(uvicorn.Config(app, **config))
+    server = QuietServer(config(app, **options))
     server.run()
     if not server.started:  # as uvicorn.run: the socket could not be bound, the app not loaded
         sys.exit(3)
