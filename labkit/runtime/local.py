@@ -134,6 +134,17 @@ def port_is_free(port: int) -> bool:
             return False
 
 
+def _let_go(ports: Iterable[int | None], timeout: float = 2.0) -> None:
+    """Wait until the ports of processes that just died are free again: a killed process is
+    gone a few milliseconds before the kernel closes its listening socket, and a restart on
+    the same port at once would find it "taken by another program"."""
+    for port in ports:
+        if port:
+            with contextlib.suppress(WaitTimeout):  # really taken: the start says so
+                wait_until(lambda p=port: port_is_free(p), timeout=timeout, interval=0.002,
+                           max_interval=0.05, what=f"port {port} to be free")
+
+
 def _owner(port: int) -> str:
     """` (pid 123, nginx)` when this user may see who listens on the port, else ``."""
     try:
@@ -257,7 +268,7 @@ class LocalRuntime:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             tmp = self.state_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({"processes": {k: asdict(v) for k, v in records.items()},
-                                       "ports": {**(ports or {}), **self._ports(records)},
+                                       "ports": {**self._ports(records), **(ports or {})},
                                        "overrides": self.overrides()},
                                       indent=2))
             tmp.replace(self.state_file)
@@ -284,6 +295,12 @@ class LocalRuntime:
                 ports[GATEWAY] = self.gateway_port or free_port()
             else:
                 ports[GATEWAY] = gateway_port()
+        if not any(_proc(r.pid, r.started) is not None for r in records.values()):
+            # Nothing of the lab runs, so no peer holds a kept port in its URL: a kept port
+            # another program took meanwhile (a test run, another lab) is simply chosen again.
+            for name, port in list(ports.items()):
+                if name != GATEWAY and not port_is_free(port):
+                    del ports[name]
         taken = set(ports.values())
         for name, spec in specs.items():
             if spec.http and name not in ports:
@@ -531,6 +548,7 @@ class LocalRuntime:
             with contextlib.suppress(Exception):
                 p.kill()
         psutil.wait_procs(still, timeout=5)
+        _let_go([records[n].port for n in alive])
         left = {n: r for n, r in records.items() if n not in names}
         if left != records:
             self._save(left)
@@ -666,6 +684,7 @@ class LocalRuntime:
         # until init reaps it, but a zombie is already dead for every purpose here.
         with contextlib.suppress(WaitTimeout):  # still there after 5 s: the caller will see it
             wait_until(lambda: _proc(pid, started) is None, timeout=5, what=f"{name} to die")
+        _let_go([rec.port])
         return pid
 
     # ---- observation --------------------------------------------------------------------------

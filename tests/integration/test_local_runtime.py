@@ -20,6 +20,7 @@ from ecommerce.config import REPO_DIR
 from ecommerce.services.registry import SERVICES
 from labkit.runtime.local import LocalRuntime, RuntimeErrorWithHint, launch_specs
 from tests.integration.labs import lab_settings
+from tests.waiting import wait_until
 
 SERVICES_UNDER_TEST = ["command-service", "query-service", "event-processor"]
 
@@ -106,18 +107,71 @@ def test_every_restart_keeps_the_port_and_the_override(tmp_path) -> None:
         rt.down()
 
 
+def _occupy(port: int) -> socket.socket | None:
+    """Another program's server on `port`, once the kernel has let the lab's go."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past a TIME_WAIT, as uvicorn
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        return None
+    sock.listen()
+    return sock
+
+
 def test_a_taken_port_says_which_and_what_to_do(tmp_path) -> None:
-    rt = LocalRuntime(lab_settings(tmp_path), ["command-service"])
+    """While part of the lab runs, its peers' URLs hold the kept ports: one taken meanwhile by
+    another program is refused, with what to do."""
+    rt = LocalRuntime(lab_settings(tmp_path), ["query-service", "command-service"])
     rt.up(progress=False)
     port = int(rt.url("command-service").rsplit(":", 1)[1])
-    rt.down()
-    blocker = socket.socket()
-    blocker.bind(("127.0.0.1", port))
-    blocker.listen()
+    rt.kill("command-service")
+    blocker = wait_until(lambda: _occupy(port), what=f"port {port} to be let go")
     try:
         with pytest.raises(RuntimeErrorWithHint,
                            match=re.escape(f"port {port} for command-service is taken")):
             rt.up(progress=False)
+    finally:
+        blocker.close()
+        rt.down()
+
+
+def test_a_killed_service_has_let_its_port_go_when_kill_returns(tmp_path) -> None:
+    """`lab.kill(...)` then `lab.up()` at once restarts on the same port: the kernel closes a
+    killed process's socket a few ms after the process is gone, and kill waits for that."""
+    from labkit.runtime.local import port_is_free
+
+    rt = LocalRuntime(lab_settings(tmp_path), ["command-service"])
+    rt.up(progress=False)
+    url = rt.url("command-service")
+    try:
+        for _ in range(3):
+            rt.kill("command-service")
+            assert port_is_free(int(url.rsplit(":", 1)[1]))
+            rt.up(progress=False)
+            assert rt.url("command-service") == url
+    finally:
+        rt.down()
+
+
+def test_a_stopped_lab_moves_off_a_port_another_program_took(tmp_path) -> None:
+    """After `down` nothing holds the old URLs: `up` picks a new port for a kept one that is
+    gone (CI once saw a test's server take event-store-api's port between two notebooks)."""
+    rt = LocalRuntime(lab_settings(tmp_path), ["query-service", "command-service"])
+    rt.up(progress=False)
+    old = {n: rt.url(n) for n in ("query-service", "command-service")}
+    rt.down()
+    port = int(old["command-service"].rsplit(":", 1)[1])
+    blocker = wait_until(lambda: _occupy(port), what=f"port {port} to be let go")
+    try:
+        rt.up(progress=False)
+        assert rt.url("command-service") != old["command-service"]
+        assert rt.url("query-service") == old["query-service"], "a free kept port is kept"
+        assert httpx.get(rt.url("command-service") + "/healthz").status_code == 200
+        # the new port is the one kept from now on, and the one its peers were given
+        again = LocalRuntime(lab_settings(tmp_path), ["query-service", "command-service"])
+        assert again.url("command-service") == rt.url("command-service")
     finally:
         blocker.close()
         rt.down()
