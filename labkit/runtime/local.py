@@ -17,6 +17,7 @@ raising. So `labkit down` always finds what runs, and the next `up` starts from 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -141,8 +142,8 @@ def _let_go(ports: Iterable[int | None], timeout: float = 2.0) -> None:
     for port in ports:
         if port:
             with contextlib.suppress(WaitTimeout):  # really taken: the start says so
-                wait_until(lambda p=port: port_is_free(p), timeout=timeout, interval=0.002,
-                           max_interval=0.05, what=f"port {port} to be free")
+                wait_until(functools.partial(port_is_free, port), timeout=timeout,
+                           interval=0.002, max_interval=0.05, what=f"port {port} to be free")
 
 
 def _owner(port: int) -> str:
