@@ -13,7 +13,8 @@ often it runs (a classroom day on one cluster).
 
 - `happy`: every step succeeds -> completed.
 - `payment-declined`: bob's balance is too small, payment-service refuses (409 declined)
-  -> compensated: release stock, cancel order.
+  -> compensated: release stock, cancel order. Money can be added but not taken away: once
+  bob has been funded enough to pay, a new customer `bob-<hex>` stands in (with a notice).
 - `out-of-stock`: one unit more than the warehouse has -> compensated: cancel order.
 - `invalid-user`: a user id nobody registered, user-service answers 404 -> compensated
   (nothing to undo).
@@ -28,8 +29,10 @@ from __future__ import annotations
 
 import numbers
 import uuid
+import warnings
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -48,6 +51,8 @@ RICH_BALANCE, POOR_BALANCE = 100_000_000, 1_000
 #: MOUSE-WL: 10,000 in stock, so a class can fire `happy` all day without running out.
 DEFAULT_LINES = (("MOUSE-WL", 1),)
 SCARCE_SKU = "HEADSET-BT"
+#: What payment-declined orders: more than bob's balance.
+DECLINED_SKU = "MONITOR-27"
 
 
 #: A refusal's reason -> the scenario that produces it.
@@ -81,6 +86,14 @@ def scenario_of(state: s.SagaState) -> str:
 
 class ScenarioError(RuntimeError):
     """A scenario could not be set up; the message says what is missing."""
+
+
+class ScenarioNotice(UserWarning):
+    """A scenario ran with another set-up than usual, to end as its name says (shown every
+    time, not once per place like other warnings)."""
+
+
+warnings.simplefilter("always", ScenarioNotice)
 
 
 def _check(r: httpx.Response, what: str, ok: Sequence[int]) -> dict[str, Any]:
@@ -142,18 +155,24 @@ def available(lab: Any, sku: str) -> int:
 
 
 def fire(lab: Any, scenario: str, *, user: str | None = None,
-         lines: Sequence[Any] | None = None, step: int | str = 3, wait: bool = False,
+         lines: Sequence[Any] | None = None, step: int | str | None = None, wait: bool = False,
          timeout: float = 60.0) -> str:
     """Start one scenario's saga; return its id (with `wait=True`, once it has ended).
 
     `user` / `lines` override the customer and the order; `step` is where `orchestrator-crash`
-    kills the orchestrator (a step number 1-5 or name; the crash comes right after that step's
-    StepSucceeded is recorded).
+    kills the orchestrator (a step number 1-5 or name, default 3; the crash comes right after
+    that step's StepSucceeded is recorded). Options that would make the scenario end otherwise
+    than its name says (a rich customer for `payment-declined`, an order the warehouse can
+    serve for `out-of-stock`, a registered user for `invalid-user`) are refused before
+    anything is set up.
     """
     if scenario not in SCENARIOS:
         raise ScenarioError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
     _check_options(user, lines, timeout)
-    crash_step = _step_name(step)
+    if step is not None and scenario != "orchestrator-crash":
+        raise ScenarioError(f"step is where orchestrator-crash crashes; {scenario} has no "
+                            f"crash: leave step out (got step={step!r})")
+    crash_step = _step_name(3 if step is None else step)
     try:
         return _fire(lab, scenario, user, lines, crash_step, wait, timeout)
     except httpx.TransportError as exc:  # a service the set-up needs is down: say which
@@ -191,18 +210,27 @@ def _step_name(step: int | str) -> str:
 def _fire(lab: Any, scenario: str, user: str | None, lines: Sequence[Any] | None,
           step: str, wait: bool, timeout: float) -> str:
     saga = lab.saga
+    try:  # the order's own rules (SKUs, quantities, prices), before anything is set up
+        priced = s.normalise_lines(lines, saga.prices()) if lines is not None else None
+    except s.SagaRuleError as exc:
+        raise ScenarioError(f"lines: {exc}") from None
     order = list(lines or DEFAULT_LINES)
     customer = user or ALICE
     crash_after = None
     if scenario == "invalid-user":
         customer = user or f"ghost-{uuid.uuid4().hex[:8]}"
+        if user is not None:
+            _check_unregistered(lab, user)
     elif scenario == "payment-declined":
-        customer = user or BOB
+        order = list(lines or [(DECLINED_SKU, 1)])
+        total = s.order_amount(priced or s.normalise_lines(order, saga.prices()))
+        customer = _poor_customer(lab, user, total)
         ensure_customer(lab, customer, POOR_BALANCE)
-        order = list(lines or [("MONITOR-27", 1)])
     else:
         ensure_customer(lab, customer)
     if scenario == "out-of-stock":
+        if priced is not None:
+            _check_short(lab, priced)
         order = list(lines or [(SCARCE_SKU, available(lab, SCARCE_SKU) + 1)])
     elif scenario != "invalid-user":
         ensure_stock(lab, order)
@@ -224,6 +252,67 @@ def _fire(lab: Any, scenario: str, user: str | None, lines: Sequence[Any] | None
     if wait:
         saga.wait(sid, timeout=timeout)
     return sid
+
+
+def _check_unregistered(lab: Any, user: str) -> None:
+    """invalid-user fails at validate_user only for an id nobody registered."""
+    r = lab.http("user-service").get(f"/api/users/{quote(user, safe='')}")
+    if r.status_code != 404:
+        _check(r, f"look up user {user}", (200,))
+        raise ScenarioError(f"invalid-user needs a user id nobody registered, and {user!r} is "
+                            "registered (its order would pass validate_user): leave user out "
+                            "(a new ghost-... id each time) or pick an unused id")
+
+
+def _check_short(lab: Any, lines: Sequence[dict[str, Any]]) -> None:
+    """out-of-stock fails at reserve_stock only if a line asks for more than is available."""
+    have = {}
+    for line in lines:
+        have[line["sku"]] = available(lab, line["sku"])
+        if line["quantity"] > have[line["sku"]]:
+            return
+    said = ", ".join(f"{sku} has {n:,}" for sku, n in have.items())
+    raise ScenarioError(f"out-of-stock needs a line for more than the warehouse has, and it "
+                        f"has enough for these lines ({said} available): ask for more, or "
+                        f"leave lines out (one unit more than {SCARCE_SKU} has)")
+
+
+def _balance(lab: Any, account: str) -> int | None:
+    """The account's balance in cents; None when it has no account yet."""
+    r = lab.http("payment-service").get(f"/api/payments/accounts/{quote(account, safe='')}")
+    if r.status_code == 404:
+        return None
+    return int(_check(r, f"balance of {account}", (200,))["balance"])
+
+
+def declined_customer(lab: Any, lines: Sequence[Any]) -> str:
+    """The customer payment-declined uses for `lines` when no user is given: bob, or a new poor
+    customer when bob can pay (for a check that must know whose balance to watch)."""
+    return _poor_customer(lab, None, s.order_amount(s.normalise_lines(lines, lab.saga.prices())))
+
+
+def _poor_customer(lab: Any, user: str | None, total: int) -> str:
+    """Who cannot pay `total` cents (after `ensure_customer(..., POOR_BALANCE)`): `user` if
+    given (else refused), bob by default, or, when bob has been funded since (money can be
+    added but not taken away), a new customer who starts as bob did."""
+    if total <= POOR_BALANCE:
+        raise ScenarioError(f"payment-declined needs an order that costs more than "
+                            f"{POOR_BALANCE:,} cents (what its customer is topped up to); these "
+                            f"lines cost {total:,}: order more, or leave lines out")
+    customer = user or BOB
+    held = _balance(lab, customer) or 0
+    if max(held, POOR_BALANCE) < total:
+        return customer
+    if user is not None:
+        raise ScenarioError(
+            f"payment-declined needs a customer who cannot pay, and {user!r} can: it holds "
+            f"{held:,} cents, the order costs {total:,}. Leave user out (bob, or a new poor "
+            f"customer) or order more (lines=[(\"{DECLINED_SKU}\", n)])")
+    stand_in = f"{BOB}-{uuid.uuid4().hex[:6]}"
+    warnings.warn(f"bob holds {held:,} cents now (funded since) and could pay for this order "
+                  f"({total:,}); the scenario's customer is {stand_in}, who starts with "
+                  f"{POOR_BALANCE:,} cents as bob did", ScenarioNotice, stacklevel=2)
+    return stand_in
 
 
 def _restart_after_crash(lab: Any, saga_id: str, point: str, timeout: float) -> None:

@@ -875,19 +875,27 @@ def saga_participants_commit(lab: Lab) -> tuple[bool, str]:
 @checkpoint(SAGA, "보상 트랜잭션 동작 테스트: 역순 보상, 잔액·재고 원상 복구")
 def saga_compensates(lab: Lab) -> tuple[bool, str]:
     from ecommerce.domain.payments import MERCHANT
-    from labkit.lab.scenarios import BOB, POOR_BALANCE, ensure_customer, ensure_stock
+    from labkit.lab.scenarios import (
+        DECLINED_SKU,
+        POOR_BALANCE,
+        declined_customer,
+        ensure_customer,
+        ensure_stock,
+    )
 
-    sku = "MONITOR-27"  # what payment-declined orders: bob cannot pay for it
-    ensure_customer(lab, BOB, POOR_BALANCE)
+    sku = DECLINED_SKU  # what payment-declined orders: bob cannot pay for it
+    customer = declined_customer(lab, [(sku, 1)])  # bob, unless he was funded since
+    ensure_customer(lab, customer, POOR_BALANCE)
     ensure_stock(lab, [(sku, 1)])  # earlier runs may have sold it out: restock first
-    money = {a: _balance(lab, a) for a in (BOB, MERCHANT)}
+    money = {a: _balance(lab, a) for a in (customer, MERCHANT)}
     stock = _stock(lab, sku)
-    view = lab.saga.wait(lab.fire("payment-declined", lines=[(sku, 1)]), timeout=10)
+    view = lab.saga.wait(lab.fire("payment-declined", user=customer, lines=[(sku, 1)]),
+                         timeout=10)
     steps = lab.saga.state(view["saga_id"]).steps
     done = [st.name for st in steps if view[st.name]["status"] == "succeeded"]
     expected = [st.compensation for st in reversed(steps) if st.compensation and st.name in done]
     order = compensation_order(lab, view["saga_id"])
-    records = {r["service"]: r for r in participant_records(lab, view["order_id"], BOB)}
+    records = {r["service"]: r for r in participant_records(lab, view["order_id"], customer)}
     money_after = {a: _balance(lab, a) for a in money}
     stock_after = _stock(lab, sku)
     ok = (view["status"] == "compensated" and view["failed_step"] == "charge_payment"

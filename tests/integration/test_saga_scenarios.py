@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from ecommerce.config import REPO_DIR, service_url_var
 from ecommerce.domain import saga as s
 from ecommerce.services.registry import PARTICIPANTS
 from labkit.lab import Lab
+from labkit.lab.scenarios import ScenarioError, ScenarioNotice
 from labkit.ops import invariants
 from tests.conftest import require_postgres, require_redis
 from tests.integration.labs import lab_settings, running
@@ -233,3 +235,44 @@ def test_two_orchestrators_at_once_apply_every_effect_once(lab: Lab) -> None:
     finally:
         second.terminate()
         second.wait(10)
+
+
+def _saga_count(lab: Lab) -> int:
+    return len(lab.saga.store.read_all(0, 100_000, types=[s.SAGA_STARTED]))
+
+
+@pytest.mark.parametrize("scenario, options, sentence", [
+    ("payment-declined", {"user": "alice"},
+     "payment-declined needs a customer who cannot pay, and 'alice' can"),
+    ("out-of-stock", {"lines": [("MOUSE-WL", 1)]},
+     "out-of-stock needs a line for more than the warehouse has"),
+    ("invalid-user", {"user": "alice"},
+     "invalid-user needs a user id nobody registered, and 'alice' is registered"),
+    ("happy", {"lines": [("NO-SUCH-SKU", 1)]}, "lines: "),
+])
+def test_options_that_contradict_the_scenario_are_refused_before_a_saga_starts(
+        lab: Lab, scenario: str, options: dict[str, Any], sentence: str) -> None:
+    lab.fire("happy", wait=True)  # alice exists, with money
+    before = _saga_count(lab)
+    with pytest.raises(ScenarioError, match=re.escape(sentence)):
+        lab.fire(scenario, **options)
+    assert _saga_count(lab) == before
+
+
+def test_payment_declined_still_declines_after_bob_was_funded(lab: Lab) -> None:
+    """Money can be added, not taken away: a bob who can pay now is stood in for by a new
+    customer who starts as bob did, and the notebook is told."""
+    lab.fire("payment-declined", wait=True)  # bob exists
+    lab.admin.fund("bob", 10_000_000)
+    bob = lab.http("payment-service").get("/api/payments/accounts/bob").json()["balance"]
+    with pytest.warns(ScenarioNotice, match=r"bob holds [\d,]+ cents now .* customer is bob-"):
+        view = lab.saga.wait(lab.fire("payment-declined"))
+    assert (view["status"], view["failure"]) == ("compensated", "declined")
+    customer = lab.saga.state(view["saga_id"]).user_id
+    assert customer.startswith("bob-")
+    assert lab.http("payment-service").get("/api/payments/accounts/bob").json()["balance"] == bob
+    # and the notebook's checkpoint watches the stand-in's balance, so it still passes
+    from labkit.workbook.checks import saga_compensates
+
+    ok, detail = saga_compensates(lab)
+    assert ok, detail

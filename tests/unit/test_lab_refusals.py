@@ -110,16 +110,25 @@ class UntouchableLab:
     ({"user": 42}, "user is a user id"),
     ({"lines": []}, "lines is a non-empty list of"),
     ({"lines": "MOUSE-WL"}, "lines is a non-empty list of"),
-    ({"step": 0}, "step is where orchestrator-crash crashes: 1-5"),
-    ({"step": 6}, "step is where orchestrator-crash crashes: 1-5"),
-    ({"step": "nope"}, "step is where orchestrator-crash crashes: 1-5"),
-    ({"step": True}, "step is where orchestrator-crash crashes: 1-5"),
 ])
 @pytest.mark.parametrize("scenario", ["happy", "orchestrator-crash"])
 def test_fire_refuses_bad_options_before_it_sets_anything_up(
         scenario: str, options: dict[str, Any], sentence: str) -> None:
     with pytest.raises(ScenarioError, match=sentence):
         fire(UntouchableLab(), scenario, **options)
+
+
+@pytest.mark.parametrize("step", [0, 6, "nope", True])
+def test_fire_refuses_a_crash_step_that_does_not_exist(step: Any) -> None:
+    with pytest.raises(ScenarioError, match="step is where orchestrator-crash crashes: 1-5"):
+        fire(UntouchableLab(), "orchestrator-crash", step=step)
+
+
+@pytest.mark.parametrize("scenario", ["happy", "payment-declined", "inventory-flaky"])
+def test_fire_refuses_a_crash_step_for_a_scenario_without_a_crash(scenario: str) -> None:
+    # it used to be ignored: the saga ran without the crash the student asked for
+    with pytest.raises(ScenarioError, match=f"{scenario} has no crash: leave step out"):
+        fire(UntouchableLab(), scenario, step=3)
 
 
 def test_projection_waits_refuse_an_unknown_projection_before_sending_or_waiting(
