@@ -443,8 +443,9 @@ class LocalRuntime:
                     f"notebooks, start JupyterLab with `{GATEWAY_PORT_ENV}=8081 make lab`; "
                     f"`{GATEWAY_PORT_ENV}=0` takes any free port). lab.url('gateway') shows the "
                     "address in use.")
-        return (f"port {port} for {name} is taken by another program{_owner(port)}; stop it, "
-                "or run `labkit reset` to pick new ports")
+        return (f"port {port} for {name} is taken by another program{_owner(port)} while the "
+                "rest of the lab runs on the addresses it was given; stop that program, or "
+                "`labkit down` then `labkit up` (a stopped lab picks a new port, data kept)")
 
     def _check_databases(self) -> None:
         from ecommerce.store.factory import open_event_store, open_read_store
