@@ -27,6 +27,8 @@ from typing import Any
 
 #: A loop that has not beaten for this long is reported hung (liveness fails).
 STALE_AFTER = 30.0
+#: The readiness check a failed turn is reported under unless it names another.
+STORE_CHECK = "event store"
 
 
 class Heartbeat:
@@ -38,9 +40,13 @@ class Heartbeat:
         self._at = clock()
         self._ok = False
         self._detail = "starting: the first poll of the event store has not returned yet"
+        self._check = STORE_CHECK
 
-    def beat(self, ok: bool = True, detail: str = "") -> None:
+    def beat(self, ok: bool = True, detail: str = "", check: str = "") -> None:
+        """A turn of the loop; not `ok`: what failed, and which `check` it is (default the
+        event store; the processor says "projections" when a projection failed on an event)."""
         self._at, self._ok, self._detail = self.clock(), ok, detail
+        self._check = check or STORE_CHECK
 
     def age(self) -> float:
         return max(0.0, self.clock() - self._at)
@@ -59,7 +65,9 @@ class Heartbeat:
     def readiness(self) -> tuple[int, dict[str, Any]]:
         code, live = self.health()
         checks = {"follow loop": "ok" if code == 200 else live["detail"],
-                  "event store": "ok" if self._ok else self._detail}
+                  STORE_CHECK: "ok" if self._ok or self._check != STORE_CHECK else self._detail}
+        if not self._ok and self._check != STORE_CHECK:
+            checks[self._check] = self._detail
         ready = code == 200 and self._ok
         return (200 if ready else 503), {"status": "ready" if ready else "not ready",
                                          "service": self.service, "checks": checks}

@@ -33,9 +33,11 @@ did load keep working.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import os
+import reprlib
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -108,16 +110,102 @@ def _note(kind: str, key: str) -> None:
 
 
 def projection(p: NamedProjection) -> NamedProjection:
-    """Register a new read model (see the module docstring). Returns it."""
+    """Register a new read model (see the module docstring). Returns it.
+
+    The processor runs a guarded copy: each handler gets its own copy of the event (a handler
+    that changes `e.data` cannot change what the lab's projections see), must return a list
+    of writes, and may write only the collections its projection declares."""
     name = getattr(p, "name", None)
     if not isinstance(name, str) or not name or not callable(getattr(p, "project", None)):
         raise TypeError("projection(...) takes an ecommerce.projections.base.Projection")
-    if not all(c.replace("_", "").replace("-", "").isalnum() for c in p.collections):  # type: ignore[attr-defined]
+    collections = getattr(p, "collections", None)
+    if (not isinstance(collections, tuple | list) or not collections
+            or not all(isinstance(c, str) for c in collections)):
+        raise ValueError(f"projection {name!r}: collections is a tuple of collection names, "
+                         f"e.g. (\"{name.replace('-', '_')}\",); got {collections!r}")
+    if not all(c.replace("_", "").replace("-", "").isalnum() for c in collections):
         raise ValueError(f"projection {name!r}: collection names are letters, digits, '_' and '-'")
-    _refuse_built_in(name, p.collections)  # type: ignore[attr-defined]
-    PROJECTIONS[name] = p
+    _refuse_built_in(name, collections)
+    PROJECTIONS[name] = GuardedProjection(p, _current)
     _note("projection", name)
     return p
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxother, _SHORT.maxstring = 120, 80
+
+
+class PluginProjectionError(Exception):
+    """A plugin's projection handler failed or returned something a projection may not write;
+    the message names the plugin and what to do."""
+
+    def __repr__(self) -> str:  # the projector shows `repr(exc)`: the sentence alone
+        return str(self)
+
+
+class GuardedProjection:
+    """A plugin's projection as the processor runs it: each handler guarded (`projection`)."""
+
+    def __init__(self, p: Any, plugin: Plugin | None) -> None:
+        self.name: str = p.name
+        self.collections: tuple[str, ...] = tuple(p.collections)
+        self.description: str = getattr(p, "description", "")
+        self.plugin = plugin
+        #: What the plugin registered (its own `project` may be overridden: it is called).
+        self.original = p
+        types = getattr(p, "event_types", None) or frozenset(getattr(p, "handlers", {}))
+        owned = frozenset(self.collections)
+        self.handlers: dict[str, Callable[[Any], list[Any]]] = {
+            t: _guard(self.name, p.project, owned, plugin) for t in types}
+
+    @property
+    def event_types(self) -> frozenset[str]:
+        return frozenset(self.handlers)
+
+    def project(self, e: Any) -> list[Any]:
+        handler = self.handlers.get(e.type)
+        return handler(e) if handler is not None else []
+
+
+def _guard(pname: str, handler: Callable[[Any], Any], owned: frozenset[str],
+           plugin: Plugin | None) -> Callable[[Any], list[Any]]:
+    from ecommerce.domain.readmodel import Delete, Incr, Merge, Put
+
+    where = f"plugin {Path(plugin.path).name}" if plugin else "a plugin"
+    fix = (f"fix it and deploy it again, or remove it (lab.remove_code({plugin.name!r}))"
+           if plugin else "fix it and deploy it again")
+
+    def guarded(e: Any) -> list[Any]:
+        own = e.replace(data=copy.deepcopy(e.data), metadata=copy.deepcopy(e.metadata))
+        try:
+            out = handler(own)
+        except Exception as exc:
+            line = _where(exc, Path(plugin.path)) if plugin else "its handler"
+            raise PluginProjectionError(f"{type(exc).__name__}: {exc} at {line} of {where} "
+                                        f"(projection {pname!r}); {fix}") from exc
+        if isinstance(out, Put | Merge | Incr | Delete):  # tuples themselves: test first
+            raise PluginProjectionError(
+                f"projection {pname!r} of {where} returned one write, {_SHORT.repr(out)}, for "
+                f"a {e.type}; a handler returns a list of writes: return [{type(out).__name__}"
+                f"(...)]; {fix}")
+        if not isinstance(out, list | tuple):
+            raise PluginProjectionError(
+                f"projection {pname!r} of {where} returned {type(out).__name__} "
+                f"{_SHORT.repr(out)} for a {e.type}; a handler returns a list of writes "
+                f"([Merge(...)], [] for none: did it forget `return`?); {fix}")
+        for w in out:
+            if not isinstance(w, Put | Merge | Incr | Delete):
+                raise PluginProjectionError(
+                    f"projection {pname!r} of {where} returned {w!r} in its list for a "
+                    f"{e.type}; each item is a write (Put, Merge, Incr or Delete); {fix}")
+            if w.collection not in owned:
+                raise PluginProjectionError(
+                    f"projection {pname!r} of {where} wrote to collection {w.collection!r}, "
+                    f"which is not one of its own ({', '.join(sorted(owned))}): a projection "
+                    f"writes only the collections it declares; {fix}")
+        return list(out)
+
+    return guarded
 
 
 def _refuse_built_in(name: str, collections: Iterable[str]) -> None:
@@ -231,6 +319,9 @@ def load_file(path: Path, name: str | None = None) -> Plugin:
         plugin.error = error
         plugin.registered = []
         LOADED[name] = plugin
+    except BaseException:  # Ctrl-C (a plugin that loops at import): undo what it registered
+        unload(name)
+        raise
     finally:
         _current = None
     return plugin

@@ -228,7 +228,9 @@ class Projector:
                     n = self.step()
                 except Exception as exc:
                     if heartbeat is not None:
-                        heartbeat.beat(False, f"{type(exc).__name__}: {str(exc)[:300]}")
+                        heartbeat.beat(False, f"{type(exc).__name__}: {str(exc)[:600]}",
+                                       "projections" if isinstance(exc, ProjectionError)
+                                       else "")
                     if on_error is None:
                         raise
                     on_error(exc)

@@ -298,6 +298,18 @@ class Lab:
         return self._named("query", "query-service", "GET", "/api/queries/", name,
                            params=params)
 
+    def _processor_says(self) -> str:
+        """Why the read side may be behind, as event-processor's status row says it."""
+        try:
+            row = next((r for r in self.runtime.status() if r["service"] == "event-processor"),
+                       None)
+        except Exception:  # the status itself failed: the generic question will do
+            row = None
+        if row is None or (row.get("status") in ("ready", "running") and not row.get("detail")):
+            return "is the event-processor running? (lab.status())"
+        detail = f": {row['detail']}" if row.get("detail") else ""
+        return f"event-processor is {row.get('status')}{detail}"
+
     def wait_for_projection(self, position: int, projection: str = "users",
                             timeout: float = 10.0) -> float:
         """Wait until the read side has applied `position`; return the seconds waited."""
@@ -314,7 +326,7 @@ class Lab:
             wait_until(applied, timeout=timeout, what=f"projection {projection!r}")
         except WaitTimeout:
             raise LabError(f"projection {projection!r} did not reach position {position} in "
-                           f"{timeout}s: is the event-processor running? (lab.status())") from None
+                           f"{timeout}s: {self._processor_says()}") from None
         return time.perf_counter() - started
 
     def _check_projection(self, projection: str) -> None:

@@ -185,8 +185,17 @@ class Plugins:
             existed = target.exists()
             target.unlink(missing_ok=True)
         plugins.unload(name)
+        # Another deployed plugin may register what this one did (the last deployed wins):
+        # load the rest again, so this kernel has what the restarted processes will load.
+        self.load_here()
         if not existed and loaded is None:
-            return {"plugin": name, "removed": False, "restarted": []}
+            owners = sorted({p for p, _, key in plugins.registered()
+                             if name in (key, key.partition(":")[2])})
+            hint = (f"; {name!r} is registered by plugin {', '.join(owners)}: "
+                    f"lab.remove_code({owners[0]!r})" if owners else "")
+            deployed = ", ".join(sorted(plugins.LOADED)) or "none"
+            return {"plugin": name, "removed": False, "restarted": [],
+                    "note": f"no plugin named {name!r} is deployed (deployed: {deployed}){hint}"}
         names = self._names(restart, registered) if registered or restart else list(SERVICES)
         return {"plugin": name, "removed": existed, "restarted": self._restart(names, name)}
 

@@ -485,6 +485,8 @@ class LocalRuntime:
         from labkit.runtime.progress import Progress
 
         bar = Progress(len(pending), "starting", "processes", enabled=progress)
+        #: What each process's /readyz said last, for the sentence if it never gets ready.
+        said: dict[str, str] = {}
         try:
             with httpx.Client(timeout=1.0) as client:
                 def all_ready() -> bool:
@@ -495,7 +497,7 @@ class LocalRuntime:
                                 f"{name} exited during start-up; its last log lines:\n"
                                 + self._log_tail(name, tail=15)
                             )
-                        if rec.url is None or self._ready(client, rec.url):
+                        if rec.url is None or self._ready(client, rec.url, said, name):
                             pending.discard(name)
                             bar.update(1)
                             bar.note(f"{name} ready")
@@ -503,22 +505,28 @@ class LocalRuntime:
 
                 wait_until(all_ready, timeout=timeout, interval=0.05, what="the processes")
         except WaitTimeout:
+            why = "; ".join(f"{n}: {said[n]}" for n in sorted(pending) if said.get(n))
+            first = sorted(pending)[0]
             raise RuntimeErrorWithHint(
-                f"not ready after {timeout:.0f}s: {', '.join(sorted(pending))}; see "
-                "`labkit logs NAME`"
+                f"not ready after {timeout:.0f}s: {', '.join(sorted(pending))}"
+                + (f" ({why})" if why else "") + f"; see `labkit logs {first}`"
             ) from None
         finally:
             bar.close()
 
     @staticmethod
-    def _ready(client: httpx.Client, url: str) -> bool:
-        """Ready; raises at once when a plugin failed to load (it will not get better)."""
+    def _ready(client: httpx.Client, url: str, said: dict[str, str] | None = None,
+               name: str = "") -> bool:
+        """Ready; raises at once when a plugin failed to load (it will not get better). What
+        a not-ready answer says goes into `said[name]`."""
         try:
             response = client.get(url + "/readyz")
         except httpx.HTTPError:
             return False
         if response.status_code == 200:
             return True
+        if said is not None:
+            said[name] = (readiness_detail(response) or f"HTTP {response.status_code}")[:600]
         try:
             failed = (response.json().get("checks") or {}).get("plugins", "")
         except (ValueError, AttributeError):

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from labkit.lab import Lab
+from labkit.lab import Lab, LabError
 from labkit.lab.challenges.skipped_events import caught_up
 from labkit.lab.plugins import PluginError
-from labkit.runtime.local import PluginFailed
+from labkit.runtime.local import PluginFailed, RuntimeErrorWithHint
 from labkit.workbook import exercises as ex
 from tests.integration.labs import full_lab
 from tests.waiting import wait_until
@@ -173,6 +173,13 @@ def test_a_saga_step_with_its_compensation_runs_in_the_live_saga(lab) -> None:
     lab.deploy_code(IDEMPOTENT_SOURCE, name="notify_idempotent", restart=["user-service"])
     assert ex.handler_idempotent(lab).ok is True
     lab.remove_code("notify_idempotent", restart=["user-service"])
+    # notify_plugin's handler serves again, and this kernel knows it (it had forgotten it)
+    again = ex.handler_idempotent(lab)
+    assert again.ok is False and "'CustomerNotified', 'CustomerNotified'" in again.message
+    wrong_name = lab.remove_code("notify_customer")
+    assert wrong_name["removed"] is False
+    assert "is registered by plugin notify_plugin: lab.remove_code('notify_plugin')" in \
+        wrong_name["note"]
     lab.remove_code("notify_plugin")
     assert ex.saga_step_added(lab).ok is None
 
@@ -213,6 +220,44 @@ def test_bad_plugin_code_says_which_line_and_is_not_deployed(lab) -> None:
         lab.runtime.restart(["query-service"])
     lab.remove_code("sneaky", restart=["query-service"])
     assert lab.http("query-service").get("/readyz").status_code == 200
+
+
+BREAKS_ON_BOOM = '''
+from ecommerce.domain.readmodel import Merge
+from ecommerce.plugins import projection
+from ecommerce.projections.base import Projection
+
+def created(e):
+    if e.data["name"] == "Boom":
+        raise ValueError("no booms")
+    return [Merge("names_seen", e.data["user_id"], {"name": e.data["name"]})]
+
+projection(Projection("names-seen", ("names_seen",), {"UserCreated": created}))
+'''
+
+
+def test_a_plugin_projection_that_fails_says_so_where_the_student_waits(lab) -> None:
+    lab.deploy_code(BREAKS_ON_BOOM, name="names_plugin")
+    try:
+        boom = lab.command("create-user", name="Boom", email="boom@example.com")
+        with pytest.raises(LabError) as stuck:
+            lab.wait_for_projection(boom["position"], timeout=5)
+        said = str(stuck.value)
+        assert "event-processor is not ready" in said
+        assert "ValueError: no booms at line 8 of plugin names_plugin.py" in said
+        assert "lab.remove_code('names_plugin')" in said
+        detail = next(r["detail"] for r in lab.runtime.status() if r["service"] == "event-processor")
+        assert detail.startswith("projections: ProjectionError: projection 'names-seen'")
+        # a restart (or `lab.up()`) that waits for it says why it is not ready, and where to look
+        with pytest.raises(RuntimeErrorWithHint) as waited:
+            lab.runtime.restart(["event-processor"], timeout=5)
+        assert "not ready after 5s: event-processor (event-processor: projections: " \
+            "ProjectionError: projection 'names-seen'" in str(waited.value)
+        assert str(waited.value).endswith("see `labkit logs event-processor`")
+    finally:
+        lab.remove_code("names_plugin")
+    lab.wait_for_projection(boom["position"], timeout=30)  # the lab's own catch up again
+    assert lab.query(f"users/{boom['user_id']}")["name"] == "Boom"
 
 
 def test_upcaster_time_travel_and_concurrency_checks(lab) -> None:

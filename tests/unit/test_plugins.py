@@ -204,3 +204,99 @@ def test_a_plugin_that_exits_is_a_failed_deploy_and_leaves_no_staged_file(tmp_pa
     assert "bad5" not in plugins.LOADED and "bad6" not in plugins.LOADED
     assert list((tmp_path / "plugins-staging").iterdir()) == []
     assert not (tmp_path / "plugins").exists()
+
+
+# ---- a plugin projection cannot harm the lab's own read models -----------------------------
+
+MUTATES = '''
+from ecommerce.domain.readmodel import Merge
+from ecommerce.plugins import projection
+from ecommerce.projections.base import Projection
+
+def created(e):
+    d = e.data
+    d["name"] = d["name"].upper()  # changes the event it was given
+    return [Merge("loud_names", d["user_id"], d)]
+
+projection(Projection("loud-names", ("loud_names",), {"UserCreated": created}))
+'''
+
+
+def _lab_and_plugin_projected(tmp_path: Path, source: str):
+    """The processor's projector (the lab's projections and the plugin's, plugins first as
+    `get_projections` orders them) over one user's creation."""
+    from ecommerce.domain import users
+    from ecommerce.projections.projector import Projector
+    from ecommerce.store.sqlite_events import SqliteEventStore
+    from ecommerce.store.sqlite_read import SqliteReadStore
+
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "student.py").write_text(source)
+    [loaded] = plugins.load_all(tmp_path / "plugins")
+    assert loaded.ok, loaded.error
+    events, reads = SqliteEventStore(tmp_path / "e.db"), SqliteReadStore(tmp_path / "r.db")
+    events.append(users.stream_id("mia"), [users.create(users.User("mia"), "Mixed Case",
+                                                        "mia@example.com")], expected_version=0)
+    return Projector(events, reads, get_projections()), reads
+
+
+def test_a_plugin_handler_that_changes_its_event_cannot_change_the_labs_users(
+        tmp_path, plugin_dir):
+    projector, reads = _lab_and_plugin_projected(tmp_path, MUTATES)
+    projector.run_once()
+    assert reads.get("loud_names", "mia")["name"] == "MIXED CASE"
+    assert reads.get("users", "mia")["name"] == "Mixed Case"  # as the log says
+
+
+@pytest.mark.parametrize("body, sentence", [
+    ('return [Merge("users", e.data["user_id"], {"name": "OVERWRITTEN"})]',
+     "wrote to collection 'users', which is not one of its own (mine): a projection writes "
+     "only the collections it declares"),
+    ('return Merge("mine", e.data["user_id"], {"n": 1})',
+     "returned one write, Merge(collection='mine', key='mia', fields={'n': 1}, order=0), "
+     "for a UserCreated; a handler returns a list of writes: return [Merge(...)]"),
+    ('pass', "returned NoneType None for a UserCreated; a handler returns a list of writes "
+     "([Merge(...)], [] for none: did it forget `return`?)"),
+    ('return ["mine"]', "returned 'mine' in its list for a UserCreated; each item is a write"),
+    ('raise ValueError("boom for " + e.data["user_id"])',
+     "ValueError: boom for mia at line 7 of plugin student.py (projection 'mine')"),
+])
+def test_a_plugin_projection_that_misbehaves_stops_with_a_sentence_and_writes_nothing(
+        tmp_path, plugin_dir, body, sentence):
+    from ecommerce.projections.projector import ProjectionError
+
+    source = ("from ecommerce.domain.readmodel import Merge\n"
+              "from ecommerce.plugins import projection\n"
+              "from ecommerce.projections.base import Projection\n\n"
+              "def created(e):\n"
+              "    user = e.data['user_id']\n"
+              f"    {body}\n\n"
+              "projection(Projection('mine', ('mine',), {'UserCreated': created}))\n")
+    projector, reads = _lab_and_plugin_projected(tmp_path, source)
+    with pytest.raises(ProjectionError) as raised:
+        projector.run_once()
+    message = str(raised.value)
+    assert sentence in message
+    assert "projection 'mine' failed on event #1" in message
+    assert "lab.remove_code('student')" in message
+    assert reads.get("users", "mia") is None and reads.count("mine") == 0  # nothing committed
+
+
+def test_collections_must_be_a_tuple_of_names_not_one_string(plugin_dir):
+    (plugin_dir / "s.py").write_text(
+        "from ecommerce.plugins import projection\n"
+        "from ecommerce.projections.base import Projection\n"
+        "projection(Projection('opu', 'opu', {'OrderPlaced': lambda e: []}))\n")
+    [loaded] = plugins.load_all(plugin_dir)
+    assert "collections is a tuple of collection names, e.g. (\"opu\",); got 'opu'" in loaded.error
+
+
+def test_a_plugin_interrupted_at_import_leaves_nothing_registered(plugin_dir):
+    (plugin_dir / "loop.py").write_text(
+        "from ecommerce.plugins import projection\n"
+        "from ecommerce.projections.base import Projection\n"
+        "projection(Projection('spin', ('spin',), {'OrderPlaced': lambda e: []}))\n"
+        "raise KeyboardInterrupt  # what Ctrl-C does to an import that loops\n")
+    with pytest.raises(KeyboardInterrupt):
+        plugins.load_all(plugin_dir)
+    assert "spin" not in plugins.PROJECTIONS and "loop" not in plugins.LOADED
