@@ -8,11 +8,12 @@ plugins (`lab.deploy_code`, `ecommerce.plugins`) or is called by the check on re
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,17 +187,63 @@ def top_products_view(lab: Any, name: str = "top-products") -> Verdict:
 
 @exercise
 def read_your_writes(lab: Any, fn: Callable[..., dict[str, Any]] | None) -> Verdict:
-    """`fn(lab, name, email)` sends create-user and returns the user as query-service has it."""
+    """`fn(lab, name, email)` sends create-user and returns the user as query-service has it.
+
+    The read side is held back while `fn` runs (local mode: the event processor is paused for
+    `HOLD` s; cluster mode: its pod is deleted and the Deployment starts another), so an answer
+    that reads without waiting for its command's position fails every time, not only when the
+    processor happens to be slower than the read."""
     if fn is None:
         return Verdict(None, "write create_and_read(lab, name, email)")
+    from labkit.lab import LabError
+
     email = f"ryw-{uuid.uuid4().hex[:8]}@example.com"
-    doc = fn(lab, "Ryw", email)
+    with _read_side_held(lab):
+        try:
+            doc = fn(lab, "Ryw", email)
+        except LabError as exc:
+            if "404" not in str(exc):
+                raise
+            return Verdict(False, f"create_and_read read before the read side had the new user "
+                                  f"({exc}); wait for the command's position first "
+                                  "(lab.wait_for_projection(r['position'], 'users'))")
     if not isinstance(doc, dict):
         return Verdict(False, f"create_and_read returned {type(doc).__name__}, expected the user "
                               "document (a dict) from lab.query('users/<id>')")
     ok = doc.get("email") == email and doc.get("source") == "materialized_view"
     return Verdict(ok, f"read back {doc.get('email')!r} (expected {email!r}) from "
-                       f"{doc.get('source')!r} at checkpoint {doc.get('checkpoint')}")
+                       f"{doc.get('source')!r} at checkpoint {doc.get('checkpoint')}, with the "
+                       "read side held back while it ran")
+
+
+#: Seconds the local event processor is paused while a read-your-writes answer runs.
+HOLD = 1.5
+
+
+@contextlib.contextmanager
+def _read_side_held(lab: Any) -> Iterator[None]:
+    """The event processor does not project for a while: paused (local), or its pod deleted
+    (cluster: the Deployment starts a new one, which catches up)."""
+    if lab.mode == "cluster":
+        lab.kill("event-processor")
+        yield
+        return
+    import psutil
+
+    pid = next((r["pid"] for r in lab.runtime.status()
+                if r["service"] == "event-processor" and r.get("pid")), None)
+    if pid is None:
+        raise RuntimeError("event-processor is not running: lab.up() starts it")
+    proc = psutil.Process(pid)
+    proc.suspend()
+    timer = threading.Timer(HOLD, proc.resume)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        with contextlib.suppress(psutil.Error):
+            proc.resume()
 
 
 # ---- 04 Event Sourcing -----------------------------------------------------------------------

@@ -291,9 +291,20 @@ def test_read_your_writes(lab) -> None:
         lab.wait_for_projection(r["position"], "users")
         return lab.query(f"users/{r['user_id']}")
 
+    def no_wait(lab, name, email):
+        r = lab.command("create-user", name=name, email=email)
+        return lab.query(f"users/{r['user_id']}")
+
     assert ex.read_your_writes(lab, right).ok is True
+    # a read that does not wait fails every time, however fast the processor is (it used to
+    # pass whenever the projection won the race)
+    for _ in range(3):
+        wrong = ex.read_your_writes(lab, no_wait)
+        assert wrong.ok is False and "lab.wait_for_projection(r['position'], 'users')" in \
+            wrong.message
     assert ex.read_your_writes(lab, lambda lab, n, e: lab.query("users")).ok is False
     assert ex.read_your_writes(lab, None).ok is None
+    assert ex.read_your_writes(lab, right).ok is True  # the processor runs on afterwards
 
 
 @pytest.fixture(scope="module")
