@@ -85,14 +85,27 @@ class Lab:
             steps = up_to(step)
         except UnknownStep as exc:
             raise LabError(str(exc)) from None
-        if self.mode == "cluster":
-            cluster = self.cluster_runtime("lab.up")
-            cluster.progress = progress
-            if faults is not None:
-                cluster.faults = faults
-            cluster.up(steps if step is not None else None, wait=wait)
-        else:
-            self.local_runtime("lab.up").up(wait=wait, progress=progress, step=step, faults=faults)
+        challenge = self._active_challenge()
+        try:
+            if self.mode == "cluster":
+                cluster = self.cluster_runtime("lab.up")
+                cluster.progress = progress
+                if faults is not None:
+                    cluster.faults = faults
+                cluster.up(steps if step is not None else None, wait=wait)
+            else:
+                self.local_runtime("lab.up").up(wait=wait, progress=progress, step=step,
+                                                faults=faults)
+        except Exception as exc:
+            if challenge is None:
+                raise
+            try:  # the same error, with the challenge named (it may be why)
+                named = type(exc)(f"{exc}\n{challenge}")
+            except Exception:  # an exception type that takes other arguments: as it was
+                raise exc from None
+            raise named from None
+        if challenge is not None and progress:
+            print(f"⚠️ {challenge}")
         if step is None:
             return self.status()
         import pandas as pd
@@ -504,6 +517,18 @@ class Lab:
         from labkit.lab.saga_client import SagaClient
 
         return SagaClient(self)
+
+    def _active_challenge(self) -> str | None:
+        """A sentence when a challenge (which breaks the lab on purpose) is active, else None."""
+        try:
+            state = self.challenge.active()
+        except Exception:  # no data directory yet, unreadable state: no challenge to name
+            return None
+        if state is None or state.get("solved_at"):
+            return None
+        return (f"challenge {state['name']} is active: it breaks the lab on purpose until you "
+                "fix it (lab.challenge.hint(), lab.challenge.check()) or give up "
+                "(lab.challenge.give_up(), which repairs the lab)")
 
     @property
     def challenge(self) -> Any:

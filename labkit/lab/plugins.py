@@ -170,9 +170,16 @@ class Plugins:
         plugins.LOADED[name].path = target
         names = self._names(restart, [*old, *loaded.registered])
         restarted = self._restart(names, name)
-        return {"plugin": name, "file": target,
-                "registered": [f"{k} {v}" for k, v in loaded.registered],
-                "restarted": restarted}
+        out: dict[str, Any] = {"plugin": name, "file": target,
+                               "registered": [f"{k} {v}" for k, v in loaded.registered],
+                               "restarted": restarted}
+        down = [n for n in names if n not in restarted]
+        if down and not self.cluster:
+            out["note"] = (f"not running, so not restarted: {', '.join(down)}; "
+                           f"{'they load' if len(down) > 1 else 'it loads'} the plugin when "
+                           "started (lab.up()), and only then does it run on the events")
+            print(f"⚠️ {out['note']}")
+        return out
 
     def remove(self, name: str, restart: Iterable[str] | str | None = None) -> dict[str, Any]:
         """Delete plugin `name`, unload it here, restart the processes that used it."""

@@ -77,7 +77,8 @@ def scenario_of(state: s.SagaState) -> str:
         if state.failure == "deadline_exceeded":
             return _TIMEOUT.get(state.failed_step, "timeout")
         return _BY_FAILURE.get(state.failure, state.failure or "failed")
-    retried = [st.name for st, act in zip(s.ORDER_SAGA, state.actions, strict=True)
+    # The saga's own steps (a plugin may have added one: 02's notify_customer), not ORDER_SAGA.
+    retried = [st.name for st, act in zip(state.steps, state.actions, strict=True)
                if act.attempts > 1]
     if state.status == "completed":
         return _FLAKY.get(retried[0], "retried") if retried else "happy"
@@ -214,6 +215,7 @@ def _fire(lab: Any, scenario: str, user: str | None, lines: Sequence[Any] | None
         priced = s.normalise_lines(lines, saga.prices()) if lines is not None else None
     except s.SagaRuleError as exc:
         raise ScenarioError(f"lines: {exc}") from None
+    _clear_leftover_faults(lab, scenario)  # before the set-up, which a fault would break too
     order = list(lines or DEFAULT_LINES)
     customer = user or ALICE
     crash_after = None
@@ -252,6 +254,30 @@ def _fire(lab: Any, scenario: str, user: str | None, lines: Sequence[Any] | None
     if wait:
         saga.wait(sid, timeout=timeout)
     return sid
+
+
+def _clear_leftover_faults(lab: Any, scenario: str) -> None:
+    """A scenario runs with the faults it arms itself and no others: faults left armed (by
+    hand, or by a scenario whose saga did not use them) are cleared, with a notice. Without
+    this, `happy` after `lab.faults.inject("payment-service", "decline", times=50)` ended
+    declined."""
+    from labkit.ops.fault_client import FaultError
+
+    try:
+        leftover = lab.faults.armed()
+    except FaultError:
+        return
+    if not leftover:
+        return
+    said = ", ".join(f"{f['service']} {f.get('mode')} x{f.get('times_left', '?')}"
+                     + (f" on {f['path']}" if f.get("path") not in (None, "", "/", "/api/")
+                        else "") for f in leftover)
+    for service in sorted({f["service"] for f in leftover}):
+        lab.faults.clear(service)
+    warnings.warn(f"cleared faults left armed before {scenario}: {said}. A scenario runs with "
+                  "only the faults it arms itself; to combine, inject after lab.fire(...) "
+                  "returns (or place the order with lab.saga.place_order)", ScenarioNotice,
+                  stacklevel=2)
 
 
 def _check_unregistered(lab: Any, user: str) -> None:

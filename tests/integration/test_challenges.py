@@ -137,7 +137,10 @@ def test_challenge(lab: Lab, cli_env: None, name: str, capsys) -> None:
     # Giving up on a fresh start repairs the lab.
     challenge.start(name)
     assert not challenge.check().ok
+    capsys.readouterr()
     assert main(["challenge", "give-up"]) == 0
+    said = capsys.readouterr().out
+    assert f"gave up on {name}" in said and "None" not in said, said  # "(None events)" was
     assert challenge.active() is None
     _healthy(lab)
     assert lab.runtime.overrides() == {}
@@ -154,6 +157,21 @@ def test_one_challenge_at_a_time(lab: Lab, cli_env: None) -> None:
     finally:
         lab.challenge.give_up()
     assert main(["challenge", "hint"]) == 1  # nothing active: one line, exit 1
+
+
+def test_up_names_an_active_challenge(lab: Lab, capsys) -> None:
+    # a later notebook's lab.up() on a lab a challenge still breaks: the student is told why
+    lab.challenge.start("rewrite-target")
+    try:
+        capsys.readouterr()
+        lab.up()
+        assert "challenge rewrite-target is active: it breaks the lab on purpose" in \
+            capsys.readouterr().out
+    finally:
+        lab.challenge.give_up()
+    capsys.readouterr()
+    lab.up()
+    assert "is active" not in capsys.readouterr().out
 
 
 def test_no_such_challenge(lab: Lab, cli_env: None, capsys) -> None:

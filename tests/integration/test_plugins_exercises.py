@@ -260,6 +260,17 @@ def test_a_plugin_projection_that_fails_says_so_where_the_student_waits(lab) -> 
     assert lab.query(f"users/{boom['user_id']}")["name"] == "Boom"
 
 
+def test_deploying_while_the_processor_is_down_says_when_the_plugin_runs(lab) -> None:
+    lab.kill("event-processor")
+    try:
+        out = lab.deploy_code(BREAKS_ON_BOOM, name="names_later")
+        assert "not running, so not restarted: event-processor; it loads the plugin when " \
+            "started (lab.up())" in out["note"]
+    finally:
+        lab.remove_code("names_later")
+        lab.up()
+
+
 def test_upcaster_time_travel_and_concurrency_checks(lab) -> None:
     assert ex.upcaster_applied(lab).ok is None
     lab.deploy_code(loyalty_wrong, name="loyalty_upcaster", restart=["event-store-api"])

@@ -276,3 +276,14 @@ def test_payment_declined_still_declines_after_bob_was_funded(lab: Lab) -> None:
 
     ok, detail = saga_compensates(lab)
     assert ok, detail
+
+
+def test_faults_left_armed_are_cleared_before_a_scenario_with_a_notice(lab: Lab) -> None:
+    lab.faults.inject("payment-service", "decline", times=50)
+    lab.faults.inject("inventory-service", "error", times=50)
+    with pytest.warns(ScenarioNotice, match="cleared faults left armed before happy: "
+                                            "inventory-service error x50, payment-service "
+                                            "decline x50"):
+        view = lab.saga.wait(lab.fire("happy"))
+    assert view["status"] == "completed"  # it ended declined, or failed to set up (503)
+    assert lab.faults.armed() == []

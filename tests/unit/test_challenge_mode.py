@@ -97,6 +97,12 @@ def test_check_result_reads_as_a_sentence() -> None:
     assert not bad
 
 
+def test_check_with_no_challenge_active_says_there_is_nothing_to_check(
+        tmp_path: Path, fake: Fake) -> None:
+    result = ChallengeClient(_lab(tmp_path)).check()
+    assert not result.ok and str(result).startswith("❌ nothing to check: no challenge is active")
+
+
 def test_the_broken_ingress_rewrites_every_path_to_slash() -> None:
     text = (REPO_DIR / "manifests" / "01-networking" / "ingress.yaml").read_text()
     good = routes_from([yaml.safe_load(text)])

@@ -41,3 +41,18 @@ def test_every_scenario_has_a_label_of_its_own_name() -> None:
     labels = {"happy", "inventory-flaky", "orchestrator-crash", "payment-declined",
               "out-of-stock", "invalid-user", "payment-timeout"}
     assert labels == set(SCENARIOS)
+
+
+def test_a_saga_with_a_plugin_step_is_labelled_by_its_own_steps() -> None:
+    # 02's exercise adds notify_customer: such a saga has six actions, and its timeline and
+    # `lab.saga.latest()` raised "zip() argument 2 is longer than argument 1"
+    extra = s.StepDef("notify_customer", "user-service", "notify customer", None,
+                      request=lambda saga: ("POST", "/api/plugins/notify_customer", {}))
+    steps = (*s.ORDER_SAGA[:2], extra, *s.ORDER_SAGA[2:])
+
+    def tries(step: str = "") -> tuple[s.Progress, ...]:
+        return tuple(replace(s.Progress(), attempts=3 if st.name == step else 1) for st in steps)
+
+    assert scenario_of(state(steps=steps, actions=tries())) == "happy"
+    assert scenario_of(state(steps=steps, actions=tries("notify_customer"))) == "retried"
+    assert scenario_of(state(steps=steps, actions=tries("reserve_stock"))) == "inventory-flaky"

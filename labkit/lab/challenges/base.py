@@ -32,12 +32,14 @@ class CheckResult:
     observed: str
     expected: str = ""
     details: tuple[str, ...] = field(default_factory=tuple)
+    #: What a ❌ says before the observation (a challenge not solved yet, unless told).
+    status: str = "not done yet"
 
     def __str__(self) -> str:
         if self.ok:
             head = f"✅ {self.observed}"
         else:
-            head = f"❌ not done yet: {self.observed}"
+            head = f"❌ {self.status}: {self.observed}"
             if self.expected:
                 head += f"\n   expected: {self.expected}"
         return "\n".join([head, *(f"   - {d}" for d in self.details)])

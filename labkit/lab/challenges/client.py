@@ -124,7 +124,7 @@ class ChallengeClient:
         state = self.active()
         if state is None:
             return CheckResult(False, "no challenge is active",
-                               "`labkit challenge start NAME` first")
+                               "`labkit challenge start NAME` first", status="nothing to check")
         challenge = CHALLENGES[state["name"]]
         started = time.perf_counter()
         try:

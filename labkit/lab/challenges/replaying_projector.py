@@ -114,4 +114,4 @@ class ReplayingProjector(Challenge):
         lab.runtime.restart_one(PROCESSOR)
         stats = wait_for(lab.replay, timeout=60, what="a replay of the read model")
         return ("rolled the event processor back to the manifests' build and rebuilt the read "
-                f"model from the log ({stats.get('events')} events)")
+                f"model from the log ({stats.get('events_count')} events)")

@@ -94,4 +94,4 @@ class SkippedEvents(Challenge):
 
     def give_up(self, lab: Any, context: dict[str, Any]) -> str:
         stats = wait_for(lab.replay, timeout=60, what="a replay of the read model")
-        return f"rebuilt the read model from the log ({stats.get('events')} events)"
+        return f"rebuilt the read model from the log ({stats.get('events_count')} events)"
