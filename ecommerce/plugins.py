@@ -47,7 +47,7 @@ from typing import Any, Protocol
 
 from ecommerce import logs
 from ecommerce.domain import saga as s
-from ecommerce.domain.events import Upcaster, upcasters
+from ecommerce.domain.events import Upcaster, UpcastError, upcasters
 
 PLUGINS_ENV = "LABKIT_PLUGINS_DIR"
 #: Plugin modules are imported under this package name (`labkit_plugins.<file stem>`).
@@ -126,6 +126,7 @@ def projection(p: NamedProjection) -> NamedProjection:
     if not all(c.replace("_", "").replace("-", "").isalnum() for c in collections):
         raise ValueError(f"projection {name!r}: collection names are letters, digits, '_' and '-'")
     _refuse_built_in(name, collections)
+    _refuse_shared(name, collections)
     PROJECTIONS[name] = GuardedProjection(p, _current)
     _note("projection", name)
     return p
@@ -141,6 +142,31 @@ class PluginProjectionError(Exception):
 
     def __repr__(self) -> str:  # the projector shows `repr(exc)`: the sentence alone
         return str(self)
+
+
+def _guarded_upcaster(event_type: str, version: int, fn: Upcaster,
+                      plugin: Plugin | None) -> Upcaster:
+    """`fn` as the stores run it: a failure, or a result that is not data, is an UpcastError
+    that names the upcaster, the plugin file and line, and what to do (every read of the log
+    that meets such an event fails with it, so it must say where to look)."""
+    where = f"plugin {Path(plugin.path).name}" if plugin else "a plugin"
+    fix = (f"fix it and deploy it again, or remove it (lab.remove_code({plugin.name!r}))"
+           if plugin else "fix it and deploy it again")
+    what = f"upcaster {event_type} v{version}->v{version + 1} of {where}"
+
+    def guarded(data: dict[str, Any]) -> dict[str, Any]:
+        try:
+            out = fn(data)
+        except Exception as exc:
+            line = _where(exc, Path(plugin.path)) if plugin else "its function"
+            raise UpcastError(f"{what} failed at {line} on {_SHORT.repr(data)}: "
+                              f"{type(exc).__name__}: {exc}; {fix}") from exc
+        if not isinstance(out, dict):
+            raise UpcastError(f"{what} returned {type(out).__name__} {_SHORT.repr(out)}; an "
+                              f"upcaster returns the event's new data (a dict); {fix}")
+        return out
+
+    return guarded
 
 
 class GuardedProjection:
@@ -222,6 +248,21 @@ def _refuse_built_in(name: str, collections: Iterable[str]) -> None:
                              f"projection {owner[c]!r}; give yours a collection of its own")
 
 
+def _refuse_shared(name: str, collections: Iterable[str]) -> None:
+    """Two plugin projections never fill one collection (a replay of one would wipe the
+    other's documents, and a check would count both): another name, another collection."""
+    for other in PROJECTIONS.values():
+        if other.name == name:  # the same read model again: the one deployed last wins
+            continue
+        shared = sorted(set(collections) & set(other.collections))
+        if shared:
+            owner = getattr(other, "plugin", None)
+            remove = f" or remove it (lab.remove_code({owner.name!r}))" if owner else ""
+            raise ValueError(f"projection {name!r}: collection {shared[0]!r} is already filled "
+                             f"by projection {other.name!r}; give yours a collection of its "
+                             f"own{remove}")
+
+
 def saga_step(step: s.StepDef, after: str) -> s.StepDef:
     """Add a step (with its compensation) to the order saga, right after step `after`."""
     s.register_step(step, after)
@@ -233,7 +274,8 @@ def upcaster(event_type: str, from_version: int, fn: Upcaster) -> Upcaster:
     """Lift `event_type` from schema version `from_version` to the next when the log is read."""
     if not isinstance(from_version, int) or from_version < 1:
         raise ValueError("from_version is the schema version the function reads: an int >= 1")
-    upcasters.add(event_type, from_version, fn)
+    upcasters.add(event_type, from_version, _guarded_upcaster(event_type, from_version, fn,
+                                                              _current))
     _note("upcaster", f"{event_type}:{from_version}")
     return fn
 

@@ -67,6 +67,11 @@ class EventValidationError(ValueError):
     """An event or append request is malformed; nothing was written."""
 
 
+class UpcastError(Exception):
+    """An upcaster (a plugin's) failed on an event or returned something that is not data;
+    the message names the upcaster, the plugin and what to do."""
+
+
 class UnreadableEventError(Exception):
     """A stored event that a service's fold cannot read: a producer wrote a shape the domain
     does not know (`labkit events append` with data of its own, another team's script).

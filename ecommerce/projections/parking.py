@@ -45,7 +45,9 @@ def parked_event(event: RecordedEvent, reason: str, by: str = "operator") -> New
 
 
 def park(store: EventStore, position: int, reason: str, by: str = "operator") -> dict[str, Any]:
-    """Park the event at `position`; returns what was recorded. Parking twice changes nothing."""
+    """Park the event at `position`; returns what was recorded, with `record_position` (where
+    the parking record is in the log; None if it was parked already). Parking twice changes
+    nothing."""
     found = store.read_all(position - 1, 1) if position > 0 else []
     if not found or found[0].position != position:
         raise ValueError(f"no event at position {position} (the log's head is "
@@ -55,7 +57,7 @@ def park(store: EventStore, position: int, reason: str, by: str = "operator") ->
         raise ValueError(f"event {position} is itself a parking record; park the event it names")
     new = parked_event(event, reason, by)
     result = store.append(stream_id(position), [new], "any")
-    return {**new.data, "recorded_at": result.positions[-1] if result.positions else None,
+    return {**new.data, "record_position": result.positions[-1] if result.positions else None,
             "already_parked": not result.written}
 
 

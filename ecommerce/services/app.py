@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ecommerce import __version__, logs
 from ecommerce.config import Settings
-from ecommerce.domain.events import EventValidationError, UnreadableEventError
+from ecommerce.domain.events import EventValidationError, UnreadableEventError, UpcastError
 from ecommerce.services.body_hint import body_hint
 from ecommerce.store.base import ConcurrencyError, StoreUnavailableError
 from ecommerce.store.read_base import ReadStore
@@ -326,6 +326,11 @@ def make_app(
     @app.exception_handler(EventValidationError)
     async def bad_event(_: Request, exc: EventValidationError) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "reason": "invalid_event"}, status_code=422)
+
+    @app.exception_handler(UpcastError)
+    async def upcast_failed(_: Request, exc: UpcastError) -> JSONResponse:
+        return JSONResponse({"detail": f"{service} cannot read the log: {exc}",
+                             "reason": "upcaster_failed"}, status_code=500)
 
     @app.exception_handler(UnreadableEventError)
     async def unreadable(_: Request, exc: UnreadableEventError) -> JSONResponse:

@@ -63,7 +63,9 @@ def test_a_poison_event_stops_the_projector_until_it_is_parked(stores) -> None:
 
     parked = park(es, bad, "duplicate with a decimal total")
     assert parked["position"] == bad and parked["event_type"] == o.ORDER_CONFIRMED
-    assert park(es, bad, "again")["already_parked"] is True  # parking twice records once
+    assert parked["record_position"] == es.last_position() > bad  # where the record went
+    again = park(es, bad, "again")
+    assert again["already_parked"] is True  # parking twice records once
     assert parked_positions(es) == {bad}
 
     projector.run_once()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -300,3 +301,50 @@ def test_a_plugin_interrupted_at_import_leaves_nothing_registered(plugin_dir):
     with pytest.raises(KeyboardInterrupt):
         plugins.load_all(plugin_dir)
     assert "spin" not in plugins.PROJECTIONS and "loop" not in plugins.LOADED
+
+
+# ---- a plugin upcaster that fails says which, where, and what to do -------------------------
+
+@pytest.mark.parametrize("body, sentence", [
+    ('return {"points": d["points"]}',
+     "upcaster Legacy v1->v2 of plugin up.py failed at line 4 on {'pts': 3}: KeyError: 'points'"),
+    ('d["points"] = d.pop("pts")',
+     "upcaster Legacy v1->v2 of plugin up.py returned NoneType None; an upcaster returns the "
+     "event's new data (a dict)"),
+])
+def test_a_failing_upcaster_names_itself_over_http_too(tmp_path, plugin_dir, body, sentence):
+    from fastapi.testclient import TestClient
+
+    from ecommerce.config import Settings
+    from ecommerce.domain.events import NewEvent, UpcastError
+    from ecommerce.services.eventstore_api import create_app
+    from ecommerce.store.sqlite_events import SqliteEventStore
+    from ecommerce.store.sqlite_read import SqliteReadStore
+
+    (plugin_dir / "up.py").write_text("from ecommerce.plugins import upcaster\n\n"
+                                      "def lift(d):\n"
+                                      f"    {body}\n\n"
+                                      "upcaster('Legacy', 1, lift)\n")
+    [loaded] = plugins.load_all(plugin_dir)
+    assert loaded.ok, loaded.error
+    events = SqliteEventStore(tmp_path / "e.db")
+    events.append("legacy-1", [NewEvent("Legacy", {"pts": 3}, schema_version=1)], "none")
+    with pytest.raises(UpcastError, match=re.escape(sentence)):
+        events.read_stream("legacy-1")
+    app = create_app(Settings.from_env(), events, SqliteReadStore(tmp_path / "r.db"))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.get("/api/events/streams/legacy-1")
+    assert (r.status_code, r.json()["reason"]) == (500, "upcaster_failed"), r.text
+    assert sentence in r.json()["detail"] and "lab.remove_code('up')" in r.json()["detail"]
+
+
+def test_two_plugin_projections_never_fill_one_collection(plugin_dir):
+    (plugin_dir / "a_first.py").write_text(GOOD)  # per-user fills per_user
+    (plugin_dir / "b_second.py").write_text(GOOD.replace('Projection("per-user"',
+                                                         'Projection("per-user-2"'))
+    os.utime(plugin_dir / "b_second.py", ns=(2 * 10**18, 2 * 10**18))  # deployed last
+    loaded = {p.name: p for p in plugins.load_all(plugin_dir)}
+    assert loaded["a_first"].ok
+    assert ("collection 'per_user' is already filled by projection 'per-user'; give yours a "
+            "collection of its own or remove it (lab.remove_code('a_first'))") in \
+        loaded["b_second"].error
