@@ -53,6 +53,7 @@ def test_a_taken_port_starts_nothing_and_the_next_up_works(tmp_path: Path) -> No
         assert rt.down() == []
     finally:
         blocker.close()
+        rt.down()  # whatever an unexpected success started (a test run must leave nothing)
     try:
         rows = {r["service"]: r["status"] for r in rt.up(progress=False)}
         assert rows == {"command-service": "ready", "query-service": "ready",
