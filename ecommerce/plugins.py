@@ -144,21 +144,32 @@ class PluginProjectionError(Exception):
         return str(self)
 
 
+def _blame(plugin: Plugin | None) -> tuple[str, str]:
+    """Which plugin file a failure is in, and what the student can do about it."""
+    if plugin is None:
+        return "a plugin", "fix it and deploy it again"
+    return (f"plugin {Path(plugin.path).name}",
+            f"fix it and deploy it again, or remove it (lab.remove_code({plugin.name!r}))")
+
+
+def _line(exc: BaseException, plugin: Plugin | None) -> str:
+    """'line N' of the plugin file where `exc` was raised."""
+    return _where(exc, Path(plugin.path)) if plugin else "its function"
+
+
 def _guarded_upcaster(event_type: str, version: int, fn: Upcaster,
                       plugin: Plugin | None) -> Upcaster:
     """`fn` as the stores run it: a failure, or a result that is not data, is an UpcastError
     that names the upcaster, the plugin file and line, and what to do (every read of the log
     that meets such an event fails with it, so it must say where to look)."""
-    where = f"plugin {Path(plugin.path).name}" if plugin else "a plugin"
-    fix = (f"fix it and deploy it again, or remove it (lab.remove_code({plugin.name!r}))"
-           if plugin else "fix it and deploy it again")
+    where, fix = _blame(plugin)
     what = f"upcaster {event_type} v{version}->v{version + 1} of {where}"
 
     def guarded(data: dict[str, Any]) -> dict[str, Any]:
         try:
             out = fn(data)
         except Exception as exc:
-            line = _where(exc, Path(plugin.path)) if plugin else "its function"
+            line = _line(exc, plugin)
             raise UpcastError(f"{what} failed at {line} on {_SHORT.repr(data)}: "
                               f"{type(exc).__name__}: {exc}; {fix}") from exc
         if not isinstance(out, dict):
@@ -176,9 +187,8 @@ class GuardedProjection:
         self.name: str = p.name
         self.collections: tuple[str, ...] = tuple(p.collections)
         self.description: str = getattr(p, "description", "")
+        #: The plugin that registered it (its own `project`, maybe overridden, is called).
         self.plugin = plugin
-        #: What the plugin registered (its own `project` may be overridden: it is called).
-        self.original = p
         types = getattr(p, "event_types", None) or frozenset(getattr(p, "handlers", {}))
         owned = frozenset(self.collections)
         self.handlers: dict[str, Callable[[Any], list[Any]]] = {
@@ -197,16 +207,14 @@ def _guard(pname: str, handler: Callable[[Any], Any], owned: frozenset[str],
            plugin: Plugin | None) -> Callable[[Any], list[Any]]:
     from ecommerce.domain.readmodel import Delete, Incr, Merge, Put
 
-    where = f"plugin {Path(plugin.path).name}" if plugin else "a plugin"
-    fix = (f"fix it and deploy it again, or remove it (lab.remove_code({plugin.name!r}))"
-           if plugin else "fix it and deploy it again")
+    where, fix = _blame(plugin)
 
     def guarded(e: Any) -> list[Any]:
         own = e.replace(data=copy.deepcopy(e.data), metadata=copy.deepcopy(e.metadata))
         try:
             out = handler(own)
         except Exception as exc:
-            line = _where(exc, Path(plugin.path)) if plugin else "its handler"
+            line = _line(exc, plugin)
             raise PluginProjectionError(f"{type(exc).__name__}: {exc} at {line} of {where} "
                                         f"(projection {pname!r}); {fix}") from exc
         if isinstance(out, Put | Merge | Incr | Delete):  # tuples themselves: test first
