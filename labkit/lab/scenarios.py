@@ -215,7 +215,7 @@ def _fire(lab: Any, scenario: str, user: str | None, lines: Sequence[Any] | None
         priced = s.normalise_lines(lines, saga.prices()) if lines is not None else None
     except s.SagaRuleError as exc:
         raise ScenarioError(f"lines: {exc}") from None
-    _clear_leftover_faults(lab, scenario)  # before the set-up, which a fault would break too
+    _warn_armed_faults(lab, scenario)
     order = list(lines or DEFAULT_LINES)
     customer = user or ALICE
     crash_after = None
@@ -256,28 +256,23 @@ def _fire(lab: Any, scenario: str, user: str | None, lines: Sequence[Any] | None
     return sid
 
 
-def _clear_leftover_faults(lab: Any, scenario: str) -> None:
-    """A scenario runs with the faults it arms itself and no others: faults left armed (by
-    hand, or by a scenario whose saga did not use them) are cleared, with a notice. Without
-    this, `happy` after `lab.faults.inject("payment-service", "decline", times=50)` ended
-    declined."""
+def _warn_armed_faults(lab: Any, scenario: str) -> None:
+    """Faults left armed (by hand, or by a scenario whose saga did not use them) change how
+    a scenario ends: say which, so an unexpected outcome has its reason. They are kept: arming
+    a fault and then firing (or running a checkpoint) is how a student breaks the system."""
     from labkit.ops.fault_client import FaultError
 
     try:
-        leftover = lab.faults.armed()
+        armed = lab.faults.armed()
     except FaultError:
         return
-    if not leftover:
+    if not armed:
         return
     said = ", ".join(f"{f['service']} {f.get('mode')} x{f.get('times_left', '?')}"
                      + (f" on {f['path']}" if f.get("path") not in (None, "", "/", "/api/")
-                        else "") for f in leftover)
-    for service in sorted({f["service"] for f in leftover}):
-        lab.faults.clear(service)
-    warnings.warn(f"cleared faults left armed before {scenario}: {said}. A scenario runs with "
-                  "only the faults it arms itself; to combine, inject after lab.fire(...) "
-                  "returns (or place the order with lab.saga.place_order)", ScenarioNotice,
-                  stacklevel=2)
+                        else "") for f in armed)
+    warnings.warn(f"faults are armed and may change how {scenario} ends: {said} "
+                  "(lab.faults.clear() disarms them)", ScenarioNotice, stacklevel=2)
 
 
 def _check_unregistered(lab: Any, user: str) -> None:
