@@ -36,6 +36,7 @@ from ecommerce.plugins import PLUGINS_ENV
 from ecommerce.services.registry import SERVICES, TASKS
 from ecommerce.waiting import WaitTimeout, wait_until
 from labkit.runtime.manifests import STEPS
+from labkit.runtime.ports import pick, release
 from labkit.runtime.steps import GATEWAY, process_steps, processes_for, workload_for
 
 #: Variables the local runtime decides itself (addresses and databases).
@@ -108,19 +109,13 @@ def launch_specs(names: Iterable[str] | None = None) -> dict[str, LaunchSpec]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def gateway_port() -> int:
     """LABKIT_GATEWAY_PORT (default 8080); 0 means any free port."""
     text = os.environ.get(GATEWAY_PORT_ENV, "").strip() or str(DEFAULT_GATEWAY_PORT)
     if not text.isdigit() or int(text) > 65535:
         raise RuntimeErrorWithHint(f"{GATEWAY_PORT_ENV} must be a port number (0: any free "
                                    f"port); got {text!r}")
-    return int(text) or free_port()
+    return int(text)
 
 
 def port_is_free(port: int) -> bool:
@@ -292,10 +287,9 @@ class LocalRuntime:
             running = rec is not None and _proc(rec.pid, rec.started) is not None
             if running and rec is not None and rec.port:
                 ports[GATEWAY] = rec.port
-            elif self.gateway_port is not None:
-                ports[GATEWAY] = self.gateway_port or free_port()
             else:
-                ports[GATEWAY] = gateway_port()
+                chosen = self.gateway_port if self.gateway_port is not None else gateway_port()
+                ports[GATEWAY] = chosen or pick(self.data_dir, set(ports.values()))
         if not any(_proc(r.pid, r.started) is not None for r in records.values()):
             # Nothing of the lab runs, so no peer holds a kept port in its URL: a kept port
             # another program took meanwhile (a test run, another lab) is simply chosen again.
@@ -305,11 +299,10 @@ class LocalRuntime:
         taken = set(ports.values())
         for name, spec in specs.items():
             if spec.http and name not in ports:
-                port = free_port()
-                while port in taken:
-                    port = free_port()
-                ports[name] = port
-                taken.add(port)
+                # Claimed machine-wide: kept until the service starts (maybe a later step),
+                # when nothing listens on it yet, and another lab must not be given it.
+                ports[name] = pick(self.data_dir, taken)
+                taken.add(ports[name])
         return ports
 
     # ---- environment ------------------------------------------------------------------------
@@ -585,6 +578,7 @@ class LocalRuntime:
                 reads.erase()
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
+        release(self.data_dir)  # its ports may go to another lab now
 
     def check_known(self, name: str) -> None:
         """Refuse a name that is not one of the lab's processes, listing those that are."""

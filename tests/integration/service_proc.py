@@ -16,7 +16,6 @@ environment. `start` waits for /readyz; everything started is terminated after t
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -49,10 +48,11 @@ def restock(inventory: ServiceProc, sku: str, quantity: int) -> httpx.Response:
                                  headers=ADMIN)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(owner: Path) -> int:
+    """A free port no lab has claimed (a lab keeps ports for services it has not started)."""
+    from labkit.runtime.ports import pick
+
+    return pick(owner)
 
 
 def module_of(name: str) -> str:
@@ -172,7 +172,7 @@ class Services:
     def spawn(self, name: str, *, faults: bool = True, pg: tuple[str, str] | None = None,
               env: dict[str, str] | None = None) -> ServiceProc:
         """Launch without waiting (to start several at once); then call `wait_ready()`."""
-        port = free_port()
+        port = free_port(self.data_dir)
         full = self.env(faults=faults, pg=pg, extra=env)
         full["LABKIT_PORT"] = str(port)
         label = name.rsplit(".", 1)[-1]

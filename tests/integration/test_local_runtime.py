@@ -272,3 +272,26 @@ def test_a_benchmarks_lab_keeps_off_the_students_schema_and_prefix(
                             "WHERE schema_name = %s", (own.pg_schema,)).fetchone()
     assert left == (0,)
     assert list(client.scan_iter(match=f"{own.redis_prefix}:*")) == []
+
+
+def test_a_port_kept_for_a_later_step_is_never_given_to_another_lab(tmp_path, monkeypatch):
+    """The notebooks start the lab step by step: the ports of later steps' services are kept
+    (peers know them) but unbound for minutes. CI saw another lab on the machine get four of
+    them, and then each lab's `up` found its port "taken by another program"."""
+    from labkit.runtime import ports
+
+    a = LocalRuntime(lab_settings(tmp_path / "a"))
+    try:
+        a.up(step="01-networking", progress=False)
+        state = json.loads(a.state_file.read_text())
+        running = set(state["processes"])
+        unstarted = [p for n, p in state["ports"].items() if n not in running]
+        assert unstarted, state
+        real = ports.kernel_free_port
+        offered = iter(unstarted)
+        monkeypatch.setattr(ports, "kernel_free_port", lambda: next(offered, None) or real())
+        b = LocalRuntime(lab_settings(tmp_path / "b"))
+        given = b._assign_ports(launch_specs(b.names))
+        assert not set(given.values()) & set(unstarted)
+    finally:
+        a.down()
