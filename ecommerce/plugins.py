@@ -205,7 +205,7 @@ class GuardedProjection:
 
 def _guard(pname: str, handler: Callable[[Any], Any], owned: frozenset[str],
            plugin: Plugin | None) -> Callable[[Any], list[Any]]:
-    from ecommerce.domain.readmodel import Delete, Incr, Merge, Put
+    from ecommerce.domain.readmodel import Write
 
     where, fix = _blame(plugin)
 
@@ -217,7 +217,7 @@ def _guard(pname: str, handler: Callable[[Any], Any], owned: frozenset[str],
             line = _line(exc, plugin)
             raise PluginProjectionError(f"{type(exc).__name__}: {exc} at {line} of {where} "
                                         f"(projection {pname!r}); {fix}") from exc
-        if isinstance(out, Put | Merge | Incr | Delete):  # tuples themselves: test first
+        if isinstance(out, Write):  # writes are tuples themselves: test first
             raise PluginProjectionError(
                 f"projection {pname!r} of {where} returned one write, {_SHORT.repr(out)}, for "
                 f"a {e.type}; a handler returns a list of writes: return [{type(out).__name__}"
@@ -228,7 +228,7 @@ def _guard(pname: str, handler: Callable[[Any], Any], owned: frozenset[str],
                 f"{_SHORT.repr(out)} for a {e.type}; a handler returns a list of writes "
                 f"([Merge(...)], [] for none: did it forget `return`?); {fix}")
         for w in out:
-            if not isinstance(w, Put | Merge | Incr | Delete):
+            if not isinstance(w, Write):
                 raise PluginProjectionError(
                     f"projection {pname!r} of {where} returned {w!r} in its list for a "
                     f"{e.type}; each item is a write (Put, Merge, Incr or Delete); {fix}")

@@ -121,8 +121,7 @@ def ensure_customer(lab: Any, user_id: str, balance: int = RICH_BALANCE,
     _check(lab.http("payment-service").post(
         "/api/payments/accounts", json={"account_id": user_id}),
         f"open account {user_id}", (200, 201, 409))
-    held = int(_check(lab.http("payment-service").get(f"/api/payments/accounts/{user_id}"),
-                      f"balance of {user_id}", (200,))["balance"])
+    held = _balance(lab, user_id) or 0  # the account was opened just above
     if held < balance:
         _admin(lab, "fund", user_id, balance - held)
 
